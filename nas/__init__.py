@@ -1,0 +1,38 @@
+"""nas: plugin-based neural-architecture and hyperparameter search on Ray.
+
+Public names: ``create_strategy``, ``create_space``, ``Strategy``, ``Proposal``, ``SearchSpace``, ``Task``,
+``Objective``. Everything else lives in sub-modules.
+"""
+
+from __future__ import annotations
+
+import os
+
+# keras_tuner imports TensorFlow; keep its C++ banners out of the terminal unless the user asks (--verbose)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from nas.errors import DataError, NasError, PluginError, ResourceError, RunError
+from nas.objective import Objective, parse_objective
+from nas.registry import create_space, create_strategy
+from nas.space import SearchSpace, Task
+from nas.strategy import Observation, Proposal, Strategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "NasError",
+    "Objective",
+    "Observation",
+    "PluginError",
+    "Proposal",
+    "ResourceError",
+    "RunError",
+    "SearchSpace",
+    "Strategy",
+    "Task",
+    "__version__",
+    "create_space",
+    "create_strategy",
+    "parse_objective",
+]

@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Every error a user can cause (bad flag, bad data, unknown plugin, missing run) is a ``NasError``: the CLI prints
+its message on one line and exits non-zero, without a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+
+class NasError(Exception):
+    """An error caused by the user's input; its message names the bad value and what is accepted."""
+
+    exit_code = 2
+
+
+class DataError(NasError):
+    """The data set cannot be loaded or does not fit the task or the search space."""
+
+
+class PluginError(NasError):
+    """A search space or strategy cannot be found, loaded or configured."""
+
+
+class RunError(NasError):
+    """A stored search is missing, incomplete or contradicts the arguments given."""
+
+
+class ResourceError(NasError):
+    """Ray can never satisfy the resources asked for."""

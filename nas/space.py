@@ -1,0 +1,151 @@
+"""The search-space contract.
+
+A search space is a ``keras_tuner.HyperModel`` built for a ``Task``. It declares every hyperparameter (with
+``hp.Int/Float/Choice/Boolean`` and ``hp.conditional_scope``) in ``declare(hp)`` and builds a compiled Keras
+model in ``build_model(hp)``. Because ``declare`` registers every branch regardless of the values chosen, the
+whole space, conditional parameters included, is known before the first trial (``hyperparameters()``); and
+because ``build(hp)`` calls ``declare`` first, the same object works unchanged in ``keras_tuner.RandomSearch``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import keras_tuner as kt
+
+from nas.errors import DataError
+
+if TYPE_CHECKING:  # keep TensorFlow out of imports that do not train
+    import keras
+
+    from nas.data import Dataset
+
+TASK_KINDS = ("classification", "regression", "reconstruction", "anomaly")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the model must do, derived from the data before any trial.
+
+    ``input_shape`` excludes the batch axis: ``(8, 8)`` for digits images, ``(64,)`` for flat features,
+    ``(T, F)`` for sequences, ``(H, W, C)`` for colour images.
+    """
+
+    kind: str
+    input_shape: tuple[int, ...]
+    num_classes: int | None = None  # classification
+    output_dim: int | None = None  # regression
+    normal_class: int | None = None  # anomaly: the class trained on
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise DataError(f"task {self.kind!r} is not valid; accepted: {', '.join(TASK_KINDS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Task":
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+class SearchSpace(kt.HyperModel, abc.ABC):
+    """Base class of every search space.
+
+    Subclasses set ``name`` (and bump ``version`` when the space changes), implement ``declare`` and
+    ``build_model``, and may override ``check_task``, ``default_objective``, ``prepare_data``,
+    ``trial_metrics`` and ``fit``.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    #: task kinds this space can build for
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+
+    def __init__(self, task: Task, **options: Any) -> None:
+        super().__init__(name=self.name or type(self).__name__)
+        if options:
+            raise TypeError(f"unexpected options {sorted(options)}")
+        self.check_task(task)
+        self.task = task
+
+    # -- the contract ---------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def declare(self, hp: kt.HyperParameters) -> None:
+        """Register every hyperparameter of the space on ``hp``, every conditional branch included."""
+
+    @abc.abstractmethod
+    def build_model(self, hp: kt.HyperParameters) -> "keras.Model":
+        """Return a compiled Keras model for the values in ``hp`` (declared already)."""
+
+    # -- optional hooks -------------------------------------------------------------------------------------
+    def check_task(self, task: Task) -> None:
+        """Raise ``DataError`` with a clear message when this space cannot build for ``task``."""
+        if task.kind not in self.tasks:
+            raise DataError(
+                f"space {self.name!r} cannot do task {task.kind!r}; it accepts: {', '.join(self.tasks)}"
+            )
+
+    def default_objective(self) -> str:
+        return "val_accuracy:max" if self.task.kind == "classification" else "val_loss:min"
+
+    def prepare_data(self, data: "Dataset") -> "Dataset":
+        """The (x, y) pairs the model trains on; e.g. an autoencoder trains to reproduce its input."""
+        return data
+
+    def trial_metrics(self, model: "keras.Model", data: "Dataset") -> dict[str, float]:
+        """Extra metrics computed after each epoch on the validation data (e.g. anomaly precision/recall)."""
+        return {}
+
+    @classmethod
+    def example_task(cls, data: "Dataset") -> Task:
+        """The task this space solves on ``data`` by default (its first accepted task kind)."""
+        from nas.data import make_task
+
+        return make_task(data, cls.tasks[0])
+
+    # -- KerasTuner integration ------------------------------------------------------------------------------
+    def hyperparameters(self) -> kt.HyperParameters:
+        """The whole space, conditional parameters included, before any trial."""
+        hp = kt.HyperParameters()
+        self.declare(hp)
+        return hp
+
+    def build(self, hp: kt.HyperParameters) -> "keras.Model":
+        self.declare(hp)  # idempotent: registers any parameter not yet known, keeps values already set
+        return self.build_model(hp)
+
+    def fit(self, hp: kt.HyperParameters, model: "keras.Model", *args: Any, **kwargs: Any) -> Any:
+        """Train; the space's ``batch_size`` hyperparameter, when it declares one, sets the batch size."""
+        if "batch_size" in hp.values and "batch_size" not in kwargs:
+            kwargs["batch_size"] = int(hp.get("batch_size"))
+        return model.fit(*args, **kwargs)
+
+
+def optimizer(name: str, learning_rate: float, momentum: float = 0.9) -> Any:
+    """A Keras optimizer by name (sgd uses momentum, as our users' lecture material does)."""
+    import keras
+
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate)
+    raise ValueError(f"optimizer {name!r} is not valid; accepted: sgd, adam, rmsprop")
+
+
+def head(task: Task) -> tuple[int, str | None, str, list[str]]:
+    """Output units, activation, loss and metrics for a supervised task."""
+    if task.kind == "classification":
+        return int(task.num_classes or 2), "softmax", "sparse_categorical_crossentropy", ["accuracy"]
+    if task.kind == "regression":
+        return int(task.output_dim or 1), None, "mse", ["mae"]
+    raise DataError(f"task {task.kind!r} has no supervised head")
