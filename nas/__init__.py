@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
-# keras_tuner imports TensorFlow; keep its C++ banners out of the terminal unless the user asks (--verbose)
+# keras_tuner imports TensorFlow: keep its C++ log lines and the oneDNN banner (printed before TF reads its log
+# level) out of the terminal. A user's own settings win; `nas ... --verbose` brings Ray's and TF's logs back.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from nas.errors import DataError, NasError, PluginError, ResourceError, RunError
 from nas.objective import Objective, parse_objective

@@ -108,7 +108,7 @@ def _keras_dataset(name: str, val_fraction: float, seed: int) -> Dataset:
         (x, y), _ = loader.load_data()
     except Exception as e:  # offline: urllib errors, partial files
         raise DataError(
-            f"data {name!r} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+            f"data {name!r} could not be loaded ({(str(e).splitlines() or [type(e).__name__])[0][:300]}); "
             f"keras downloads it on first use, so this machine needs internet access or a copy in ~/.keras/datasets; "
             f"offline, use --data digits or an .npz file"
         ) from None

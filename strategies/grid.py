@@ -43,10 +43,18 @@ class GridSearch(Strategy):
             self.cursor += 1
         return values
 
+    # Ray Tune pickles its search algorithm; the grid's iterator is rebuilt from the cursor instead.
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("_iter")
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._iter = itertools.islice(P.grid(self.space, self.points), self.cursor, None)
+
     def _get_state(self) -> dict[str, Any]:
         return {"cursor": self.cursor, "points": self.points}
 
     def _set_state(self, state: Mapping[str, Any]) -> None:
-        self.points = int(state["points"])
-        self.cursor = int(state["cursor"])
-        self._iter = itertools.islice(P.grid(self.space, self.points), self.cursor, None)
+        self.__setstate__({"points": int(state["points"]), "cursor": int(state["cursor"])})

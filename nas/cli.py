@@ -1,0 +1,251 @@
+"""The ``nas`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Sequence
+
+from nas.errors import NasError
+from nas.objective import Objective
+from nas.results import format_config, format_value, rank
+
+EXAMPLES = {
+    "search": """examples:
+  nas search --space mlp --strategy random --trials 8 --epochs 5
+  nas search --space cnn --strategy rl --trials 50 --max-concurrent 4 --gpus-per-trial 0.5
+  nas search --space my_spaces.py:MySpace --data train.npz --objective val_loss:min
+  nas search --space mlp --data prices.csv --target price --name prices --storage /shared/nas-runs""",
+    "status": """examples:
+  nas status mlp-random-20261122-101500-ab12
+  nas status my-run --json > my-run.json""",
+    "list": "example:\n  nas list",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return v
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(2, f"nas: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nas", description="Neural-architecture and hyperparameter search for Keras on Ray.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    s = sub.add_parser("search", help="run a search", epilog=EXAMPLES["search"], formatter_class=fmt)
+    g = s.add_argument_group("what to search")
+    g.add_argument("--space", default="mlp", help="search space: a registered name (see `nas list`), module:Class or file.py:Class (default: mlp)")
+    g.add_argument("--strategy", default="random", help="strategy: a registered name, module:Class or file.py:Class (default: random)")
+    g.add_argument("--strategy-option", dest="strategy_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="strategy option, repeatable (e.g. points=3 for grid)")
+    g.add_argument("--space-option", dest="space_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="search-space option, repeatable")
+    g.add_argument("--objective", dest="objectives", action="append", default=[], metavar="METRIC[:max|min]", help="what to optimise (default: the space's, val_accuracy:max for classification)")
+    d = s.add_argument_group("data")
+    d.add_argument("--data", default="digits", help="digits (default, offline), mnist, fashion_mnist, cifar10, PATH.npz or PATH.csv")
+    d.add_argument("--target", help="CSV column to predict")
+    d.add_argument("--window", type=_positive_int, help="CSV time series: predict the next value from W steps")
+    d.add_argument("--task", choices=["classification", "regression", "reconstruction", "anomaly"], help="default: the space's first task that fits the data")
+    d.add_argument("--normal-class", type=int, help="--task anomaly: the label of normal examples (default: the smallest)")
+    b = s.add_argument_group("budget")
+    b.add_argument("--trials", type=int, default=10, help="number of trials (default: 10)")
+    b.add_argument("--epochs", type=int, default=5, help="epochs per trial (default: 5)")
+    b.add_argument("--seed", type=int, default=0, help="seed for proposals and training (default: 0)")
+    r = s.add_argument_group("resources")
+    r.add_argument("--address", help="an existing Ray cluster (default: start a local Ray on 127.0.0.1)")
+    r.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: as many as resources allow)")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: 1")
+    r.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU (default: 0)")
+    r.add_argument("--num-cpus", type=_positive_int, help="local Ray only: CPUs to use (default: all)")
+    r.add_argument("--num-gpus", type=int, help="local Ray only: GPUs to advertise (default: detected)")
+    o = s.add_argument_group("output")
+    o.add_argument("--name", help="run name (default: generated and printed)")
+    o.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    o.add_argument("--verbose", action="store_true", help="show Ray's and TensorFlow's own logs")
+
+    st = sub.add_parser("status", help="leaderboard of a run's trials", epilog=EXAMPLES["status"], formatter_class=fmt)
+    st.add_argument("name")
+    st.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--top", type=_positive_int, default=10, help="rows in the leaderboard (default: 10)")
+
+    sub.add_parser("list", help="registered search spaces and strategies", epilog=EXAMPLES["list"], formatter_class=fmt)
+    return parser
+
+
+# -- search -------------------------------------------------------------------------------------------------
+class LinePrinter:
+    """One line per finished trial with its objective and the best so far."""
+
+    def __init__(self, objective: Objective, total: int, stream: Any = None) -> None:
+        self.objective = objective
+        self.total = total
+        self.stream = stream or sys.stdout
+        self.best: tuple[float, str] | None = None
+        self.done = 0
+        self.failed = 0
+        self.started = time.time()
+
+    def __call__(self, kind: str, rec: dict[str, Any]) -> None:
+        if kind == "epoch":
+            return
+        self.done += 1
+        m = self.objective.metric
+        if kind == "failed":
+            self.failed += 1
+            line = f"[{self.done}/{self.total}] trial {rec['trial_id']} failed: {rec.get('error')}"
+        else:
+            metrics = rec.get("metrics") or {}
+            v = self.objective.value(metrics)
+            if v is not None and (self.best is None or self.objective.better(v, self.best[0])):
+                self.best = (v, rec["trial_id"])
+            best = f"best {format_value(self.best[0])} (trial {self.best[1]})" if self.best else "no best yet"
+            line = (
+                f"[{self.done}/{self.total}] trial {rec['trial_id']}: {m}={format_value(v)}  {best}  "
+                f"epochs={metrics.get('epochs')} params={int(metrics.get('params', 0)):,} "
+                f"{float(metrics.get('train_time_s') or 0):.1f}s  {format_config(rec['config'])}"
+            )
+        print(line, file=self.stream, flush=True)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.engine import SearchOptions, run_search
+
+    opts = SearchOptions(
+        space=args.space, strategy=args.strategy, data=args.data, target=args.target, window=args.window,
+        task=args.task, normal_class=args.normal_class, objectives=args.objectives, trials=args.trials,
+        epochs=args.epochs, seed=args.seed, name=args.name, storage=args.storage, address=args.address,
+        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        strategy_options=dict(args.strategy_options), space_options=dict(args.space_options),
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=args.verbose,
+    )
+    opts.check()
+    print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
+          f"{opts.epochs} epochs on {opts.data}", flush=True)
+    result = run_search(opts, printer_factory=LinePrinter, announce=lambda msg: print(msg, flush=True))
+    done = sum(t["status"] == "completed" for t in result.trials)
+    failed = sum(t["status"] == "failed" for t in result.trials)
+    print(f"finished: {done} completed, {failed} failed in {result.wall_s:.1f}s")
+    if result.best:
+        b = result.best
+        metrics = {k: v for k, v in b["metrics"].items() if k not in ("node",)}
+        print(f"best trial {b['trial_id']}: {result.objective.metric}={format_value(metrics.get(result.objective.metric))}")
+        print(f"  config:  {format_config(b['config'])}")
+        print(f"  metrics: {format_config(metrics)}")
+    else:
+        print("no trial completed")
+    print(f"results: {result.directory}")
+    print(f"next: nas status {result.name}" + (f" --storage {args.storage}" if args.storage else ""))
+    return 0 if result.best else 1
+
+
+# -- status -------------------------------------------------------------------------------------------------
+def status_json(store: Any) -> dict[str, Any]:
+    spec = store.spec()
+    objectives = [Objective(**o) for o in spec["objectives"]]
+    trials = store.trials()
+    ranked = rank(trials, objectives[0])
+    slim = lambda t: {k: t.get(k) for k in ("trial_id", "status", "config", "metrics", "error", "node", "started", "finished")}  # noqa: E731
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "failed", "running", "pending")}
+    return {
+        "name": spec["name"],
+        "directory": str(store.root),
+        "space": spec["space"],
+        "strategy": spec["strategy"],
+        "objective": objectives[0].to_json(),
+        "objectives": [o.to_json() for o in objectives],
+        "budget": {"trials": spec["trials"], "epochs": spec["epochs"]},
+        "seed": spec.get("seed"),
+        "counts": counts,
+        "trials": [slim(t) for t in trials],
+        "best": slim(ranked[0]) if ranked else None,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nas.store import ExperimentStore
+
+    store = ExperimentStore.open(args.name, args.storage)
+    data = status_json(store)
+    if args.json:
+        print(json.dumps(data, indent=1, default=str))
+        return 0
+    obj = Objective(**data["objective"])
+    c = data["counts"]
+    print(f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, objective {obj}")
+    print(f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running "
+          f"of {data['budget']['trials']}  ({data['directory']})")
+    ranked = rank(data["trials"], obj)[: args.top]
+    if ranked:
+        print(f"\n{'rank':>4}  {'trial':>5}  {obj.metric:>14}  {'epochs':>6}  {'params':>10}  config")
+        for i, t in enumerate(ranked, 1):
+            m = t["metrics"]
+            print(f"{i:>4}  {t['trial_id']:>5}  {format_value(m.get(obj.metric)):>14}  {int(m.get('epochs', 0)):>6}  "
+                  f"{int(m.get('params', 0)):>10,}  {format_config(t['config'])}")
+    failed = [t for t in data["trials"] if t["status"] == "failed"]
+    for t in failed:
+        print(f"failed trial {t['trial_id']}: {t['error']}")
+    return 0
+
+
+# -- list ---------------------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from nas.registry import SPACES, STRATEGIES, available, load, summary
+
+    for group, title in ((SPACES, "spaces"), (STRATEGIES, "strategies")):
+        print(f"{title}:")
+        for name, target in available(group).items():
+            try:
+                doc = summary(load(group, name))
+            except NasError as e:
+                doc = f"(cannot load: {e})"
+            print(f"  {name:<12} {doc}  [{target}]")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "status": cmd_status, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except NasError as e:
+        if args.debug:
+            raise
+        print(f"nas: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("nas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

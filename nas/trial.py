@@ -1,0 +1,116 @@
+"""What runs inside a Ray worker: build one configuration, train it, report every epoch.
+
+Workers are reused across trials (``reuse_actors=True``), so TensorFlow is imported and configured once per
+worker process, and the space object and its prepared data are cached per worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from nas import params as P
+
+TRIAL_KEY = "__nas_trial__"
+
+_worker: dict[str, Any] = {}  # per-process cache: TF configured, spaces, prepared data
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot produce a usable result (NaN loss, bad configuration)."""
+
+
+def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The nas trial id and the hyperparameter values in a Ray trial config."""
+    values = {k: v for k, v in config.items() if not k.startswith("__")}
+    return str(config.get(TRIAL_KEY, "")), values
+
+
+def trial_seed(seed: int | None, trial_id: str) -> int:
+    base = 0 if seed is None else int(seed)
+    return (base * 1_000_003 + int(trial_id or 0) * 7919 + 17) % (2**31 - 1)
+
+
+def _configure_tensorflow(cpus: float) -> None:
+    if _worker.get("tf"):
+        return
+    import tensorflow as tf
+
+    threads = max(1, int(math.floor(cpus)))
+    try:  # only possible before TensorFlow runs its first op in this process
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:  # take GPU memory as needed, so fractional GPUs can share a card
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+    _worker["tf"] = True
+
+
+def _space_and_data(setup: dict[str, Any], data: Any) -> tuple[Any, Any, Any]:
+    from nas.registry import create_space
+    from nas.space import Task
+
+    key = (setup["space"], repr(setup.get("space_options")), repr(setup["task"]), id(data))
+    cached = _worker.get("space")
+    if cached and cached[0] == key:
+        return cached[1], cached[2], cached[3]
+    space = create_space(setup["space"], task=Task.from_json(setup["task"]), **(setup.get("space_options") or {}))
+    hp_space = space.hyperparameters()
+    prepared = space.prepare_data(data)
+    _worker["space"] = (key, space, hp_space, prepared)
+    return space, hp_space, prepared
+
+
+def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] | None = None) -> None:
+    """Ray Tune function trainable: one configuration, ``setup["epochs"]`` epochs, a report per epoch."""
+    from ray import tune
+
+    assert setup is not None and data is not None
+    _configure_tensorflow(setup.get("cpus_per_trial", 1))
+    import keras
+
+    trial_id, values = split_config(config)
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(trial_seed(setup.get("seed"), trial_id))
+    space, hp_space, prepared = _space_and_data(setup, data)
+    hp = P.to_hp(hp_space, values)
+    model = space.build(hp)
+    n_params = int(model.count_params())
+    started = time.perf_counter()
+    node = os.uname().nodename
+
+    class Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
+            if bad:
+                self.model.stop_training = True
+                raise TrialFailed(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch + 1}")
+            metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
+            metrics.update(
+                epoch=epoch + 1,
+                params=n_params,
+                train_time_s=round(time.perf_counter() - started, 4),
+                node=node,
+                pid=os.getpid(),
+                gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            )
+            tune.report(metrics)
+
+    space.fit(
+        hp,
+        model,
+        prepared.x_train,
+        prepared.y_train,
+        validation_data=(prepared.x_val, prepared.y_val),
+        epochs=int(setup["epochs"]),
+        callbacks=[Report()],
+        verbose=0,
+    )
+    del model

@@ -1,0 +1,85 @@
+"""Shared fixtures: run the real CLI in a subprocess with its own storage; leave no Ray process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ray_pids() -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    pids = set()
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if any(tag in args for tag in ("raylet", "gcs_server", "ray::", "ray/_private", "dashboard/agent.py")):
+            pids.add(int(pid))
+    return pids
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_ray_processes() -> Any:
+    """Every Ray runtime a test starts is stopped by the test itself; leftovers fail the session."""
+    before = _ray_pids()
+    yield
+    import time
+
+    deadline = time.time() + 20
+    while time.time() < deadline and (_ray_pids() - before):
+        time.sleep(0.5)
+    left = _ray_pids() - before
+    for pid in left:  # clean up anyway, then report
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not left, f"Ray processes left running after the tests: {sorted(left)}"
+
+
+class CLI:
+    def __init__(self, storage: Path, cwd: Path) -> None:
+        self.storage = storage
+        self.cwd = cwd
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["NAS_STORAGE"] = str(self.storage)
+        env["KERAS_HOME"] = str(self.storage / ".keras")  # never reuse a user's downloaded data sets
+        env.pop("RAY_ADDRESS", None)
+        return env
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, cwd=self.cwd, env=self.env(),
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"nas {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def inprocess(self, *args: str, capsys: Any, monkeypatch: Any) -> tuple[int, str, str]:
+        """The same CLI entry point in this process: for fast error-path checks (no TensorFlow re-import)."""
+        from nas.cli import main
+
+        for k, v in self.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.chdir(self.cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def status(self, name: str) -> dict[str, Any]:
+        return json.loads(self("status", name, "--json").stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    return CLI(tmp_path / "runs", tmp_path)

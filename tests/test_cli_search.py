@@ -1,0 +1,101 @@
+"""End-to-end: `nas search` through the CLI, real training on digits, a real local Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas import params as P
+from nas.data import load_data, make_task
+from nas.registry import create_space
+
+pytestmark = pytest.mark.ray
+
+
+def test_search_end_to_end_and_status_contract(cli) -> None:
+    out = cli("search", "--space", "mlp", "--strategy", "random", "--trials", "3", "--epochs", "2",
+              "--name", "e2e", "--seed", "1", "--max-concurrent", "2").stdout
+    assert "run e2e ->" in out
+    assert out.count("] trial ") == 3, out  # one line per finished trial
+    assert "best trial" in out and "nas status e2e" in out
+
+    status = cli.status("e2e")
+    assert status["name"] == "e2e" and status["space"] == "mlp" and status["strategy"] == "random"
+    assert status["objective"] == {"metric": "val_accuracy", "mode": "max"}
+    assert len(status["trials"]) == 3
+    space = create_space("mlp", task=make_task(load_data("digits"), "classification")).hyperparameters()
+    for t in status["trials"]:
+        assert set(t) >= {"trial_id", "status", "config", "metrics", "error"}
+        assert t["status"] == "completed" and t["error"] is None
+        P.validate(space, t["config"])
+        m = t["metrics"]
+        assert 0.0 <= m["val_accuracy"] <= 1.0
+        assert m["epochs"] == 2 and m["params"] > 0 and m["train_time_s"] > 0
+        assert 1 <= m["best_epoch"] <= 2
+    best = max(status["trials"], key=lambda t: t["metrics"]["val_accuracy"])
+    assert status["best"]["trial_id"] == best["trial_id"]
+    # the trials really learned: random guessing on 10 classes gives 0.1
+    assert status["best"]["metrics"]["val_accuracy"] > 0.5
+
+    # the run directory holds the spec (with versions), the trials, the strategy's state and Ray's files
+    run = cli.storage / "e2e"
+    spec = (run / "spec.json").read_text()
+    assert '"tensorflow' in spec and '"ray"' in spec and '"seed": 1' in spec
+    assert len(list((run / "trials").glob("*.json"))) == 3
+    assert (run / "strategy.json").is_file()
+    assert any(p.name.startswith("experiment_state") for p in run.iterdir())
+
+    text = cli("status", "e2e").stdout
+    assert "3 completed" in text and "rank" in text
+
+    # a second run with the same seed proposes the same configurations
+    cli("search", "--trials", "3", "--epochs", "1", "--name", "e2e-again", "--seed", "1", "--max-concurrent", "2")
+    again = cli.status("e2e-again")
+    assert sorted(P.canonical(t["config"]) for t in again["trials"]) == sorted(
+        P.canonical(t["config"]) for t in status["trials"])
+
+    # the name is taken now
+    proc = cli("search", "--trials", "1", "--name", "e2e", check=False)
+    assert proc.returncode != 0 and "already exists" in proc.stderr
+
+
+def test_grid_search_exhausts_and_plugins_from_file(cli, tmp_path: Path) -> None:
+    plugin = tmp_path / "my_plugins.py"
+    plugin.write_text(
+        '"""A user\'s own space and strategy, loaded from a file without packaging."""\n'
+        "from search_spaces.mlp import MLPSpace\n"
+        "from strategies.random_search import RandomSearch\n\n"
+        "class TinyMLP(MLPSpace):\n"
+        '    """Two layer sizes only."""\n'
+        '    name = "tiny"\n'
+        "    def declare(self, hp):\n"
+        '        hp.Int("num_layers", 1, 1)\n'
+        '        hp.Int("units_0", 16, 32, step=16)\n'
+        '        hp.Fixed("activation", "relu")\n'
+        '        hp.Fixed("dropout", 0.0)\n'
+        '        hp.Fixed("optimizer", "adam")\n'
+        '        hp.Fixed("learning_rate", 0.01)\n'
+        '        hp.Fixed("batch_size", 64)\n\n'
+        "class MyRandom(RandomSearch):\n"
+        '    """A user strategy."""\n'
+        '    name = "my-random"\n'
+    )
+    out = cli("search", "--space", f"{plugin}:TinyMLP", "--strategy", "grid", "--trials", "5",
+              "--epochs", "1", "--name", "grid").stdout
+    status = cli.status("grid")
+    # the grid has exactly 2 points: it stops there although 5 trials were allowed
+    assert sorted(t["config"]["units_0"] for t in status["trials"]) == [16, 32], out
+    assert all(t["status"] == "completed" for t in status["trials"])
+
+    cli("search", "--space", "my_plugins.py:TinyMLP", "--strategy", "my_plugins.py:MyRandom",
+        "--trials", "1", "--epochs", "1", "--name", "file-strategy")
+    assert cli.status("file-strategy")["trials"][0]["status"] == "completed"
+
+
+def test_resources_ray_can_never_satisfy_fail_at_once(cli) -> None:
+    proc = cli("search", "--trials", "1", "--gpus-per-trial", "2", "--name", "toomuch", check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "--gpus-per-trial 2" in proc.stderr and "GPUs" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (cli.storage / "toomuch" / "spec.json").exists()
