@@ -263,6 +263,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         "epochs": opts.epochs,
         "seed": opts.seed,
         "cpus_per_trial": opts.cpus_per_trial,
+        "run_dir": str(store.root.resolve()),
     }
     started = time.time()
     with ray_runtime(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):

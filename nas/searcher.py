@@ -131,6 +131,7 @@ class TrialRecorder(Callback):
         rec["history"].append(epoch)
         rec["node"] = result.get("node") or rec["node"]
         rec["gpu_ids"] = result.get("gpu_ids", "")
+        rec.setdefault("fit_started", result.get("fit_started"))
         rec["metrics"] = best_epoch(rec["history"], self.objective) or {}
         rec["status"] = "running"
         self.store.write_trial(rec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from nas import params as P
@@ -26,6 +27,11 @@ def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The nas trial id and the hyperparameter values in a Ray trial config."""
     values = {k: v for k, v in config.items() if not k.startswith("__")}
     return str(config.get(TRIAL_KEY, "")), values
+
+
+def artifact_dir(run_dir: str | Path, trial_id: str) -> Path:
+    """Where a trial writes its files (weights, logs): ``<run>/trials/<id>/``, beside its record ``<id>.json``."""
+    return Path(run_dir) / "trials" / str(trial_id)
 
 
 def trial_seed(seed: int | None, trial_id: str) -> int:
@@ -76,6 +82,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     import keras
 
     trial_id, values = split_config(config)
+    fit_started = time.time()
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(trial_seed(setup.get("seed"), trial_id))
     space, hp_space, prepared = _space_and_data(setup, data)
@@ -84,6 +91,8 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     n_params = int(model.count_params())
     started = time.perf_counter()
     node = os.uname().nodename
+    out_dir = artifact_dir(setup["run_dir"], trial_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -99,6 +108,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 train_time_s=round(time.perf_counter() - started, 4),
                 node=node,
                 pid=os.getpid(),
+                fit_started=fit_started,
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
             tune.report(metrics)
