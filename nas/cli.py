@@ -22,6 +22,9 @@ EXAMPLES = {
   nas status mlp-random-20261122-101500-ab12
   nas status my-run --json > my-run.json""",
     "list": "example:\n  nas list",
+    "resume": """examples:
+  nas resume my-run                 # after Ctrl-C, kill -9 or a reboot: continue where it stopped
+  nas resume my-run --trials 50     # a finished 30-trial search: run 20 more""",
 }
 
 
@@ -44,6 +47,15 @@ def _option(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return key, value
+
+
+def _failure_flags(group: Any, defaults: bool = True) -> None:
+    group.add_argument("--max-failures", type=int, default=0 if defaults else None,
+                       help="retry a trial whose worker died up to N times, from its last checkpoint (default: 0)")
+    group.add_argument("--max-consecutive-failures", type=int, default=5 if defaults else None,
+                       help="stop the search after N failed trials in a row (default: 5; 0: never)")
+    group.add_argument("--worker-max-rss-mb", type=float, default=3000.0 if defaults else None,
+                       help="replace a reused worker once its memory passes this many MB (default: 3000)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,10 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU (default: 0)")
     r.add_argument("--num-cpus", type=_positive_int, help="local Ray only: CPUs to use (default: all)")
     r.add_argument("--num-gpus", type=int, help="local Ray only: GPUs to advertise (default: detected)")
+    _failure_flags(r)
     o = s.add_argument_group("output")
     o.add_argument("--name", help="run name (default: generated and printed)")
     o.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
     o.add_argument("--verbose", action="store_true", help="show Ray's and TensorFlow's own logs")
+    o.add_argument("--resume", action="store_true", help="continue the run named by --name (as `nas resume NAME`)")
+
+    rs = sub.add_parser("resume", help="continue an interrupted search exactly where it stopped",
+                        epilog=EXAMPLES["resume"], formatter_class=fmt)
+    rs.add_argument("name")
+    rs.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    rs.add_argument("--trials", type=int, help="raise the budget (total trials, finished ones included)")
+    rs.add_argument("--max-concurrent", type=_positive_int)
+    rs.add_argument("--address", help="the Ray cluster to continue on (default: a local Ray)")
+    rs.add_argument("--cpus-per-trial", type=float)
+    rs.add_argument("--gpus-per-trial", type=float)
+    _failure_flags(rs, defaults=False)
+    rs.add_argument("--verbose", action="store_true", help="show Ray's and TensorFlow's own logs")
 
     st = sub.add_parser("status", help="leaderboard of a run's trials", epilog=EXAMPLES["status"], formatter_class=fmt)
     st.add_argument("name")
@@ -131,21 +157,7 @@ class LinePrinter:
         print(line, file=self.stream, flush=True)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from nas.engine import SearchOptions, run_search
-
-    opts = SearchOptions(
-        space=args.space, strategy=args.strategy, data=args.data, target=args.target, window=args.window,
-        task=args.task, normal_class=args.normal_class, objectives=args.objectives, trials=args.trials,
-        epochs=args.epochs, seed=args.seed, name=args.name, storage=args.storage, address=args.address,
-        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        strategy_options=dict(args.strategy_options), space_options=dict(args.space_options),
-        num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=args.verbose,
-    )
-    opts.check()
-    print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-          f"{opts.epochs} epochs on {opts.data}", flush=True)
-    result = run_search(opts, printer_factory=LinePrinter, announce=lambda msg: print(msg, flush=True))
+def _report(result: Any, storage: str | None) -> int:
     done = sum(t["status"] == "completed" for t in result.trials)
     failed = sum(t["status"] == "failed" for t in result.trials)
     print(f"finished: {done} completed, {failed} failed in {result.wall_s:.1f}s")
@@ -158,8 +170,59 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         print("no trial completed")
     print(f"results: {result.directory}")
-    print(f"next: nas status {result.name}" + (f" --storage {args.storage}" if args.storage else ""))
+    where = f" --storage {storage}" if storage else ""
+    if result.stopped:
+        print(f"stopped early: {result.stopped}", file=sys.stderr)
+        print(f"fix the cause, then continue with: nas resume {result.name}{where}", file=sys.stderr)
+        return 3
+    if result.interrupted:
+        print(f"interrupted: state saved; continue with: nas resume {result.name}{where}", file=sys.stderr)
+        return 130
+    print(f"next: nas status {result.name}{where}")
     return 0 if result.best else 1
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from nas.engine import resume_search
+
+    changes = {k: getattr(args, k) for k in ("trials", "max_concurrent", "address", "cpus_per_trial",
+                                             "gpus_per_trial", "max_failures", "max_consecutive_failures",
+                                             "worker_max_rss_mb") if getattr(args, k, None) is not None}
+    if args.verbose:
+        changes["verbose"] = True
+    result = resume_search(args.name, args.storage, changes, printer_factory=LinePrinter,
+                           announce=lambda msg: print(msg, flush=True))
+    return _report(result, args.storage)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.engine import SearchOptions, resume_search, run_search
+
+    if args.resume:
+        if not args.name:
+            raise NasError("--resume needs --name NAME naming the run to continue")
+        defaults = vars(build_parser().parse_args(["search"]))
+        changes = {k: v for k, v in vars(args).items()
+                   if k not in ("command", "debug", "resume", "name", "storage") and v != defaults.get(k)}
+        changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
+        result = resume_search(args.name, args.storage, changes, printer_factory=LinePrinter,
+                               announce=lambda msg: print(msg, flush=True))
+        return _report(result, args.storage)
+
+    opts = SearchOptions(
+        space=args.space, strategy=args.strategy, data=args.data, target=args.target, window=args.window,
+        task=args.task, normal_class=args.normal_class, objectives=args.objectives, trials=args.trials,
+        epochs=args.epochs, seed=args.seed, name=args.name, storage=args.storage, address=args.address,
+        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        strategy_options=dict(args.strategy_options), space_options=dict(args.space_options),
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=args.verbose, max_failures=args.max_failures,
+        max_consecutive_failures=args.max_consecutive_failures, worker_max_rss_mb=args.worker_max_rss_mb,
+    )
+    opts.check()
+    print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
+          f"{opts.epochs} epochs on {opts.data}", flush=True)
+    result = run_search(opts, printer_factory=LinePrinter, announce=lambda msg: print(msg, flush=True))
+    return _report(result, args.storage)
 
 
 # -- status -------------------------------------------------------------------------------------------------
@@ -226,7 +289,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "status": cmd_status, "list": cmd_list}
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

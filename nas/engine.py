@@ -45,6 +45,9 @@ class SearchOptions:
     space_options: dict[str, Any] = field(default_factory=dict)
     num_cpus: int | None = None  # local Ray only: CPUs it may use (default: all)
     num_gpus: int | None = None  # local Ray only: logical GPUs it advertises
+    max_failures: int = 0  # retries of a trial whose worker died, from its last checkpoint
+    max_consecutive_failures: int = 5  # stop the search after this many failed trials in a row (0: never)
+    worker_max_rss_mb: float | None = 3000.0  # replace a reused worker once its memory passes this
     verbose: bool = False
 
     def check(self) -> None:
@@ -52,6 +55,8 @@ class SearchOptions:
             raise NasError(f"--trials {self.trials!r} is not valid; give an integer >= 1")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise NasError(f"--epochs {self.epochs!r} is not valid; give an integer >= 1")
+        if self.max_failures < 0 or self.max_consecutive_failures < 0:
+            raise NasError("--max-failures and --max-consecutive-failures must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise NasError(f"--max-concurrent {self.max_concurrent!r} is not valid; give an integer >= 1")
         if not self.cpus_per_trial > 0:
@@ -70,6 +75,8 @@ class SearchResult:
     trials: list[dict[str, Any]]
     objective: Objective
     wall_s: float
+    interrupted: bool = False
+    stopped: str | None = None  # why the search stopped early (too many consecutive failures)
 
 
 # -- quiet by default ---------------------------------------------------------------------------------------
@@ -101,8 +108,9 @@ def quiet_environment(verbose: bool) -> dict[str, str]:
     env = {k: os.environ[k] for k in env}
     if not verbose:
         warnings.filterwarnings("ignore")
+        # Ray Tune logs each failed trial's traceback at ERROR; the recorder already reports it in one line
         for name in ("ray", "ray.tune", "ray.train", "ray.data", "tensorflow", "absl", "optuna"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     return env
 
 
@@ -211,6 +219,11 @@ def _default_task(space_cls: Any, data: Any) -> str:
 Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, int], Printer]
 
+#: options a resumed search may change; any other option given must equal the stored one
+RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
+                     "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "worker_max_rss_mb",
+                     "storage", "name")
+
 
 def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = None,
                announce: Callable[[str], None] | None = None) -> SearchResult:
@@ -221,14 +234,16 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     name = check_name(opts.name) if opts.name else generate_name(opts.space, opts.strategy)
     store = ExperimentStore(storage / name)
     if store.exists() or (store.root.exists() and any(store.root.iterdir())):
-        raise RunError(f"a run named {name!r} already exists in {storage}; choose another --name")
+        raise RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
+                       f"or continue it with `nas resume {name}`")
 
     data, task, space, objectives, strategy = prepare(opts)
+    opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
     spec = {
         "name": name,
-        "space": plugin_ref(opts.space),
+        "space": opts.space,
         "space_version": getattr(space, "version", "1"),
-        "strategy": plugin_ref(opts.strategy),
+        "strategy": opts.strategy,
         "strategy_options": opts.strategy_options,
         "space_options": opts.space_options,
         "data": {"spec": opts.data, "target": opts.target, "window": opts.window, **data.describe()},
@@ -240,24 +255,187 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         "resources": {"cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial,
                       "max_concurrent": opts.max_concurrent, "address": opts.address},
         "hyperparameters": P.space_summary(space.hyperparameters()),
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("name", "storage", "verbose")},
         "created": time.time(),
         "versions": package_versions(),
         "command": " ".join(sys.argv),
     }
     printer = printer_factory(objectives[0], opts.trials) if printer_factory else None
-    return _tune(opts, store, spec, data, strategy, objectives, env, printer, announce)
+    return _tune(opts, store, spec, data, strategy, objectives, env, printer, announce, replay=[], done=0)
+
+
+def resume_search(name: str, storage: str | None = None, changes: dict[str, Any] | None = None,
+                  printer_factory: PrinterFactory | None = None,
+                  announce: Callable[[str], None] | None = None) -> SearchResult:
+    """Continue a stored search exactly where it stopped.
+
+    Completed trials are kept and never re-run; trials that were running resume from their last epoch
+    checkpoint; the strategy continues from its saved state, so a seeded search proposes what an uninterrupted
+    one would have. ``changes`` may raise the budget (``trials``) or change resources; changing what is
+    searched (space, strategy, data, objective, epochs, seed) is refused.
+    """
+    announce = announce or (lambda s: None)
+    store = ExperimentStore.open(name, storage)
+    spec = store.spec()
+    if "options" not in spec:
+        raise RunError(f"{store.spec_path} has no 'options' entry; this run cannot be resumed")
+    opts = SearchOptions(**spec["options"])
+    for key, value in (changes or {}).items():
+        if key in RESUME_MAY_CHANGE:
+            setattr(opts, key, value)
+        elif value != getattr(opts, key):
+            flag = "--" + key.replace("_", "-")
+            raise RunError(f"run {name!r} was searched with {flag} {getattr(opts, key)!r}; resuming with {flag} "
+                           f"{value!r} contradicts it (start a new run with another --name instead)")
+    opts.name, opts.storage = store.name, str(store.root.parent)
+    env = quiet_environment(opts.verbose)
+    cleanup_local_ray(store)
+
+    data, task, space, objectives, strategy = prepare(opts)
+    state = store.strategy_state()
+    if state is None:
+        raise RunError(f"{store.strategy_path} is missing: the strategy's state cannot be restored")
+    try:
+        strategy.set_state(state)
+    except (KeyError, TypeError, ValueError, NasError) as e:
+        raise RunError(f"{store.strategy_path} cannot be used to resume ({type(e).__name__}: {e}); "
+                       f"nothing was changed") from None
+    records = {t["trial_id"]: t for t in store.trials()}
+    replay = []
+    for trial_id, values in list(strategy.pending.items()):
+        rec = records.get(trial_id)
+        if rec and rec["status"] == "completed":  # finished, but the driver died before telling the strategy
+            strategy.tell(trial_id, rec["metrics"])
+        elif rec and rec["status"] == "failed":
+            strategy.tell(trial_id, None)
+        else:  # was running or about to: run it again, from its last epoch checkpoint
+            replay.append((trial_id, values, list(rec["history"]) if rec else []))
+    done = sum(r["status"] in ("completed", "failed") for r in records.values() if r["trial_id"] not in
+               {t for t, _, _ in replay})
+    if opts.trials < done:
+        raise RunError(f"--trials {opts.trials} is below the {done} trials this run has already finished")
+    spec["trials"] = opts.trials
+    spec["options"]["trials"] = opts.trials
+    spec.setdefault("resumed", []).append(time.time())
+    store.write_strategy_state(strategy.get_state())
+    printer = printer_factory(objectives[0], opts.trials) if printer_factory else None
+    if printer is not None and hasattr(printer, "done"):
+        printer.done = done  # count on from the trials earlier sessions finished
+    if opts.trials == done:
+        announce(f"run {store.name} already has its {done} trials; raise --trials to run more")
+        return _result(store, objectives[0], 0.0, interrupted=False)
+    announce(f"resuming run {store.name}: {done} of {opts.trials} trials done, {len(replay)} to continue")
+    return _tune(opts, store, spec, data, strategy, objectives, env, printer, announce, replay=replay, done=done)
+
+
+def _result(store: ExperimentStore, objective: Objective, wall: float, interrupted: bool,
+            stopped: str | None = None) -> SearchResult:
+    from nas.results import rank
+
+    trials = store.trials()
+    ranked = rank(trials, objective)
+    return SearchResult(store.name, store.root, ranked[0] if ranked else None, trials, objective, wall,
+                        interrupted=interrupted, stopped=stopped)
+
+
+# -- local Ray processes left behind by a killed driver -------------------------------------------------------
+def _record_local_ray(store: ExperimentStore) -> None:
+    try:
+        import ray._private.worker as w
+
+        session_dir = w._global_node.get_session_dir_path()
+    except Exception:
+        return
+    from nas.store import write_json
+
+    write_json(store.root / "ray" / "local.json", {"driver_pid": os.getpid(), "session_dir": session_dir})
+
+
+def cleanup_local_ray(store: ExperimentStore) -> list[int]:
+    """Kill what a SIGKILL-ed driver's local Ray left behind (its agents ignore SIGTERM: ../shared/STACK.md).
+    Only processes of that run's own Ray session, and only when its driver is gone."""
+    import signal
+
+    from nas.store import read_json
+
+    path = store.root / "ray" / "local.json"
+    if not path.is_file():
+        return []
+    try:
+        info = read_json(path)
+        session = Path(info["session_dir"]).name
+        os.kill(int(info["driver_pid"]), 0)
+        return []  # the driver still runs: leave its Ray alone
+    except (ProcessLookupError, PermissionError):
+        pass
+    except Exception:
+        return []
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        if session and _uses_session(proc, session):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except OSError:
+                pass
+    return killed
+
+
+def _uses_session(proc: Path, session: str) -> bool:
+    """Whether a process belongs to a Ray session: named in its command line, or holding its log files open
+    (the agents rename their command line to ``ray::DashboardAgent``)."""
+    try:
+        if session in (proc / "cmdline").read_bytes().decode(errors="replace"):
+            return True
+        for fd in (proc / "fd").iterdir():
+            try:
+                if session in os.readlink(fd):
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        return False
+    return False
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def recycling(trainable_fn: Callable[..., Any], max_rss_mb: float | None) -> type:
+    """A trainable whose worker is replaced instead of reused once its memory passes ``max_rss_mb``.
+
+    Keras grows ~6 MB per model built in a long-lived process whatever is freed (../shared/STACK.md); Ray Tune
+    reuses a worker only when ``reset_config`` returns True, so refusing it makes Tune start a fresh one.
+    """
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class Recycling(wrap_function(trainable_fn, name="trial")):  # type: ignore[misc]
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            if max_rss_mb and _rss_mb() > max_rss_mb:
+                return False
+            return super().reset_config(new_config)
+
+    Recycling.__name__ = Recycling.__qualname__ = "trial"
+    return Recycling
 
 
 def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, strategy: Any,
           objectives: list[Objective], env: dict[str, str], printer: Printer | None,
-          announce: Callable[[str], None]) -> SearchResult:
+          announce: Callable[[str], None], replay: list, done: int) -> SearchResult:
     from ray import tune
 
-    from nas.searcher import StrategySearcher, TrialRecorder
+    from nas.searcher import FailureGuard, StrategySearcher, TrialRecorder
     from nas.trial import train_trial
 
     setup = {
-        "space": plugin_ref(opts.space),
+        "space": opts.space,
         "space_options": opts.space_options,
         "task": spec["task"],
         "epochs": opts.epochs,
@@ -266,36 +444,45 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         "run_dir": str(store.root.resolve()),
     }
     started = time.time()
+    guard = FailureGuard(opts.max_consecutive_failures)
     with ray_runtime(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):
         concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent)
         store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind
-        announce(f"run {store.name} -> {store.root}")
-        searcher = StrategySearcher(strategy, on_state=store.write_strategy_state)
-        recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None))
+        if not opts.address:
+            _record_local_ray(store)
+        if not replay and not done:
+            announce(f"run {store.name} -> {store.root}")
+        searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay)
+        recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard)
         trainable = tune.with_resources(
-            tune.with_parameters(train_trial, data=data, setup=setup),
+            recycling(tune.with_parameters(train_trial, data=data, setup=setup), opts.worker_max_rss_mb),
             {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
         )
+        sessions = store.root / "ray"
+        session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                num_samples=opts.trials,
+                num_samples=opts.trials - done,
                 max_concurrent_trials=concurrent,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=store.name,
-                storage_path=str(store.root.parent.resolve()),
+                name=session,
+                storage_path=str(sessions.resolve()),
                 verbose=2 if opts.verbose else 0,
                 callbacks=[recorder],
-                failure_config=tune.FailureConfig(max_failures=0),
+                stop=guard,
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),
         )
         tuner.fit()
-    trials = store.trials()
-    from nas.results import rank
-
-    ranked = rank(trials, objectives[0])
-    return SearchResult(store.name, store.root, ranked[0] if ranked else None, trials, objectives[0],
-                        time.time() - started)
+    finished = sum(t["status"] in ("completed", "failed") for t in store.trials())
+    interrupted = finished < opts.trials and not searcher.exhausted and not guard.tripped
+    if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint
+        for rec in store.trials():
+            if rec["status"] == "running":
+                rec["status"] = "pending"
+                store.write_trial(rec)
+    return _result(store, objectives[0], time.time() - started, interrupted, stopped=guard.reason)

@@ -15,7 +15,7 @@ from nas.objective import Objective
 BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id", "date",
     "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
-    "iterations_since_restore", "experiment_tag", "node", "gpu_ids", "fit_started",
+    "iterations_since_restore", "experiment_tag", "node", "gpu_ids", "fit_started", "resumed_from_epoch",
 }
 
 
@@ -33,6 +33,14 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[k] = f if math.isfinite(f) else None
     return out
+
+
+def add_epoch(history: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+    """Append an epoch's metrics; a resumed trial re-reporting an epoch replaces what came from it on."""
+    epoch = metrics.get("epoch")
+    if epoch is not None:
+        history[:] = [h for h in history if h.get("epoch") is None or h["epoch"] < epoch]
+    history.append(metrics)
 
 
 def best_epoch(history: Sequence[Mapping[str, Any]], objective: Objective) -> dict[str, Any] | None:

@@ -19,6 +19,9 @@ TRIAL_KEY = "__nas_trial__"
 _worker: dict[str, Any] = {}  # per-process cache: TF configured, spaces, prepared data
 
 
+CHECKPOINT = "resume.npz"
+
+
 class TrialFailed(RuntimeError):
     """A trial that cannot produce a usable result (NaN loss, bad configuration)."""
 
@@ -32,6 +35,52 @@ def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def artifact_dir(run_dir: str | Path, trial_id: str) -> Path:
     """Where a trial writes its files (weights, logs): ``<run>/trials/<id>/``, beside its record ``<id>.json``."""
     return Path(run_dir) / "trials" / str(trial_id)
+
+
+def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, Any]) -> None:
+    """The model's and optimizer's variables after ``epoch``, in one file replaced atomically: a kill at any
+    moment leaves either the previous or the new checkpoint, never half of one."""
+    import json
+
+    import numpy as np
+
+    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(model.get_weights())}
+    opt_vars = list(getattr(model.optimizer, "variables", []) or [])
+    arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(opt_vars)})
+    meta = {"epoch": int(epoch), "metrics": metrics, "n_weights": len(model.get_weights()), "n_opt": len(opt_vars)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
+    tmp = out_dir / f".{CHECKPOINT}.{os.getpid()}.tmp.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out_dir / CHECKPOINT)
+
+
+def load_checkpoint(out_dir: Path, model: Any) -> dict[str, Any] | None:
+    """Restore ``model`` (weights and optimizer state) from the trial's last checkpoint; None when there is
+    none or it cannot be used (then the trial starts from epoch 0 and the file is left as it is)."""
+    import json
+
+    import numpy as np
+
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            meta = json.loads(bytes(f["meta"]).decode())
+            weights = [f[f"w{i}"] for i in range(meta["n_weights"])]
+            opt = [f[f"o{i}"] for i in range(meta["n_opt"])]
+        model.set_weights(weights)
+        if opt:
+            model.optimizer.build(model.trainable_variables)
+            for var, value in zip(model.optimizer.variables, opt):
+                var.assign(value)
+        return meta
+    except Exception as e:  # a corrupted or incompatible file: train from scratch, keep the file for inspection
+        print(f"nas: checkpoint {path} is unusable ({type(e).__name__}: {e}); trial restarts from epoch 0")
+        return None
 
 
 def trial_seed(seed: int | None, trial_id: str) -> int:
@@ -93,6 +142,11 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     node = os.uname().nodename
     out_dir = artifact_dir(setup["run_dir"], trial_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = int(setup["epochs"])
+    resumed = load_checkpoint(out_dir, model)
+    initial_epoch = int(resumed["epoch"]) if resumed else 0
+    if resumed:
+        started -= float(resumed["metrics"].get("train_time_s", 0.0))  # training time accumulates across resumes
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -109,9 +163,15 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 node=node,
                 pid=os.getpid(),
                 fit_started=fit_started,
+                resumed_from_epoch=initial_epoch,
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
+            save_checkpoint(out_dir, self.model, epoch + 1, metrics)
             tune.report(metrics)
+
+    if initial_epoch >= epochs:  # finished before an interruption hid its last report: report it again
+        tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
+        return
 
     space.fit(
         hp,
@@ -119,7 +179,8 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
         prepared.x_train,
         prepared.y_train,
         validation_data=(prepared.x_val, prepared.y_val),
-        epochs=int(setup["epochs"]),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
         callbacks=[Report()],
         verbose=0,
     )
