@@ -169,9 +169,10 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
             save_checkpoint(out_dir, self.model, epoch + 1, metrics)
             tune.report(metrics)
 
-    if initial_epoch >= epochs:  # finished before an interruption hid its last report: report it again
+    if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
         tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
-        return
+        if initial_epoch >= epochs:
+            return
 
     space.fit(
         hp,
