@@ -400,14 +400,6 @@ def _uses_session(proc: Path, session: str) -> bool:
     return False
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def recycling(trainable_fn: Callable[..., Any], max_rss_mb: float | None) -> type:
     """A trainable whose worker is replaced instead of reused once its memory passes ``max_rss_mb``.
 
@@ -416,9 +408,11 @@ def recycling(trainable_fn: Callable[..., Any], max_rss_mb: float | None) -> typ
     """
     from ray.tune.trainable.function_trainable import wrap_function
 
+    from nas.trial import _rss_mb
+
     class Recycling(wrap_function(trainable_fn, name="trial")):  # type: ignore[misc]
         def reset_config(self, new_config: dict[str, Any]) -> bool:
-            if max_rss_mb and _rss_mb() > max_rss_mb:
+            if max_rss_mb and _rss_mb() > max_rss_mb:  # runs in the worker process
                 return False
             return super().reset_config(new_config)
 

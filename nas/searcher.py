@@ -178,6 +178,7 @@ class TrialRecorder(Callback):
         rec["node"] = result.get("node") or rec["node"]
         rec["gpu_ids"] = result.get("gpu_ids", "")
         rec.setdefault("fit_started", result.get("fit_started"))
+        rec["pid"], rec["worker_rss_mb"] = result.get("pid"), result.get("worker_rss_mb")
         rec["metrics"] = best_epoch(rec["history"], self.objective) or {}
         rec["status"] = "running"
         self.store.write_trial(rec)

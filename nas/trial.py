@@ -88,6 +88,18 @@ def trial_seed(seed: int | None, trial_id: str) -> int:
     return (base * 1_000_003 + int(trial_id or 0) * 7919 + 17) % (2**31 - 1)
 
 
+def _rss_mb() -> float:
+    """This process's resident memory (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _configure_tensorflow(cpus: float) -> None:
     if _worker.get("tf"):
         return
@@ -164,6 +176,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 pid=os.getpid(),
                 fit_started=fit_started,
                 resumed_from_epoch=initial_epoch,
+                worker_rss_mb=round(_rss_mb(), 1),
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
             save_checkpoint(out_dir, self.model, epoch + 1, metrics)
