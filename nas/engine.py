@@ -22,6 +22,9 @@ from nas.store import ExperimentStore, check_name, default_storage, generate_nam
 PACKAGES = ("nas", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ray", "optuna", "numpy", "scikit-learn")
 
 
+SCHEDULERS = ("none", "asha", "hyperband", "median")
+
+
 @dataclass
 class SearchOptions:
     space: str = "mlp"
@@ -45,6 +48,10 @@ class SearchOptions:
     space_options: dict[str, Any] = field(default_factory=dict)
     num_cpus: int | None = None  # local Ray only: CPUs it may use (default: all)
     num_gpus: int | None = None  # local Ray only: logical GPUs it advertises
+    scheduler: str = "none"  # early stopping: asha | hyperband | median | none
+    min_epochs: int = 1  # grace period before a scheduler may stop a trial
+    max_params: int | None = None  # constraint: reject larger models before training
+    max_latency_ms: float | None = None  # constraint: reject slower models before training
     max_failures: int = 0  # retries of a trial whose worker died, from its last checkpoint
     max_consecutive_failures: int = 5  # stop the search after this many failed trials in a row (0: never)
     worker_max_rss_mb: float | None = 3000.0  # replace a reused worker once its memory passes this
@@ -55,6 +62,15 @@ class SearchOptions:
             raise NasError(f"--trials {self.trials!r} is not valid; give an integer >= 1")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise NasError(f"--epochs {self.epochs!r} is not valid; give an integer >= 1")
+        if self.scheduler not in SCHEDULERS:
+            raise NasError(f"--scheduler {self.scheduler!r} is not valid; accepted: {', '.join(SCHEDULERS)}")
+        if not isinstance(self.min_epochs, int) or not 1 <= self.min_epochs <= self.epochs:
+            raise NasError(f"--min-epochs {self.min_epochs!r} is not valid; give an integer from 1 to --epochs "
+                           f"({self.epochs})")
+        if self.max_params is not None and self.max_params < 1:
+            raise NasError(f"--max-params {self.max_params!r} is not valid; give an integer >= 1")
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            raise NasError(f"--max-latency-ms {self.max_latency_ms!r} is not valid; give a number > 0")
         if self.max_failures < 0 or self.max_consecutive_failures < 0:
             raise NasError("--max-failures and --max-consecutive-failures must be >= 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -420,6 +436,25 @@ def recycling(trainable_fn: Callable[..., Any], max_rss_mb: float | None) -> typ
     return Recycling
 
 
+def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
+    """Ray Tune's early-stopping schedulers, judging trials by their per-epoch reports of the objective.
+
+    `hyperband` is Ray's asynchronous HyperBand (several ASHA brackets): it stops trials rather than pausing
+    them, so it needs no pause/resume protocol from the trainable.
+    """
+    from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, MedianStoppingRule
+
+    common = dict(time_attr="epoch", metric=objective.metric, mode=objective.mode)
+    if opts.scheduler == "asha":
+        return ASHAScheduler(max_t=opts.epochs, grace_period=opts.min_epochs, reduction_factor=3, **common)
+    if opts.scheduler == "hyperband":
+        return AsyncHyperBandScheduler(max_t=opts.epochs, grace_period=opts.min_epochs, reduction_factor=3,
+                                       brackets=3, **common)
+    if opts.scheduler == "median":
+        return MedianStoppingRule(grace_period=opts.min_epochs, min_samples_required=3, **common)
+    return None
+
+
 def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, strategy: Any,
           objectives: list[Objective], env: dict[str, str], printer: Printer | None,
           announce: Callable[[str], None], replay: list, done: int) -> SearchResult:
@@ -436,6 +471,8 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         "seed": opts.seed,
         "cpus_per_trial": opts.cpus_per_trial,
         "run_dir": str(store.root.resolve()),
+        "max_params": opts.max_params,
+        "max_latency_ms": opts.max_latency_ms,
     }
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)
@@ -458,6 +495,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                scheduler=make_scheduler(opts, objectives[0]),
                 num_samples=opts.trials - done,
                 max_concurrent_trials=concurrent,
                 reuse_actors=True,

@@ -26,6 +26,10 @@ class TrialFailed(RuntimeError):
     """A trial that cannot produce a usable result (NaN loss, bad configuration)."""
 
 
+class TrialInfeasible(TrialFailed):
+    """A configuration that breaks a constraint (--max-params, --max-latency-ms); rejected before training."""
+
+
 def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The nas trial id and the hyperparameter values in a Ray trial config."""
     values = {k: v for k, v in config.items() if not k.startswith("__")}
@@ -150,6 +154,15 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     hp = P.to_hp(hp_space, values)
     model = space.build(hp)
     n_params = int(model.count_params())
+    max_params = setup.get("max_params")
+    if max_params and n_params > max_params:
+        raise TrialInfeasible(f"infeasible: {n_params:,} parameters > --max-params {int(max_params):,}")
+    from nas.measure import LATENCY, latency
+
+    speed = latency(model, prepared.x_val[:1])
+    max_latency = setup.get("max_latency_ms")
+    if max_latency and speed[LATENCY] > max_latency:
+        raise TrialInfeasible(f"infeasible: latency {speed[LATENCY]:.4g} ms > --max-latency-ms {max_latency:g}")
     started = time.perf_counter()
     node = os.uname().nodename
     out_dir = artifact_dir(setup["run_dir"], trial_id)
@@ -168,6 +181,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 self.model.stop_training = True
                 raise TrialFailed(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch + 1}")
             metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
+            metrics.update(speed)
             metrics.update(
                 epoch=epoch + 1,
                 params=n_params,
