@@ -303,3 +303,29 @@ def test_space_works_in_keras_tuner_random_search(name: str, tmp_path, digits: D
         active = {p.name for p in P.active_params(hp, values)}
         P.validate(hp, {k: v for k, v in values.items() if k in active})
         assert math.isfinite(trial.score)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 5), (28, 28, 1), (32, 32, 3)])
+def test_conv_autoencoder_reconstructs_any_image_shape(shape: tuple[int, ...]) -> None:
+    """Strided encoder, mirrored transposed decoder, cropped back to the input's shape (odd sizes too)."""
+    space = create_space("ae", task=Task("reconstruction", shape))
+    hp = space.hyperparameters()
+    x = np.random.default_rng(0).random((4, *shape)).astype("float32")
+    for kind in ("undercomplete", "variational"):
+        values = {"kind": kind, "architecture": "conv", "conv_layers": 3, "conv_filters_0": 8,
+                  "conv_filters_1": 8, "conv_filters_2": 8}
+        model = space.build(P.to_hp(hp, values))
+        assert model.output_shape[1:] == shape
+        model.run_eagerly = True
+        assert math.isfinite(float(model.train_on_batch(x, x, return_dict=True)["loss"]))
+        keras.backend.clear_session(free_memory=False)
+
+
+def test_lstm_reads_colour_images_row_by_row() -> None:
+    space = create_space("lstm", task=Task("classification", (6, 5, 3), num_classes=2))
+    model = space.build(P.to_hp(space.hyperparameters(), {"bidirectional": True, "num_layers": 2,
+                                                          "units_0": 8, "units_1": 8}))
+    assert model.get_layer("rows_as_steps").output.shape[1:] == (6, 15)
+    model.run_eagerly = True
+    x = np.random.default_rng(0).random((4, 6, 5, 3)).astype("float32")
+    model.train_on_batch(x, np.array([0, 1, 0, 1]))
