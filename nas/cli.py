@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from nas.errors import NasError
 from nas.objective import Objective
-from nas.results import format_config, format_value, rank
+from nas.results import format_config, format_value, pareto_front, rank
 
 EXAMPLES = {
     "search": """examples:
@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trials", type=int, default=10, help="number of trials (default: 10)")
     b.add_argument("--epochs", type=int, default=5, help="epochs per trial (default: 5)")
     b.add_argument("--seed", type=int, default=0, help="seed for proposals and training (default: 0)")
+    b.add_argument("--scheduler", default="none", choices=["none", "asha", "hyperband", "median"],
+                   help="stop poor trials early from their per-epoch reports (default: none)")
+    b.add_argument("--min-epochs", type=_positive_int, default=1,
+                   help="epochs every trial runs before a scheduler may stop it (default: 1)")
+    b.add_argument("--max-params", type=_positive_int, help="constraint: reject larger models before training")
+    b.add_argument("--max-latency-ms", type=float,
+                   help="constraint: reject models slower than this (ms per sample, batch 1) before training")
     r = s.add_argument_group("resources")
     r.add_argument("--address", help="an existing Ray cluster (default: start a local Ray on 127.0.0.1)")
     r.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: as many as resources allow)")
@@ -217,6 +224,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         strategy_options=dict(args.strategy_options), space_options=dict(args.space_options),
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=args.verbose, max_failures=args.max_failures,
         max_consecutive_failures=args.max_consecutive_failures, worker_max_rss_mb=args.worker_max_rss_mb,
+        scheduler=args.scheduler, min_epochs=args.min_epochs, max_params=args.max_params,
+        max_latency_ms=args.max_latency_ms,
     )
     opts.check()
     print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
@@ -233,6 +242,7 @@ def status_json(store: Any) -> dict[str, Any]:
     ranked = rank(trials, objectives[0])
     slim = lambda t: {k: t.get(k) for k in ("trial_id", "status", "config", "metrics", "error", "node", "started", "finished")}  # noqa: E731
     counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "failed", "running", "pending")}
+    front = pareto_front(trials, objectives) if len(objectives) > 1 else []
     return {
         "name": spec["name"],
         "directory": str(store.root),
@@ -245,6 +255,7 @@ def status_json(store: Any) -> dict[str, Any]:
         "counts": counts,
         "trials": [slim(t) for t in trials],
         "best": slim(ranked[0]) if ranked else None,
+        "pareto_front": [slim(t) for t in front],
     }
 
 
@@ -261,13 +272,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, objective {obj}")
     print(f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running "
           f"of {data['budget']['trials']}  ({data['directory']})")
+    objectives = [Objective(**o) for o in data["objectives"]]
+    front_ids = {t["trial_id"] for t in data["pareto_front"]}
     ranked = rank(data["trials"], obj)[: args.top]
+    if front_ids:  # multi-objective: the front first, then the rest by the first objective
+        ranked = [t for t in rank(data["trials"], obj) if t["trial_id"] in front_ids] + \
+                 [t for t in ranked if t["trial_id"] not in front_ids]
+        ranked = ranked[: max(args.top, len(front_ids))]
+        print(f"Pareto front over {', '.join(map(str, objectives))}: {len(front_ids)} trials (marked *)")
+    extra = [o.metric for o in objectives[1:]]
     if ranked:
-        print(f"\n{'rank':>4}  {'trial':>5}  {obj.metric:>14}  {'epochs':>6}  {'params':>10}  config")
+        head = "".join(f"  {m:>14}" for m in extra)
+        print(f"\n{'rank':>4}  {'trial':>6}  {obj.metric:>14}{head}  {'epochs':>6}  {'params':>10}  config")
         for i, t in enumerate(ranked, 1):
             m = t["metrics"]
-            print(f"{i:>4}  {t['trial_id']:>5}  {format_value(m.get(obj.metric)):>14}  {int(m.get('epochs', 0)):>6}  "
-                  f"{int(m.get('params', 0)):>10,}  {format_config(t['config'])}")
+            mark = "*" if t["trial_id"] in front_ids else " "
+            cols = "".join(f"  {format_value(m.get(k)):>14}" for k in extra)
+            early = "" if int(m.get("epochs", 0)) >= data["budget"]["epochs"] else " (stopped early)"
+            print(f"{i:>4}  {t['trial_id']:>5}{mark}  {format_value(m.get(obj.metric)):>14}{cols}  "
+                  f"{int(m.get('epochs', 0)):>6}  {int(m.get('params', 0)):>10,}  {format_config(t['config'])}{early}")
     failed = [t for t in data["trials"] if t["status"] == "failed"]
     for t in failed:
         print(f"failed trial {t['trial_id']}: {t['error']}")

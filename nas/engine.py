@@ -211,8 +211,44 @@ def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
     space = create_space(opts.space, task=task, **opts.space_options)
     hp = space.hyperparameters()
     objectives = parse_objectives(opts.objectives or [space.default_objective()])
+    check_objectives(space, data, objectives)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
     return data, task, space, objectives, strategy
+
+
+#: what every trial reports besides the model's own metrics
+TRIAL_METRICS = ("params", "latency_ms", "latency_ms_b256", "train_time_s", "epochs", "best_epoch")
+
+
+def reported_metrics(space: Any, data: Any) -> set[str]:
+    """The metric names trials of ``space`` report: the compiled model's (and their ``val_`` forms), the
+    space's own per-epoch metrics and the runner's. Found by training the default model on one small batch."""
+    import keras
+
+    from nas.data import Dataset
+
+    hp = space.hyperparameters()
+    prepared = space.prepare_data(data)
+    model = space.build(P.to_hp(hp, P.default_values(hp)))
+    n = min(8, len(prepared.x_train))
+    logs = model.train_on_batch(prepared.x_train[:n], prepared.y_train[:n], return_dict=True)
+    names = set(logs) | {f"val_{k}" for k in logs} | set(TRIAL_METRICS)
+    small = prepared.replace(x_val=prepared.x_val[:n], y_val=prepared.y_val[:n]) if isinstance(prepared, Dataset) else prepared
+    try:
+        names |= set(space.trial_metrics(model, small))
+    except Exception:  # a space's own metrics may need the full validation set; they are optional here
+        pass
+    keras.backend.clear_session(free_memory=False)
+    return names
+
+
+def check_objectives(space: Any, data: Any, objectives: list[Objective]) -> None:
+    """An objective naming a metric no trial reports fails before any trial, listing the ones that exist."""
+    known = reported_metrics(space, data)
+    for o in objectives:
+        if o.metric not in known:
+            raise NasError(f"--objective {o.metric!r} is not a metric trials of space {space.name!r} report; "
+                           f"known: {', '.join(sorted(known))}")
 
 
 def plugin_ref(ref: str) -> str:
@@ -484,7 +520,8 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         if not replay and not done:
             announce(f"run {store.name} -> {store.root}")
         searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay)
-        recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard)
+        recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
+                                 max_epochs=opts.epochs)
         trainable = tune.with_resources(
             recycling(tune.with_parameters(train_trial, data=data, setup=setup), opts.worker_max_rss_mb),
             {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},

@@ -85,3 +85,24 @@ def format_value(v: Any) -> str:
 
 def format_config(values: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in values.items())
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` is at least as good as ``b`` everywhere and better somewhere (scores: larger is better)."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def pareto_front(trials: Iterable[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[Mapping[str, Any]]:
+    """Completed trials no other completed trial dominates on all objectives (ids ascending).
+
+    Trials whose objectives are not all reported are left out; with one objective this is the best trial(s).
+    """
+    scored = []
+    for t in trials:
+        if t.get("status") != "completed":
+            continue
+        s = [o.score(t.get("metrics")) for o in objectives]
+        if all(v is not None for v in s):
+            scored.append((s, t))
+    front = [t for s, t in scored if not any(dominates(s2, s) for s2, _ in scored)]
+    return list(sort_by_id(front))

@@ -60,6 +60,8 @@ class StrategySearcher(Searcher):
         history = self.history.pop(trial_id, [])
         if nas_id is None:
             return
+        if result and not error:  # a scheduler's STOP hands the last epoch only to on_trial_complete
+            add_epoch(history, epoch_metrics(result))
         metrics = None if error else best_epoch(history, self.strategy.objective)
         self.strategy.tell(nas_id, metrics)
         self._changed()
@@ -137,11 +139,12 @@ class TrialRecorder(Callback):
     """Writes a record per trial into the store as it progresses, and tells the user what finished."""
 
     def __init__(self, store: Any, objective: Objective, printer: Callable[[str, dict[str, Any]], None],
-                 guard: FailureGuard | None = None) -> None:
+                 guard: FailureGuard | None = None, max_epochs: int | None = None) -> None:
         self.store = store
         self.objective = objective
         self.printer = printer
         self.guard = guard
+        self.max_epochs = max_epochs
         self.records: dict[str, dict[str, Any]] = {}
 
     def _record(self, trial: Any) -> dict[str, Any]:
@@ -187,6 +190,8 @@ class TrialRecorder(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
         rec.update(status="completed", finished=time.time(), metrics=best_epoch(rec["history"], self.objective) or {})
+        if self.max_epochs and rec["metrics"].get("epochs", self.max_epochs) < self.max_epochs:
+            rec["stopped_early"] = True  # by the scheduler; the strategy is told its best epoch all the same
         self.store.write_trial(rec)
         if self.guard:
             self.guard.record(False)

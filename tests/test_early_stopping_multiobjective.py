@@ -1,0 +1,65 @@
+"""Early stopping (Ray schedulers), multi-objective search, constraints, objective checks."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.ray
+def test_asha_stops_some_trials_early(cli) -> None:
+    cli("search", "--trials", "6", "--epochs", "5", "--scheduler", "asha", "--min-epochs", "1",
+        "--max-concurrent", "2", "--seed", "2", "--name", "asha")
+    status = cli.status("asha")
+    epochs = [t["metrics"]["epochs"] for t in status["trials"]]
+    assert all(t["status"] == "completed" for t in status["trials"])  # a stopped trial is a completed one
+    assert min(epochs) < 5 and max(epochs) == 5, epochs
+    assert "stopped early" in cli("status", "asha").stdout
+    # strategies learn from stopped trials: each was told its best epoch's metrics
+    import json
+
+    state = json.loads((cli.storage / "asha" / "strategy.json").read_text())
+    assert len(state["history"]) == 6 and all(h["metrics"]["val_accuracy"] > 0 for h in state["history"])
+
+
+@pytest.mark.ray
+def test_multi_objective_front_and_constraints(cli) -> None:
+    cli("search", "--trials", "8", "--epochs", "1", "--objective", "val_accuracy:max", "--objective",
+        "latency_ms:min", "--max-params", "120000", "--seed", "5", "--name", "mo")
+    status = cli.status("mo")
+    trials = status["trials"]
+    feasible = [t for t in trials if t["status"] == "completed"]
+    infeasible = [t for t in trials if t["status"] == "failed"]
+    assert feasible and infeasible, [t["status"] for t in trials]
+    for t in feasible:
+        assert t["metrics"]["params"] <= 120000 and t["metrics"]["latency_ms"] > 0
+        assert t["metrics"]["latency_ms_b256"] > 0
+    for t in infeasible:  # rejected before training: no epoch ran
+        assert "infeasible" in t["error"] and "--max-params 120,000" in t["error"]
+    # the front equals a brute-force non-dominated set over the trial table
+    pts = {t["trial_id"]: (t["metrics"]["val_accuracy"], -t["metrics"]["latency_ms"]) for t in feasible}
+    brute = {i for i, p in pts.items()
+             if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for j, q in pts.items() if j != i)}
+    assert {t["trial_id"] for t in status["pareto_front"]} == brute
+    assert status["objectives"] == [{"metric": "val_accuracy", "mode": "max"}, {"metric": "latency_ms", "mode": "min"}]
+    text = cli("status", "mo").stdout
+    assert "Pareto front" in text and text.count("*") >= len(brute)
+
+
+def test_unknown_objective_metric_fails_before_any_trial(cli, capsys, monkeypatch) -> None:
+    code, out, err = cli.inprocess("search", "--objective", "val_acc", "--name", "x", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code != 0 and "'val_acc' is not a metric" in err and "val_accuracy" in err
+    assert not (cli.storage / "x").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--scheduler", "fast"], "invalid choice: 'fast'"),
+    (["--epochs", "3", "--min-epochs", "4"], "--min-epochs 4 is not valid"),
+    (["--max-latency-ms", "0"], "--max-latency-ms 0.0 is not valid"),
+])
+def test_scheduler_and_constraint_flags_are_checked(cli, capsys, monkeypatch, args, needle) -> None:
+    try:
+        code, out, err = cli.inprocess("search", *args, capsys=capsys, monkeypatch=monkeypatch)
+    except SystemExit as e:  # argparse's own errors
+        code, err = e.code, capsys.readouterr().err
+    assert code != 0 and needle in err, err
