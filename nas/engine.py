@@ -264,6 +264,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         "seed": opts.seed,
         "cpus_per_trial": opts.cpus_per_trial,
         "run_dir": str(store.root.resolve()),
+        "objective": objectives[0].to_json(),  # trials save their model at their best epoch by it
     }
     started = time.time()
     with ray_runtime(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):

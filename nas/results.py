@@ -77,3 +77,24 @@ def format_value(v: Any) -> str:
 
 def format_config(values: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in values.items())
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether scores ``a`` dominate ``b`` (larger is better in every position): no worse anywhere, better once."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def pareto_front(trials: Iterable[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[Mapping[str, Any]]:
+    """The completed trials no other completed trial dominates on ``objectives``, in trial-id order.
+
+    Trials missing a value for any objective are left out; trials with identical values are all kept.
+    """
+    scored = []
+    for t in trials:
+        if t.get("status") != "completed":
+            continue
+        s = [o.score(t.get("metrics")) for o in objectives]
+        if all(v is not None for v in s):
+            scored.append((s, t))
+    front = [t for s, t in scored if not any(dominates(other, s) for other, _ in scored)]
+    return sort_by_id(front)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nas import params as P
+from nas.artifacts import BestModelSaver
+from nas.objective import Objective
 
 TRIAL_KEY = "__nas_trial__"
 
@@ -93,6 +95,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     node = os.uname().nodename
     out_dir = artifact_dir(setup["run_dir"], trial_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    saver = BestModelSaver(out_dir, Objective(**setup["objective"]))  # best-epoch model, for `nas export`
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -111,6 +114,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 fit_started=fit_started,
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
+            saver.update(self.model, metrics)  # before reporting: once the trial is recorded, its model is there
             tune.report(metrics)
 
     space.fit(
