@@ -244,12 +244,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # -- export -------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.engine import quiet_environment
     from nas.export import ExportOptions, parse_formats, run_export
 
     opts = ExportOptions(name=args.name, storage=args.storage, trial=args.trial, formats=parse_formats(args.formats),
                          out=args.out, retrain=args.retrain, epochs=args.epochs)
-    quiet_environment(verbose=False)
     result = run_export(opts, log=lambda msg: print(msg, flush=True))
     print(f"exported trial {result.trial_id} ({', '.join(result.files)}) in {result.seconds:.1f}s, every format "
           f"verified: {result.directory}")

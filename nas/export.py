@@ -337,9 +337,9 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         raise RunError(f"trial {tid} of run {store.name!r} saved no model ({saved} is missing; runs made before "
                        f"trials saved their best epoch have none); export it with --retrain")
 
-    import os
+    from nas.engine import quiet_environment
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_environment(verbose=False)  # before TensorFlow is imported; a user's own settings win
     import keras
 
     space = _space(spec)
