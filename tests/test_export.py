@@ -167,14 +167,15 @@ def test_export_other_spaces(space: str, cli, tmp_path: Path) -> None:
     if space == "ae":
         (tmp_path / "vae.py").write_text(VAE_FILE)
         ref = f"{tmp_path / 'vae.py'}:VariationalAE"
-    cli("search", "--space", ref, "--trials", "2", "--epochs", "1", "--name", space, "--max-concurrent", "2")
+    cli("search", "--space", ref, "--trials", "1", "--epochs", "1", "--name", space)
     status = cli.status(space)
-    assert status["counts"]["completed"] == 2, status
+    assert status["counts"]["completed"] == 1, status
     if space == "ae":
         assert all(t["config"]["kind"] == "variational" for t in status["trials"])
     out = cli("export", space, "--format", ALL_FORMATS, "--out", str(tmp_path / "model")).stdout
     diffs = differences(out)
     assert set(diffs) == {"keras", "savedmodel", "onnx", "tflite"} and max(diffs.values()) <= 1e-4, out
+    print(f"{space}: max abs differences {diffs}")
     code = f"import keras; m = keras.models.load_model({str(tmp_path / 'model' / 'model.keras')!r}); print(m.name)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**cli.env(), "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
