@@ -25,6 +25,10 @@ EXAMPLES = {
     "resume": """examples:
   nas resume my-run                 # after Ctrl-C, kill -9 or a reboot: continue where it stopped
   nas resume my-run --trials 50     # a finished 30-trial search: run 20 more""",
+    "export": """examples:
+  nas export mlp-random-20261122-101500-ab12                      # best trial: model.keras + saved_model/
+  nas export my-run --trial 3 --format keras,savedmodel,onnx,tflite --out ./my-model
+  nas export my-run --retrain --epochs 20                         # retrain on train+validation first""",
 }
 
 
@@ -126,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--top", type=_positive_int, default=10, help="rows in the leaderboard (default: 10)")
 
     sub.add_parser("list", help="registered search spaces and strategies", epilog=EXAMPLES["list"], formatter_class=fmt)
+
+    ex = sub.add_parser("export", help="export a trial's model (Keras, SavedModel, ONNX, TFLite) with a model card",
+                        epilog=EXAMPLES["export"], formatter_class=fmt)
+    ex.add_argument("name", help="the run's name")
+    ex.add_argument("--trial", metavar="ID", help="trial to export (default: the best completed trial; required "
+                    "when the run has several objectives)")
+    ex.add_argument("--format", dest="formats", default="keras,savedmodel", metavar="LIST",
+                    help="comma-separated: keras, savedmodel, onnx (needs nas[onnx]), tflite (default: keras,savedmodel)")
+    ex.add_argument("--out", metavar="DIR", help="output directory (default: <run>/exports/trial-<ID>)")
+    ex.add_argument("--retrain", action="store_true", help="retrain the configuration on train+validation first")
+    ex.add_argument("--epochs", type=_positive_int, help="--retrain: epochs (default: the trial's best epoch)")
+    ex.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
     return parser
 
 
@@ -312,7 +328,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status, "list": cmd_list}
+# -- export -------------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import ExportOptions, parse_formats, run_export
+
+    opts = ExportOptions(name=args.name, storage=args.storage, trial=args.trial, formats=parse_formats(args.formats),
+                         out=args.out, retrain=args.retrain, epochs=args.epochs)
+    result = run_export(opts, log=lambda msg: print(msg, flush=True))
+    print(f"exported trial {result.trial_id} ({', '.join(result.files)}) in {result.seconds:.1f}s, every format "
+          f"verified: {result.directory}")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status, "list": cmd_list,
+            "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -509,6 +509,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         "run_dir": str(store.root.resolve()),
         "max_params": opts.max_params,
         "max_latency_ms": opts.max_latency_ms,
+        "objective": objectives[0].to_json(),  # trials save their model at their best epoch by it
     }
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nas import params as P
+from nas.artifacts import BestModelSaver
+from nas.objective import Objective
 
 TRIAL_KEY = "__nas_trial__"
 
@@ -172,6 +174,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     initial_epoch = int(resumed["epoch"]) if resumed else 0
     if resumed:
         started -= float(resumed["metrics"].get("train_time_s", 0.0))  # training time accumulates across resumes
+    saver = BestModelSaver(out_dir, Objective(**setup["objective"]))  # best-epoch model, for `nas export`
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -194,6 +197,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
             save_checkpoint(out_dir, self.model, epoch + 1, metrics)
+            saver.update(self.model, metrics)  # before reporting: once the trial is recorded, its model is there
             tune.report(metrics)
 
     if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
