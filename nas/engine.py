@@ -105,16 +105,15 @@ QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "PYTHONWARNINGS": "ignore",
-    # Save Ray Tune's experiment state after every trial event: after a kill -9, nothing completed is re-run
-    # (../shared/STACK.md: the default snapshot period re-runs trials completed in the last >= 10 s).
-    "TUNE_GLOBAL_CHECKPOINT_S": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "TUNE_MAX_PENDING_TRIALS_PG": "1",
+
 }
 
 
 def quiet_environment(verbose: bool) -> dict[str, str]:
-    always = ("TUNE_GLOBAL_CHECKPOINT_S", "RAY_USAGE_STATS_ENABLED", "TUNE_MAX_PENDING_TRIALS_PG")
+    # Resume does not use Ray Tune's own experiment snapshots (it re-runs trials completed within the last
+    # snapshot period, ../shared/STACK.md): our run store is written after every event and is what resumes.
+    always = ("RAY_USAGE_STATS_ENABLED",)
     env = dict(QUIET_ENV) if not verbose else {k: QUIET_ENV[k] for k in always}
     for k, v in env.items():
         if k in always:
