@@ -73,7 +73,7 @@ def _tf_loss_and_grads() -> Any:
     if _TF_LOSS is None:
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
+        @tf.function
         def loss_and_grads(weights, actions, adv, pad, entropy_weight):  # type: ignore[no-untyped-def]
             x0, emb, wk, wr, b, wo, bo = weights
             with tf.GradientTape() as tape:
