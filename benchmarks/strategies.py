@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--budgets", default="25,50,100,200")
     ap.add_argument("--ktbo-budget", type=int, default=25, help="KerasTuner BO is slow: its largest budget")
-    ap.add_argument("--ktbo-seeds", type=int, default=3, help="KerasTuner BO is slow: its number of seeds")
+    ap.add_argument("--ktbo-seeds", type=int, default=1, help="KerasTuner BO is slow: its number of seeds")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
     ap.add_argument("--name", default="strategies", help="output file stem")
@@ -357,34 +357,49 @@ def main(argv: list[str] | None = None) -> int:
         if parse_label(label)[0] == "keras_tuner_bo":
             n, b = min(n, args.ktbo_seeds), min(b, args.ktbo_budget)
         tasks += [(label, d, s, b) for d in datasets for s in range(n)]
-    # slow ones first so the pool's tail is short
-    tasks.sort(key=lambda t: -{"keras_tuner_bo": 100, "bayes": 3, "optuna_tpe": 3}.get(parse_label(t[0])[0], 1))
+    # seed-major (a partial summary, written as runs finish, covers every strategy and data set for the first
+    # seeds); within a seed, slow ones first so the pool's tail is short
+    slow = {"keras_tuner_bo": 100, "bayes": 3, "optuna_tpe": 3}
+    tasks.sort(key=lambda t: (t[2], -slow.get(parse_label(t[0])[0], 1)))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: dict[str, dict[str, dict[int, list[float]]]] = {}
     seconds: dict[str, float] = {}
+
+    def report(done: int, partial: bool) -> None:
+        write(args, out, results, seconds, datasets, budgets, time.time() - t0, done, len(tasks), partial)
+
     if args.processes > 1:
         ctx = mp.get_context("spawn")
         with ctx.Pool(args.processes) as pool:
             it = pool.imap_unordered(run_one, tasks, chunksize=1)
-            _collect(it, results, seconds, len(tasks))
+            _collect(it, results, seconds, len(tasks), report)
     else:
-        _collect(map(run_one, tasks), results, seconds, len(tasks))
-    elapsed = time.time() - t0
+        _collect(map(run_one, tasks), results, seconds, len(tasks), report)
+    report(len(tasks), False)
+    return 0
 
+
+def write(args: Any, out: Path, results: dict, seconds: dict, datasets: list[str], budgets: list[int],
+          elapsed: float, done: int, total: int, partial: bool) -> None:
+    """Table (stdout, markdown, CSV) and plot of the runs finished so far."""
     rows, curves = summarise(results, datasets, budgets)
     md = markdown(rows, budgets)
     per_trial = {k: v for k, v in seconds.items()}
+    kt_note = (f" (keras_tuner_bo: {min(args.seeds, args.ktbo_seeds)} seeds, up to {args.ktbo_budget} trials)"
+               if "keras_tuner_bo" in results else "")
     text = (
-        f"Normalised simple regret (regret / (best - median of the table)), mean ± s.e. over seeds of the mean "
-        f"over {len(datasets)} data sets; {args.seeds} seeds (keras_tuner_bo: {min(args.seeds, args.ktbo_seeds)} "
-        f"seeds, up to {args.ktbo_budget} trials). Wall time {elapsed:.0f} s with {args.processes} processes.\n\n"
+        ("PARTIAL: " if partial else "")
+        + f"{done}/{total} runs. Normalised simple regret (regret / (best - median of the table)), mean ± s.e. "
+        f"over seeds of the mean over {len(datasets)} data sets; {args.seeds} seeds{kt_note}. "
+        f"Wall time {elapsed:.0f} s with {args.processes} processes.\n\n"
         + md + "\n\nCPU seconds per run (mean): "
         + ", ".join(f"{k} {v:.2f}" for k, v in per_trial.items()) + "\n"
     )
-    print(text)
+    if not partial:
+        print(text)
     (out / f"{args.name}.md").write_text(text)
     with open(out / f"{args.name}.csv", "w") as f:
         f.write("strategy,dataset,budget,mean_regret,se_regret,seeds\n")
@@ -397,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                         se = col.std(ddof=1) / math.sqrt(len(col)) if len(col) > 1 else 0.0
                         f.write(f"{label},{d},{b},{col.mean():.6g},{se:.3g},{len(col)}\n")
     plot(curves, out / f"{args.name}.png", f"{len(datasets)} tabular benchmarks, {args.seeds} seeds")
-    print(f"wrote {out / (args.name + '.md')}, .csv, .png")
-    return 0
+    if not partial:
+        print(f"wrote {out / (args.name + '.md')}, .csv, .png")
 
 
 def _split_labels(text: str) -> list[str]:
@@ -416,7 +431,7 @@ def _split_labels(text: str) -> list[str]:
     return labels
 
 
-def _collect(it: Any, results: dict, seconds: dict, total: int) -> None:
+def _collect(it: Any, results: dict, seconds: dict, total: int, report: Any) -> None:
     counts: dict[str, int] = {}
     done = 0
     for label, dataset, seed, curve, dt in it:
@@ -426,6 +441,8 @@ def _collect(it: Any, results: dict, seconds: dict, total: int) -> None:
         done += 1
         if done % 50 == 0 or done == total:
             print(f"  {done}/{total} runs", file=sys.stderr, flush=True)
+        if done % 250 == 0 and done < total:
+            report(done, True)
 
 
 if __name__ == "__main__":

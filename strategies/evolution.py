@@ -50,7 +50,7 @@ class RegularizedEvolution(Strategy):
         seed: int | None = None,
         *,
         population: int = 20,
-        sample: int = 5,
+        sample: int = 10,
     ) -> None:
         super().__init__(space, objective, seed)
         for opt, v, lo in (("population", population, 2), ("sample", sample, 1)):

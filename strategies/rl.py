@@ -147,7 +147,7 @@ class ReinforceSearch(Strategy):
         bins: int = 10,
         units: int = 32,
         learning_rate: float = 0.1,
-        entropy_weight: float = 0.0,
+        entropy_weight: float = 0.01,
         baseline_decay: float = 0.9,
         batch: int = 1,
         unique: bool = True,
