@@ -1,0 +1,383 @@
+"""Policy-gradient search after Zoph & Le, "Neural Architecture Search with Reinforcement Learning" (ICLR 2017).
+
+A controller emits one decision per active hyperparameter in declaration order, each a softmax over that
+parameter's choices: ``params.candidates(param, bins)`` (all values of small discrete parameters; numeric ranges
+discretised into ``bins`` values, log-spaced for log-scaled ones). Inactive conditional parameters are skipped,
+and so are parameters with a single choice (Fixed). Two controllers (option ``policy``):
+
+* ``"lstm"`` — Zoph & Le's autoregressive controller: an LSTM whose input at each step is the embedding of the
+  previous decision (a learned start vector first) and whose output feeds a per-parameter softmax head. The
+  cell is Keras' ``LSTMCell`` (gates i, f, c, o; sigmoid / tanh), written in TensorFlow ops inside one
+  module-level ``tf.function`` that computes the REINFORCE loss and its gradients with ``tf.GradientTape``; the
+  weights are passed in as tensors, so every controller with the same shape reuses one traced graph (Keras
+  layer objects would retrace and leak memory per strategy instance: a benchmark builds thousands). Sampling
+  runs the same equations in numpy (microseconds per decision; TensorFlow's per-call overhead would dominate),
+  drawing from ``self.rng`` so seeded runs are identical.
+* ``"categorical"`` — one independent softmax (logits vector) per parameter, the policy NAS-Bench-101's authors
+  found better than the LSTM. Its gradient is closed-form (d log p_a / d logits = onehot(a) - p), so it is
+  numpy only: TensorFlow would add overhead and nothing else.
+
+REINFORCE: reward = the quantile of the trial's objective among all finished trials so far (normalised to
+[0, 1], direction-aware through ``self.score``; a failed trial gets 0), advantage = reward - an exponential
+moving average baseline of previous rewards, plus an entropy bonus, optimised with Adam (numpy). It learns from
+trials as they finish (asynchronous completion is the normal case): each told trial's decisions are recovered
+from its values and buffered with its advantage; every ``batch`` told trials the log-probabilities of the
+buffered decisions are recomputed under the current policy and one Adam step is taken.
+
+Its state (weights, Adam moments and step, baseline, buffer; the RNG and pending proposals are the base's)
+round-trips exactly through JSON (float32/float64 values as Python floats).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import keras_tuner as kt
+import numpy as np
+
+from nas import params as P
+from nas.errors import PluginError
+from nas.objective import Objective
+from nas.strategy import Observation, Strategy
+
+_POLICIES = ("categorical", "lstm")
+#: samples tried before accepting a configuration already proposed
+_RETRIES = 20
+_NEG = -1e9
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def _draw(p: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw of an index from probabilities ``p`` with the uniform number ``u``."""
+    c = np.cumsum(p)
+    return int(min(np.searchsorted(c, u * c[-1], side="right"), len(p) - 1))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# -- the TensorFlow part of the LSTM controller ---------------------------------------------------------------
+_TF_LOSS = None
+
+
+def _tf_loss_and_grads() -> Any:
+    """One traced function for every LSTM controller (retraced only per distinct shape)."""
+    global _TF_LOSS
+    if _TF_LOSS is None:
+        import tensorflow as tf
+
+        @tf.function
+        def loss_and_grads(weights, actions, adv, pad, entropy_weight):  # type: ignore[no-untyped-def]
+            x0, emb, wk, wr, b, wo, bo = weights
+            with tf.GradientTape() as tape:
+                tape.watch(weights)
+                n = tf.shape(actions)[0]
+                units = tf.shape(wr)[0]
+                h = tf.zeros([n, units])
+                c = tf.zeros([n, units])
+                x = tf.tile(x0[None, :], [n, 1])
+                logp_sum = tf.zeros([n])
+                ent_sum = tf.zeros([n])
+                for t in range(actions.shape[1]):  # unrolled: one step per decision parameter
+                    a_t = actions[:, t]
+                    m = tf.cast(a_t >= 0, tf.float32)
+                    z = tf.matmul(x, wk) + tf.matmul(h, wr) + b
+                    zi, zf, zc, zo = tf.split(z, 4, axis=1)
+                    c2 = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zc)
+                    h2 = tf.sigmoid(zo) * tf.tanh(c2)
+                    logits = tf.matmul(h2, wo[t]) + bo[t] + pad[t]
+                    logp = tf.nn.log_softmax(logits)
+                    a = tf.maximum(a_t, 0)
+                    lp = tf.gather(logp, a, batch_dims=1)
+                    p = tf.exp(logp)
+                    ent = -tf.reduce_sum(tf.where(p > 0, p * logp, 0.0), axis=1)
+                    logp_sum += m * lp
+                    ent_sum += m * ent
+                    mc = m[:, None]
+                    h = mc * h2 + (1 - mc) * h
+                    c = mc * c2 + (1 - mc) * c
+                    x = mc * tf.gather(emb[t], a) + (1 - mc) * x
+                loss = -tf.reduce_mean(adv * logp_sum) - entropy_weight * tf.reduce_mean(ent_sum)
+            return loss, tape.gradient(loss, weights)
+
+        _TF_LOSS = loss_and_grads
+    return _TF_LOSS
+
+
+class _Adam:
+    """Adam (Kingma & Ba) over a list of numpy arrays; its moments are part of the strategy state."""
+
+    def __init__(self, shapes: list[tuple[int, ...]], lr: float, dtype: Any, b1: float = 0.9, b2: float = 0.999):
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, 1e-8
+        self.m = [np.zeros(s, dtype) for s in shapes]
+        self.v = [np.zeros(s, dtype) for s in shapes]
+        self.t = 0
+
+    def step(self, weights: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        self.t += 1
+        a = self.lr * math.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
+        for w, g, m, v in zip(weights, grads, self.m, self.v):
+            g = g.astype(w.dtype)
+            m *= self.b1
+            m += (1 - self.b1) * g
+            v *= self.b2
+            v += (1 - self.b2) * g * g
+            w -= (a * m / (np.sqrt(v) + self.eps)).astype(w.dtype)
+
+
+class ReinforceSearch(Strategy):
+    """REINFORCE controller (Zoph & Le 2017): per-parameter categorical policy (default) or an LSTM."""
+
+    name = "rl"
+
+    def __init__(
+        self,
+        space: kt.HyperParameters,
+        objective: str | Objective | list = "val_accuracy:max",
+        seed: int | None = None,
+        *,
+        policy: str = "categorical",
+        bins: int = 10,
+        units: int = 32,
+        learning_rate: float = 0.1,
+        entropy_weight: float = 0.01,
+        baseline_decay: float = 0.9,
+        batch: int = 1,
+        unique: bool = True,
+    ) -> None:
+        super().__init__(space, objective, seed)
+        if policy not in _POLICIES:
+            raise PluginError(f"rl option policy={policy!r} is not valid; use one of {', '.join(_POLICIES)}")
+        for opt, v, lo in (("bins", bins, 2), ("units", units, 1), ("batch", batch, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise PluginError(f"rl option {opt}={v!r} is not valid; give an integer >= {lo}")
+        if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+            raise PluginError(f"rl option learning_rate={learning_rate!r} is not valid; give a number > 0")
+        if not (isinstance(entropy_weight, (int, float)) and entropy_weight >= 0):
+            raise PluginError(f"rl option entropy_weight={entropy_weight!r} is not valid; give a number >= 0")
+        if not (isinstance(baseline_decay, (int, float)) and 0 <= baseline_decay < 1):
+            raise PluginError(f"rl option baseline_decay={baseline_decay!r} is not valid; give 0 <= d < 1")
+        self.policy = policy
+        self.bins = bins
+        self.units = units
+        self.learning_rate = float(learning_rate)
+        self.entropy_weight = float(entropy_weight)
+        self.baseline_decay = float(baseline_decay)
+        self.batch = batch
+        self.unique = bool(unique)
+
+        # decisions: parameters with more than one choice, in declaration order
+        self.choices: dict[str, list[Any]] = {}
+        self.step_of: dict[str, int] = {}
+        for p in space.space:
+            cands = P.candidates(p, bins)
+            self.choices[p.name] = cands
+            if len(cands) > 1:
+                self.step_of[p.name] = len(self.step_of)
+        self.T = max(1, len(self.step_of))
+        sizes = [1] * self.T
+        for name, t in self.step_of.items():
+            sizes[t] = len(self.choices[name])
+        self.sizes = sizes
+        self.kmax = max(sizes)
+        self.pad = np.zeros((self.T, self.kmax), np.float32)
+        for t, k in enumerate(sizes):
+            self.pad[t, k:] = _NEG
+
+        self.weights = self._init_weights()
+        self.adam = _Adam([w.shape for w in self.weights], self.learning_rate, self.weights[0].dtype)
+        self.baseline: float | None = None
+        self.buffer: list[tuple[list[int], float]] = []  # (actions per step, -1 = not taken; advantage)
+        self._scores: list[float] = []  # scores of finished trials, for the quantile reward
+
+    # -- policy -----------------------------------------------------------------------------------------------
+    def _init_weights(self) -> list[np.ndarray]:
+        if self.policy == "categorical":
+            return [np.zeros((self.T, self.kmax), np.float64)]
+        u, T, K = self.units, self.T, self.kmax
+
+        def init(*shape: int) -> np.ndarray:  # Zoph & Le: uniform in [-0.08, 0.08]; drawn from the seeded RNG
+            return self.rng.uniform(-0.08, 0.08, size=shape).astype(np.float32)
+
+        return [init(u), init(T, K, u), init(u, 4 * u), init(u, 4 * u), init(4 * u), init(T, u, K), init(T, K)]
+
+    def _sample(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.policy == "lstm":
+            x0, emb, wk, wr, b, wo, bo = (w.astype(np.float64) for w in self.weights)
+            h = np.zeros(self.units)
+            c = np.zeros(self.units)
+            x = x0
+        for p in self.space.space:
+            if not P.is_active(p, values):
+                continue
+            cands = self.choices[p.name]
+            t = self.step_of.get(p.name)
+            if t is None:
+                values[p.name] = cands[0]
+                continue
+            k = self.sizes[t]
+            if self.policy == "categorical":
+                logits = self.weights[0][t, :k]
+            else:
+                z = x @ wk + h @ wr + b
+                zi, zf, zc, zo = np.split(z, 4)
+                c = _sigmoid(zf) * c + _sigmoid(zi) * np.tanh(zc)
+                h = _sigmoid(zo) * np.tanh(c)
+                logits = (h @ wo[t] + bo[t])[:k]
+            a = _draw(_softmax(logits), float(self.rng.random()))
+            values[p.name] = cands[a]
+            if self.policy == "lstm":
+                x = emb[t, a]
+        return values
+
+    def probabilities(self, values: Mapping[str, Any] | None = None) -> dict[str, list[float]]:
+        """The policy's softmax per decision (for a categorical policy; for the LSTM, along ``values``)."""
+        out: dict[str, list[float]] = {}
+        if self.policy == "categorical":
+            for name, t in self.step_of.items():
+                out[name] = _softmax(self.weights[0][t, : self.sizes[t]]).tolist()
+            return out
+        x0, emb, wk, wr, b, wo, bo = (w.astype(np.float64) for w in self.weights)
+        h, c, x = np.zeros(self.units), np.zeros(self.units), x0
+        values = dict(values or P.default_values(self.space))
+        for p in P.active_params(self.space, values):
+            t = self.step_of.get(p.name)
+            if t is None:
+                continue
+            z = x @ wk + h @ wr + b
+            zi, zf, zc, zo = np.split(z, 4)
+            c = _sigmoid(zf) * c + _sigmoid(zi) * np.tanh(zc)
+            h = _sigmoid(zo) * np.tanh(c)
+            out[p.name] = _softmax((h @ wo[t] + bo[t])[: self.sizes[t]]).tolist()
+            x = emb[t, self._index(p.name, values[p.name])]
+        return out
+
+    def _index(self, name: str, value: Any) -> int:
+        cands = self.choices[name]
+        try:
+            return cands.index(value)
+        except ValueError:  # a value from outside the controller's grid (e.g. told by hand): nearest choice
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return int(np.argmin([abs(float(v) - float(value)) for v in cands]))
+            return 0
+
+    def _actions(self, values: Mapping[str, Any]) -> list[int]:
+        acts = [-1] * self.T
+        for p in P.active_params(self.space, values):
+            t = self.step_of.get(p.name)
+            if t is not None and p.name in values:
+                acts[t] = self._index(p.name, values[p.name])
+        return acts
+
+    def _grads(self, actions: np.ndarray, adv: np.ndarray) -> list[np.ndarray]:
+        if self.policy == "lstm":
+            import tensorflow as tf
+
+            fn = _tf_loss_and_grads()
+            weights = [tf.constant(w) for w in self.weights]
+            _, grads = fn(
+                weights,
+                tf.constant(actions, tf.int32),
+                tf.constant(adv, tf.float32),
+                tf.constant(self.pad),
+                tf.constant(self.entropy_weight, tf.float32),
+            )
+            return [g.numpy() for g in grads]
+        theta = self.weights[0]
+        g = np.zeros_like(theta)
+        n = len(actions)
+        for t in range(self.T):
+            k = self.sizes[t]
+            p = _softmax(theta[t, :k])
+            logp = np.log(np.maximum(p, 1e-300))
+            ent = -(p * logp).sum()
+            taken = actions[:, t] >= 0
+            for a, A in zip(actions[taken, t], adv[taken]):
+                onehot = np.zeros(k)
+                onehot[a] = 1.0
+                g[t, :k] -= A * (onehot - p) / n  # d(-A log p_a)/d logits
+            # d(-beta H)/d logits = beta p (log p + H), counted once per episode that took the decision
+            g[t, :k] += self.entropy_weight * p * (logp + ent) * taken.sum() / n
+        return [g]
+
+    # -- ask / tell -------------------------------------------------------------------------------------------
+    def _ask(self) -> dict[str, Any] | None:
+        values = self._sample()
+        if self.unique:
+            seen = self.seen()
+            for _ in range(_RETRIES):
+                if P.canonical(values) not in seen:
+                    break
+                values = self._sample()
+        return values
+
+    def _reward(self, score: float | None) -> float:
+        if score is None:
+            return 0.0
+        s = np.asarray(self._scores)
+        n = len(s)
+        if n == 0:
+            return 0.5
+        return float(((s < score).sum() + 0.5 * (s == score).sum() + 0.5) / (n + 1))
+
+    def _tell(self, observation: Observation) -> None:
+        score = self.score(observation.metrics)
+        r = self._reward(score)
+        if score is not None:
+            self._scores.append(score)
+        if self.baseline is None:
+            self.baseline = r
+        adv = r - self.baseline
+        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
+        self.buffer.append((self._actions(observation.values), adv))
+        if len(self.buffer) >= self.batch:
+            actions = np.array([a for a, _ in self.buffer], np.int64)
+            adv_arr = np.array([a for _, a in self.buffer], np.float64)
+            self.adam.step(self.weights, self._grads(actions, adv_arr))
+            self.buffer = []
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "options": {
+                "policy": self.policy, "bins": self.bins, "units": self.units, "learning_rate": self.learning_rate,
+                "entropy_weight": self.entropy_weight, "baseline_decay": self.baseline_decay,
+                "batch": self.batch, "unique": self.unique,
+            },
+            "weights": [w.tolist() for w in self.weights],
+            "adam": {"m": [m.tolist() for m in self.adam.m], "v": [v.tolist() for v in self.adam.v],
+                     "t": self.adam.t},
+            "baseline": self.baseline,
+            "buffer": [[a, adv] for a, adv in self.buffer],
+            "scores": list(self._scores),
+        }
+
+    def _set_state(self, state: Mapping[str, Any]) -> None:
+        o = state["options"]
+        if o["policy"] != self.policy or o["bins"] != self.bins or o["units"] != self.units:
+            raise PluginError(
+                f"rl state was saved with policy={o['policy']}, bins={o['bins']}, units={o['units']}; "
+                f"this strategy has policy={self.policy}, bins={self.bins}, units={self.units}"
+            )
+        self.learning_rate = float(o["learning_rate"])
+        self.entropy_weight = float(o["entropy_weight"])
+        self.baseline_decay = float(o["baseline_decay"])
+        self.batch = int(o["batch"])
+        self.unique = bool(o["unique"])
+        dtype = self.weights[0].dtype
+        self.weights = [np.array(w, dtype) for w in state["weights"]]
+        self.adam = _Adam([w.shape for w in self.weights], self.learning_rate, dtype)
+        self.adam.m = [np.array(m, dtype) for m in state["adam"]["m"]]
+        self.adam.v = [np.array(v, dtype) for v in state["adam"]["v"]]
+        self.adam.t = int(state["adam"]["t"])
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        self.buffer = [([int(x) for x in a], float(adv)) for a, adv in state["buffer"]]
+        self._scores = [float(s) for s in state["scores"]]
