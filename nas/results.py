@@ -77,3 +77,20 @@ def format_value(v: Any) -> str:
 
 def format_config(values: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in values.items())
+
+
+def pareto_front(trials: Iterable[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[Mapping[str, Any]]:
+    """The completed trials no other completed trial dominates (at least as good on every objective, better on
+    one), in trial-id order. Trials missing an objective's value are left out."""
+    scored = []
+    for t in trials:
+        if t.get("status") != "completed":
+            continue
+        s = [o.score(t.get("metrics")) for o in objectives]
+        if all(v is not None for v in s):
+            scored.append((s, t))
+    front = [
+        t for s, t in scored
+        if not any(all(a >= b for a, b in zip(o, s)) and any(a > b for a, b in zip(o, s)) for o, _ in scored)
+    ]
+    return sort_by_id(front)
