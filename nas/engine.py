@@ -292,7 +292,13 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
+            from nas.tensorboard import run_metrics, write_hparams_config
+
+            write_hparams_config(store.root, strategy.space, run_metrics(store.trials()),
+                                 [o.metric for o in objectives])
     trials = store.trials()
     from nas.results import rank
 

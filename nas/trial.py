@@ -93,6 +93,9 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     node = os.uname().nodename
     out_dir = artifact_dir(setup["run_dir"], trial_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from nas.tensorboard import TrialLogger
+
+    tb = TrialLogger(setup["run_dir"], trial_id, values)  # <run>/tensorboard/<id>/: HParams + per-epoch scalars
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -111,6 +114,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 fit_started=fit_started,
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
+            tb.log(epoch + 1, metrics)
             tune.report(metrics)
 
     space.fit(
@@ -123,4 +127,5 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
         callbacks=[Report()],
         verbose=0,
     )
+    tb.close()
     del model
