@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from nas.errors import NasError
-from nas.objective import Objective
-from nas.results import format_config, format_value, rank
+from nas.progress import LinePrinter, Progress  # noqa: F401 - LinePrinter: re-exported for older imports
+from nas.report import status_json  # noqa: F401 - re-exported
+from nas.results import format_config, format_value
 
 EXAMPLES = {
     "search": """examples:
@@ -21,6 +22,12 @@ EXAMPLES = {
     "status": """examples:
   nas status mlp-random-20261122-101500-ab12
   nas status my-run --json > my-run.json""",
+    "runs": """examples:
+  nas runs
+  nas runs --storage /shared/nas-runs""",
+    "plot": """examples:
+  nas plot mlp-random-20261122-101500-ab12
+  nas plot my-run --out my-run.png""",
     "list": "example:\n  nas list",
 }
 
@@ -92,45 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--top", type=_positive_int, default=10, help="rows in the leaderboard (default: 10)")
 
+    ru = sub.add_parser("runs", help="the searches in a storage directory", epilog=EXAMPLES["runs"], formatter_class=fmt)
+    ru.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    ru.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pl = sub.add_parser("plot", help="a PNG of a run: objective per trial, per hyperparameter, Pareto front",
+                        epilog=EXAMPLES["plot"], formatter_class=fmt)
+    pl.add_argument("name")
+    pl.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    pl.add_argument("--out", metavar="FILE.png", help="where to write it (default: <run>/plot.png)")
+
     sub.add_parser("list", help="registered search spaces and strategies", epilog=EXAMPLES["list"], formatter_class=fmt)
     return parser
 
 
 # -- search -------------------------------------------------------------------------------------------------
-class LinePrinter:
-    """One line per finished trial with its objective and the best so far."""
-
-    def __init__(self, objective: Objective, total: int, stream: Any = None) -> None:
-        self.objective = objective
-        self.total = total
-        self.stream = stream or sys.stdout
-        self.best: tuple[float, str] | None = None
-        self.done = 0
-        self.failed = 0
-        self.started = time.time()
-
-    def __call__(self, kind: str, rec: dict[str, Any]) -> None:
-        if kind == "epoch":
-            return
-        self.done += 1
-        m = self.objective.metric
-        if kind == "failed":
-            self.failed += 1
-            line = f"[{self.done}/{self.total}] trial {rec['trial_id']} failed: {rec.get('error')}"
-        else:
-            metrics = rec.get("metrics") or {}
-            v = self.objective.value(metrics)
-            if v is not None and (self.best is None or self.objective.better(v, self.best[0])):
-                self.best = (v, rec["trial_id"])
-            best = f"best {format_value(self.best[0])} (trial {self.best[1]})" if self.best else "no best yet"
-            line = (
-                f"[{self.done}/{self.total}] trial {rec['trial_id']}: {m}={format_value(v)}  {best}  "
-                f"epochs={metrics.get('epochs')} params={int(metrics.get('params', 0)):,} "
-                f"{float(metrics.get('train_time_s') or 0):.1f}s  {format_config(rec['config'])}"
-            )
-        print(line, file=self.stream, flush=True)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.engine import SearchOptions, run_search
 
@@ -145,7 +128,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     opts.check()
     print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
           f"{opts.epochs} epochs on {opts.data}", flush=True)
-    result = run_search(opts, printer_factory=LinePrinter, announce=lambda msg: print(msg, flush=True))
+    with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
+        result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)
     done = sum(t["status"] == "completed" for t in result.trials)
     failed = sum(t["status"] == "failed" for t in result.trials)
     print(f"finished: {done} completed, {failed} failed in {result.wall_s:.1f}s")
@@ -162,52 +146,39 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0 if result.best else 1
 
 
-# -- status -------------------------------------------------------------------------------------------------
-def status_json(store: Any) -> dict[str, Any]:
-    spec = store.spec()
-    objectives = [Objective(**o) for o in spec["objectives"]]
-    trials = store.trials()
-    ranked = rank(trials, objectives[0])
-    slim = lambda t: {k: t.get(k) for k in ("trial_id", "status", "config", "metrics", "error", "node", "started", "finished")}  # noqa: E731
-    counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "failed", "running", "pending")}
-    return {
-        "name": spec["name"],
-        "directory": str(store.root),
-        "space": spec["space"],
-        "strategy": spec["strategy"],
-        "objective": objectives[0].to_json(),
-        "objectives": [o.to_json() for o in objectives],
-        "budget": {"trials": spec["trials"], "epochs": spec["epochs"]},
-        "seed": spec.get("seed"),
-        "counts": counts,
-        "trials": [slim(t) for t in trials],
-        "best": slim(ranked[0]) if ranked else None,
-    }
-
-
+# -- status, runs, plot --------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
+    from nas.report import print_status
+    from nas.store import ExperimentStore
+
+    data = status_json(ExperimentStore.open(args.name, args.storage))
+    if args.json:
+        print(json.dumps(data, indent=1, default=str))
+    else:
+        print_status(data, args.top)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nas.report import list_runs, print_runs
+
+    runs = list_runs(args.storage)
+    if args.json:
+        print(json.dumps(runs, indent=1, default=str))
+    else:
+        print_runs(runs)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nas.plot import plot_run
     from nas.store import ExperimentStore
 
     store = ExperimentStore.open(args.name, args.storage)
-    data = status_json(store)
-    if args.json:
-        print(json.dumps(data, indent=1, default=str))
-        return 0
-    obj = Objective(**data["objective"])
-    c = data["counts"]
-    print(f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, objective {obj}")
-    print(f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running "
-          f"of {data['budget']['trials']}  ({data['directory']})")
-    ranked = rank(data["trials"], obj)[: args.top]
-    if ranked:
-        print(f"\n{'rank':>4}  {'trial':>5}  {obj.metric:>14}  {'epochs':>6}  {'params':>10}  config")
-        for i, t in enumerate(ranked, 1):
-            m = t["metrics"]
-            print(f"{i:>4}  {t['trial_id']:>5}  {format_value(m.get(obj.metric)):>14}  {int(m.get('epochs', 0)):>6}  "
-                  f"{int(m.get('params', 0)):>10,}  {format_config(t['config'])}")
-    failed = [t for t in data["trials"] if t["status"] == "failed"]
-    for t in failed:
-        print(f"failed trial {t['trial_id']}: {t['error']}")
+    out = Path(args.out) if args.out else store.root / "plot.png"
+    if out.suffix.lower() != ".png":
+        raise NasError(f"--out {args.out!r} is not valid; give a file name ending in .png")
+    print(f"plot: {plot_run(store.spec(), store.trials(), out)}")
     return 0
 
 
@@ -226,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "status": cmd_status, "list": cmd_list}
+COMMANDS = {"search": cmd_search, "status": cmd_status, "runs": cmd_runs, "plot": cmd_plot, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
