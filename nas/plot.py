@@ -146,7 +146,7 @@ def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: 
         fy = [o2.value(t["metrics"]) for t in front]
         axp.plot(fx, fy, "-o", color=FRONT, ms=8, lw=1.5, label=f"Pareto front ({len(front)})")
         for t, x, y in zip(front, fx, fy):
-            axp.annotate(str(t["trial_id"]), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            axp.annotate(f"trial {t['trial_id']}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         axp.set_xlabel(f"{o1.metric} ({_better(o1)})")
         axp.set_ylabel(f"{o2.metric} ({_better(o2)})")
         title = "Pareto front" + (f" (on the first 2 of {len(objectives)} objectives)" if len(objectives) > 2 else "")

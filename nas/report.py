@@ -100,12 +100,13 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
             for m in metrics:
                 t.add_column(m, justify="right", style="bold")
             t.add_column("epochs", justify="right")
-            t.add_column("params", justify="right")
+            t.add_column("params", justify="right") if "params" not in metrics else None
             t.add_column("config")
             for i, tr in enumerate(rows, 1):
                 m = tr["metrics"] or {}
                 t.add_row(str(i), str(tr["trial_id"]), *[format_value(m.get(k)) for k in metrics],
-                          str(int(m.get("epochs", 0))), f"{int(m.get('params', 0)):,}", Text(format_config(tr["config"])))
+                          str(int(m.get("epochs", 0))),
+                          *([f"{int(m.get('params', 0)):,}"] if "params" not in metrics else []), Text(format_config(tr["config"])))
             con.print(t)
         for tr in failed:
             con.print(f"failed trial {tr['trial_id']}: {tr['error']}", style="red", highlight=False, markup=False)
@@ -115,11 +116,12 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
     print(f"directory: {data['directory']}")
     if rows:
         print(f"\n{title}")
-        print(f"{'rank':>4}  {'trial':>5}  " + "  ".join(f"{m:>14}" for m in metrics) + f"  {'epochs':>6}  {'params':>10}  config")
+        print(f"{'rank':>4}  {'trial':>5}  " + "  ".join(f"{m:>14}" for m in metrics) + f"  {'epochs':>6}  " + ("" if "params" in metrics else f"{'params':>10}  ") + "config")
         for i, tr in enumerate(rows, 1):
             m = tr["metrics"] or {}
             print(f"{i:>4}  {tr['trial_id']:>5}  " + "  ".join(f"{format_value(m.get(k)):>14}" for k in metrics)
-                  + f"  {int(m.get('epochs', 0)):>6}  {int(m.get('params', 0)):>10,}  {format_config(tr['config'])}")
+                  + f"  {int(m.get('epochs', 0)):>6}  " + ("" if "params" in metrics else f"{int(m.get('params', 0)):>10,}  ")
+                  + format_config(tr["config"]))
     for tr in failed:
         print(f"failed trial {tr['trial_id']}: {tr['error']}")
 
@@ -169,14 +171,15 @@ def _when(ts: float | None) -> str:
 
 def print_runs(runs: list[dict[str, Any]], rich: bool | None = None) -> None:
     rich = interactive() if rich is None else rich
-    cols = ("name", "space", "strategy", "state", "trials", "best", "created")
+    cols = ("name", "space", "strategy", "state", "trials", "objective", "best", "created")
 
     def cells(r: dict[str, Any]) -> list[str]:
         if "error" in r:
-            return [r["name"], "-", "-", "unreadable", "-", r["error"][:60], "-"]
+            return [r["name"], "-", "-", "unreadable", "-", "-", r["error"][:60], "-"]
         trials = f"{r['completed']}" + (f"+{r['failed']} failed" if r["failed"] else "") + f"/{r['budget']}"
-        best = "-" if r["best"] is None else f"{r['objective']['metric']}={format_value(r['best'])} (trial {r['best_trial']})"
-        return [r["name"], r["space"], r["strategy"], r["state"], trials, best, _when(r.get("created"))]
+        best = "-" if r["best"] is None else f"{format_value(r['best'])} (trial {r['best_trial']})"
+        objective = f"{r['objective']['metric']}:{r['objective']['mode']}"
+        return [r["name"], r["space"], r["strategy"], r["state"], trials, objective, best, _when(r.get("created"))]
 
     rows = [cells(r) for r in runs]
     if rich:
@@ -184,11 +187,16 @@ def print_runs(runs: list[dict[str, Any]], rich: bool | None = None) -> None:
         from rich.table import Table
         from rich.text import Text
 
-        t = Table()
-        for c in cols:
-            t.add_column(c)
-        for row in rows:
-            t.add_row(*(Text(v) for v in row))
+        from rich import box
+
+        # compact on a terminal: space/strategy in one column, the best trial as #id, no year
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for c in ("name", "space/strategy", "state", "trials", "objective", "best", "created"):
+            t.add_column(c, no_wrap=c in ("name", "state", "best", "created"), overflow="fold")
+        for r, row in zip(runs, rows):
+            best = row[6].replace(" (trial ", " #").rstrip(")") if r.get("best") is not None else row[6]
+            created = row[7][5:] if len(row[7]) > 10 else row[7]
+            t.add_row(*(Text(v) for v in (row[0], f"{row[1]}/{row[2]}", row[3], row[4], row[5], best, created)))
         Console().print(t)
         return
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
