@@ -159,11 +159,10 @@ class LivePrinter(LinePrinter):
             grid.add_row(Text(f"best {m.metric} ({m.mode}): no trial finished yet", style="dim"))
         if self.running:
             t = Table(box=None, padding=(0, 2), show_edge=False, header_style="dim")
-            t.add_column("trial", justify="right")
-            t.add_column("epoch", justify="right")
-            t.add_column(m.metric, justify="right")
-            t.add_column("time", justify="right")
-            t.add_column("config", overflow="ellipsis", no_wrap=True)
+            for name, width in (("trial", 5), ("epoch", 8), (m.metric, max(8, len(m.metric))), ("time", 7)):
+                t.add_column(name, justify="right", no_wrap=True, min_width=width)
+            t.add_column("config", overflow="ellipsis", no_wrap=True,
+                         max_width=max(20, self.console.width - 40 - len(m.metric)))
             for tid, r in sorted(self.running.items(), key=lambda kv: (len(kv[0]), kv[0])):
                 epoch = f"{r['epoch']}/{self.epochs}" if self.epochs else str(r["epoch"])
                 if r["epoch"] == 0:
