@@ -103,7 +103,32 @@ def quiet_environment(verbose: bool) -> dict[str, str]:
         warnings.filterwarnings("ignore")
         for name in ("ray", "ray.tune", "ray.train", "ray.data", "tensorflow", "absl", "optuna"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # Tune logs every failed trial's whole Ray traceback at ERROR; the trial's record and its progress line
+        # already say what went wrong (`nas status`), so only --verbose shows Tune's own report
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     return env
+
+
+@contextlib.contextmanager
+def _quiet_raylet_errors(verbose: bool) -> Iterator[None]:
+    """Ray's driver prints the cluster's error channel ("(raylet) A worker died ...", e.g. when Tune stops the
+    actor of a failed trial) to stdout even with ``log_to_driver=False``; hide it unless --verbose."""
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if verbose or original is None:
+        yield
+        return
+
+    def printer(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        if data.get("pid") != "raylet":
+            original(data, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = printer
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
 
 
 @contextlib.contextmanager
@@ -134,10 +159,11 @@ def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
             _node_ip_address="127.0.0.1",
             **kwargs,
         )
-    try:
-        yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
-    finally:
-        ray.shutdown()
+    with _quiet_raylet_errors(verbose):  # until Ray is down: its listener thread may print while it stops
+        try:
+            yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
+        finally:
+            ray.shutdown()
 
 
 def check_resources(cpus: float, gpus: float, concurrent: int | None) -> int:
