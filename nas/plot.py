@@ -92,8 +92,10 @@ def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: 
         raise RunError(f"run {spec['name']!r} has no completed trial with {obj.metric} yet; nothing to plot")
     best = rank(done, obj)[0]
     multi = len(objectives) > 1
+    # a fixed value (Fixed, or a range of one value) has nothing to show
     hps = [h for h in _hyperparameters(spec, trials)
-           if any(h["name"] in (t.get("config") or {}) for t in done)]
+           if h.get("type") != "fixed" and (_declared_range(h) or (0, 1))[0] != (_declared_range(h) or (0, 1))[1]
+           and any(h["name"] in (t.get("config") or {}) for t in done)]
 
     ncols = 4
     hp_rows = math.ceil(len(hps) / ncols) if hps else 0
@@ -119,11 +121,11 @@ def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: 
     ax.step(best_x, best_y, where="post", color=BEST, lw=2, zorder=2, label="best so far")
     ax.scatter([_index(best, 0)], [obj.value(best["metrics"])], marker="*", s=260, color=BEST, zorder=4,
                edgecolor="black", linewidth=0.6, label=f"best: trial {best['trial_id']}")
-    if failed:
-        lo = min(ys)
-        span = (max(ys) - lo) or abs(lo) or 1.0
-        ax.scatter([_index(t, 0) for t in failed], [lo - 0.08 * span] * len(failed), marker="x", s=50,
-                   color=FAILED, zorder=3, label=f"failed ({len(failed)})")
+    if failed:  # along the bottom edge: a failed trial has no value
+        ax.scatter([_index(t, 0) for t in failed], [0.03] * len(failed), marker="x", s=60, color=FAILED, zorder=3,
+                   transform=ax.get_xaxis_transform(), clip_on=False, label=f"failed ({len(failed)}, no value)")
+    all_x = xs + [_index(t, 0) for t in failed]
+    ax.set_xlim(min(all_x) - 0.5, max(all_x) + 0.5)
     ax.set_xlabel("trial (in the order proposed)")
     ax.set_ylabel(f"{obj.metric} ({_better(obj)})")
     ax.set_title(f"{obj.metric} per trial, best so far", loc="left")
