@@ -152,6 +152,7 @@ def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
             raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r}: {e}") from None
     else:
         info = ray.init(
+            address="local",  # always our own instance: a bare ray.init() joins any cluster `ray start` left here
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             include_dashboard=False,
