@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from nas.errors import NasError
-from nas.objective import Objective
-from nas.results import format_config, format_value, pareto_front, rank
+from nas.progress import LinePrinter, Progress  # noqa: F401 - LinePrinter: re-exported for older imports
+from nas.report import status_json  # noqa: F401 - re-exported
+from nas.results import format_config, format_value
 
 EXAMPLES = {
     "search": """examples:
@@ -21,6 +22,12 @@ EXAMPLES = {
     "status": """examples:
   nas status mlp-random-20261122-101500-ab12
   nas status my-run --json > my-run.json""",
+    "runs": """examples:
+  nas runs
+  nas runs --storage /shared/nas-runs""",
+    "plot": """examples:
+  nas plot mlp-random-20261122-101500-ab12
+  nas plot my-run --out my-run.png""",
     "list": "example:\n  nas list",
     "resume": """examples:
   nas resume my-run                 # after Ctrl-C, kill -9 or a reboot: continue where it stopped
@@ -129,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--top", type=_positive_int, default=10, help="rows in the leaderboard (default: 10)")
 
+    ru = sub.add_parser("runs", help="the searches in a storage directory", epilog=EXAMPLES["runs"], formatter_class=fmt)
+    ru.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    ru.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pl = sub.add_parser("plot", help="a PNG of a run: objective per trial, per hyperparameter, Pareto front",
+                        epilog=EXAMPLES["plot"], formatter_class=fmt)
+    pl.add_argument("name")
+    pl.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    pl.add_argument("--out", metavar="FILE.png", help="where to write it (default: <run>/plot.png)")
+
     sub.add_parser("list", help="registered search spaces and strategies", epilog=EXAMPLES["list"], formatter_class=fmt)
 
     ex = sub.add_parser("export", help="export a trial's model (Keras, SavedModel, ONNX, TFLite) with a model card",
@@ -146,40 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- search -------------------------------------------------------------------------------------------------
-class LinePrinter:
-    """One line per finished trial with its objective and the best so far."""
-
-    def __init__(self, objective: Objective, total: int, stream: Any = None) -> None:
-        self.objective = objective
-        self.total = total
-        self.stream = stream or sys.stdout
-        self.best: tuple[float, str] | None = None
-        self.done = 0
-        self.failed = 0
-        self.started = time.time()
-
-    def __call__(self, kind: str, rec: dict[str, Any]) -> None:
-        if kind == "epoch":
-            return
-        self.done += 1
-        m = self.objective.metric
-        if kind == "failed":
-            self.failed += 1
-            line = f"[{self.done}/{self.total}] trial {rec['trial_id']} failed: {rec.get('error')}"
-        else:
-            metrics = rec.get("metrics") or {}
-            v = self.objective.value(metrics)
-            if v is not None and (self.best is None or self.objective.better(v, self.best[0])):
-                self.best = (v, rec["trial_id"])
-            best = f"best {format_value(self.best[0])} (trial {self.best[1]})" if self.best else "no best yet"
-            line = (
-                f"[{self.done}/{self.total}] trial {rec['trial_id']}: {m}={format_value(v)}  {best}  "
-                f"epochs={metrics.get('epochs')} params={int(metrics.get('params', 0)):,} "
-                f"{float(metrics.get('train_time_s') or 0):.1f}s  {format_config(rec['config'])}"
-            )
-        print(line, file=self.stream, flush=True)
-
-
 def _report(result: Any, storage: str | None) -> int:
     done = sum(t["status"] == "completed" for t in result.trials)
     failed = sum(t["status"] == "failed" for t in result.trials)
@@ -213,8 +196,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
                                              "worker_max_rss_mb") if getattr(args, k, None) is not None}
     if args.verbose:
         changes["verbose"] = True
-    result = resume_search(args.name, args.storage, changes, printer_factory=LinePrinter,
-                           announce=lambda msg: print(msg, flush=True))
+    with Progress(epochs=None) as progress:
+        result = resume_search(args.name, args.storage, changes, printer_factory=progress.factory,
+                               announce=progress.announce)
     return _report(result, args.storage)
 
 
@@ -228,8 +212,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         changes = {k: v for k, v in vars(args).items()
                    if k not in ("command", "debug", "resume", "name", "storage") and v != defaults.get(k)}
         changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
-        result = resume_search(args.name, args.storage, changes, printer_factory=LinePrinter,
-                               announce=lambda msg: print(msg, flush=True))
+        with Progress(epochs=None) as progress:
+            result = resume_search(args.name, args.storage, changes, printer_factory=progress.factory,
+                                   announce=progress.announce)
         return _report(result, args.storage)
 
     opts = SearchOptions(
@@ -246,70 +231,44 @@ def cmd_search(args: argparse.Namespace) -> int:
     opts.check()
     print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
           f"{opts.epochs} epochs on {opts.data}", flush=True)
-    result = run_search(opts, printer_factory=LinePrinter, announce=lambda msg: print(msg, flush=True))
+    with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
+        result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)
     return _report(result, args.storage)
 
 
-# -- status -------------------------------------------------------------------------------------------------
-def status_json(store: Any) -> dict[str, Any]:
-    spec = store.spec()
-    objectives = [Objective(**o) for o in spec["objectives"]]
-    trials = store.trials()
-    ranked = rank(trials, objectives[0])
-    slim = lambda t: {k: t.get(k) for k in ("trial_id", "status", "config", "metrics", "error", "node", "started", "finished")}  # noqa: E731
-    counts = {s: sum(t["status"] == s for t in trials) for s in ("completed", "failed", "running", "pending")}
-    front = pareto_front(trials, objectives) if len(objectives) > 1 else []
-    return {
-        "name": spec["name"],
-        "directory": str(store.root),
-        "space": spec["space"],
-        "strategy": spec["strategy"],
-        "objective": objectives[0].to_json(),
-        "objectives": [o.to_json() for o in objectives],
-        "budget": {"trials": spec["trials"], "epochs": spec["epochs"]},
-        "seed": spec.get("seed"),
-        "counts": counts,
-        "trials": [slim(t) for t in trials],
-        "best": slim(ranked[0]) if ranked else None,
-        "pareto_front": [slim(t) for t in front],
-    }
-
-
+# -- status, runs, plot --------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
+    from nas.report import print_status
+    from nas.store import ExperimentStore
+
+    data = status_json(ExperimentStore.open(args.name, args.storage))
+    if args.json:
+        print(json.dumps(data, indent=1, default=str))
+    else:
+        print_status(data, args.top)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from nas.report import list_runs, print_runs
+
+    runs = list_runs(args.storage)
+    if args.json:
+        print(json.dumps(runs, indent=1, default=str))
+    else:
+        print_runs(runs)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nas.plot import plot_run
     from nas.store import ExperimentStore
 
     store = ExperimentStore.open(args.name, args.storage)
-    data = status_json(store)
-    if args.json:
-        print(json.dumps(data, indent=1, default=str))
-        return 0
-    obj = Objective(**data["objective"])
-    c = data["counts"]
-    print(f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, objective {obj}")
-    print(f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running "
-          f"of {data['budget']['trials']}  ({data['directory']})")
-    objectives = [Objective(**o) for o in data["objectives"]]
-    front_ids = {t["trial_id"] for t in data["pareto_front"]}
-    ranked = rank(data["trials"], obj)[: args.top]
-    if front_ids:  # multi-objective: the front first, then the rest by the first objective
-        ranked = [t for t in rank(data["trials"], obj) if t["trial_id"] in front_ids] + \
-                 [t for t in ranked if t["trial_id"] not in front_ids]
-        ranked = ranked[: max(args.top, len(front_ids))]
-        print(f"Pareto front over {', '.join(map(str, objectives))}: {len(front_ids)} trials (marked *)")
-    extra = [o.metric for o in objectives[1:]]
-    if ranked:
-        head = "".join(f"  {m:>14}" for m in extra)
-        print(f"\n{'rank':>4}  {'trial':>6}  {obj.metric:>14}{head}  {'epochs':>6}  {'params':>10}  config")
-        for i, t in enumerate(ranked, 1):
-            m = t["metrics"]
-            mark = "*" if t["trial_id"] in front_ids else " "
-            cols = "".join(f"  {format_value(m.get(k)):>14}" for k in extra)
-            early = "" if int(m.get("epochs", 0)) >= data["budget"]["epochs"] else " (stopped early)"
-            print(f"{i:>4}  {t['trial_id']:>5}{mark}  {format_value(m.get(obj.metric)):>14}{cols}  "
-                  f"{int(m.get('epochs', 0)):>6}  {int(m.get('params', 0)):>10,}  {format_config(t['config'])}{early}")
-    failed = [t for t in data["trials"] if t["status"] == "failed"]
-    for t in failed:
-        print(f"failed trial {t['trial_id']}: {t['error']}")
+    out = Path(args.out) if args.out else store.root / "plot.png"
+    if out.suffix.lower() != ".png":
+        raise NasError(f"--out {args.out!r} is not valid; give a file name ending in .png")
+    print(f"plot: {plot_run(store.spec(), store.trials(), out)}")
     return 0
 
 
@@ -340,8 +299,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status, "list": cmd_list,
-            "export": cmd_export}
+COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status, "runs": cmd_runs, "plot": cmd_plot,
+            "export": cmd_export, "list": cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

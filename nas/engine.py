@@ -129,6 +129,28 @@ def quiet_environment(verbose: bool) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def _quiet_raylet_errors(verbose: bool) -> Iterator[None]:
+    """Ray's driver prints the cluster's error channel ("(raylet) A worker died ...", e.g. when Tune stops the
+    actor of a failed trial) to stdout even with ``log_to_driver=False``; hide it unless --verbose."""
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if verbose or original is None:
+        yield
+        return
+
+    def printer(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        if data.get("pid") != "raylet":
+            original(data, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = printer
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
+
+
+@contextlib.contextmanager
 def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
                 num_gpus: int | None = None, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """Connect to ``address`` or start a local Ray bound to 127.0.0.1 (dashboard on localhost only);
@@ -149,6 +171,7 @@ def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
             raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r}: {e}") from None
     else:
         info = ray.init(
+            address="local",  # always our own instance: a bare ray.init() joins any cluster `ray start` left here
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             include_dashboard=False,
@@ -156,10 +179,11 @@ def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
             _node_ip_address="127.0.0.1",
             **kwargs,
         )
-    try:
-        yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
-    finally:
-        ray.shutdown()
+    with _quiet_raylet_errors(verbose):  # until Ray is down: its listener thread may print while it stops
+        try:
+            yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
+        finally:
+            ray.shutdown()
 
 
 def check_resources(cpus: float, gpus: float, concurrent: int | None) -> int:
@@ -545,7 +569,13 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
+            from nas.tensorboard import run_metrics, write_hparams_config
+
+            write_hparams_config(store.root, strategy.space, run_metrics(store.trials()),
+                                 [o.metric for o in objectives])
     finished = sum(t["status"] in ("completed", "failed") for t in store.trials())
     interrupted = finished < opts.trials and not searcher.exhausted and not guard.tripped
     if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint

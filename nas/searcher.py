@@ -172,6 +172,7 @@ class TrialRecorder(Callback):
         rec = self._record(trial)
         rec.update(status="running", started=rec["started"] or time.time())
         self.store.write_trial(rec)
+        self.printer("started", rec)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         rec = self._record(trial)

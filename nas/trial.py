@@ -175,6 +175,9 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     if resumed:
         started -= float(resumed["metrics"].get("train_time_s", 0.0))  # training time accumulates across resumes
     saver = BestModelSaver(out_dir, Objective(**setup["objective"]))  # best-epoch model, for `nas export`
+    from nas.tensorboard import TrialLogger
+
+    tb = TrialLogger(setup["run_dir"], trial_id, values)  # <run>/tensorboard/<id>/: HParams + per-epoch scalars
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -198,6 +201,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
             )
             save_checkpoint(out_dir, self.model, epoch + 1, metrics)
             saver.update(self.model, metrics)  # before reporting: once the trial is recorded, its model is there
+            tb.log(epoch + 1, metrics)
             tune.report(metrics)
 
     if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
@@ -216,4 +220,5 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
         callbacks=[Report()],
         verbose=0,
     )
+    tb.close()
     del model

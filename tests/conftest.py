@@ -83,3 +83,12 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path / "runs", tmp_path)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: Any) -> tuple[CLI, str, subprocess.CompletedProcess]:
+    """One small real search shared by the output tests (status, runs, plot, TensorBoard, quiet output)."""
+    root = tmp_path_factory.mktemp("small-run")
+    cli = CLI(root / "runs", root)
+    proc = cli("search", "--trials", "3", "--epochs", "2", "--name", "small", "--seed", "1", "--max-concurrent", "2")
+    return cli, "small", proc

@@ -1,0 +1,212 @@
+"""Reading stored runs back for people: `nas status` (one run's leaderboard) and `nas runs` (every run).
+
+Both print a rich table on a terminal and plain, grep-able text otherwise (pipes, CI, tests).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from nas.errors import NasError, RunError
+from nas.objective import Objective
+from nas.progress import format_duration, interactive
+from nas.results import format_config, format_value, pareto_front, rank
+from nas.store import STATUSES, ExperimentStore, default_storage
+
+_SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "started", "finished")
+
+
+def _slim(t: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: t.get(k) for k in _SLIM}
+
+
+def elapsed(spec: Mapping[str, Any], trials: list[Mapping[str, Any]]) -> float | None:
+    """From the run's creation to its last finished trial (or now, while trials run)."""
+    start = spec.get("created")
+    if start is None:
+        return None
+    if any(t.get("status") in ("running", "pending") for t in trials):
+        return time.time() - float(start)
+    ends = [float(t["finished"]) for t in trials if t.get("finished")]
+    return (max(ends) - float(start)) if ends else 0.0
+
+
+def status_json(store: ExperimentStore) -> dict[str, Any]:
+    """The `nas status --json` contract (see README); keys are only ever added."""
+    spec = store.spec()
+    objectives = [Objective(**o) for o in spec["objectives"]]
+    trials = store.trials()
+    ranked = rank(trials, objectives[0])
+    counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
+    out = {
+        "name": spec["name"],
+        "directory": str(store.root),
+        "space": spec["space"],
+        "strategy": spec["strategy"],
+        "objective": objectives[0].to_json(),
+        "objectives": [o.to_json() for o in objectives],
+        "budget": {"trials": spec["trials"], "epochs": spec["epochs"]},
+        "seed": spec.get("seed"),
+        "counts": counts,
+        "trials": [_slim(t) for t in trials],
+        "best": _slim(ranked[0]) if ranked else None,
+        "created": spec.get("created"),
+        "elapsed_s": elapsed(spec, trials),
+        "remaining": max(0, int(spec["trials"]) - counts["completed"] - counts["failed"]),
+    }
+    if len(objectives) > 1:
+        out["pareto_front"] = [t["trial_id"] for t in pareto_front(trials, objectives)]
+    return out
+
+
+def _early(trial: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """A note for a trial a scheduler stopped before its last epoch."""
+    epochs = int((trial.get("metrics") or {}).get("epochs", 0) or 0)
+    return " (stopped early)" if 0 < epochs < int(data["budget"]["epochs"]) else ""
+
+
+# -- nas status ----------------------------------------------------------------------------------------------
+def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> None:
+    rich = interactive() if rich is None else rich
+    objectives = [Objective(**o) for o in data["objectives"]]
+    obj = objectives[0]
+    c = data["counts"]
+    by_id = {t["trial_id"]: t for t in data["trials"]}
+    if len(objectives) > 1:
+        rows = [by_id[i] for i in data.get("pareto_front", [])]
+        title = f"Pareto front of {', '.join(map(str, objectives))} ({len(rows)} trials)"
+    else:
+        rows = rank(data["trials"], obj)[:top]
+        title = f"top {len(rows)} by {obj}"
+    summary = (
+        f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running, "
+        f"{c['pending']} pending of {data['budget']['trials']} ({data['remaining']} remaining), "
+        f"{data['budget']['epochs']} epochs each; elapsed {format_duration(data.get('elapsed_s'))}"
+    )
+    header = f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, objective " + \
+        ", ".join(map(str, objectives))
+    metrics = [o.metric for o in objectives]
+    failed = [t for t in data["trials"] if t["status"] == "failed"]
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        con = Console()
+        con.print(header, highlight=False, markup=False)
+        con.print(summary, highlight=False, markup=False)
+        con.print(f"directory: {data['directory']}", style="dim", highlight=False, markup=False)
+        if rows:
+            t = Table(title=title, title_justify="left")
+            t.add_column("rank", justify="right")
+            t.add_column("trial", justify="right")
+            for m in metrics:
+                t.add_column(m, justify="right", style="bold")
+            t.add_column("epochs", justify="right")
+            t.add_column("params", justify="right") if "params" not in metrics else None
+            t.add_column("config")
+            for i, tr in enumerate(rows, 1):
+                m = tr["metrics"] or {}
+                t.add_row(str(i), str(tr["trial_id"]), *[format_value(m.get(k)) for k in metrics],
+                          str(int(m.get("epochs", 0))),
+                          *([f"{int(m.get('params', 0)):,}"] if "params" not in metrics else []),
+                          Text(format_config(tr["config"]) + _early(tr, data)))
+            con.print(t)
+        for tr in failed:
+            con.print(f"failed trial {tr['trial_id']}: {tr['error']}", style="red", highlight=False, markup=False)
+        return
+    print(header)
+    print(summary)
+    print(f"directory: {data['directory']}")
+    if rows:
+        print(f"\n{title}")
+        print(f"{'rank':>4}  {'trial':>5}  " + "  ".join(f"{m:>14}" for m in metrics) + f"  {'epochs':>6}  " + ("" if "params" in metrics else f"{'params':>10}  ") + "config")
+        for i, tr in enumerate(rows, 1):
+            m = tr["metrics"] or {}
+            print(f"{i:>4}  {tr['trial_id']:>5}  " + "  ".join(f"{format_value(m.get(k)):>14}" for k in metrics)
+                  + f"  {int(m.get('epochs', 0)):>6}  " + ("" if "params" in metrics else f"{int(m.get('params', 0)):>10,}  ")
+                  + format_config(tr["config"]) + _early(tr, data))
+    for tr in failed:
+        print(f"failed trial {tr['trial_id']}: {tr['error']}")
+
+
+# -- nas runs ------------------------------------------------------------------------------------------------
+def run_state(data: Mapping[str, Any], stale_s: float = 600.0) -> str:
+    c = data["counts"]
+    if c["running"] or c["pending"]:
+        # records say running: a live search rewrites them every epoch; an old one was interrupted
+        d = Path(data["directory"]) / "trials"
+        newest = max((p.stat().st_mtime for p in d.glob("*.json")), default=0.0)
+        return "running" if time.time() - newest < stale_s else "interrupted"
+    if c["completed"] + c["failed"] >= data["budget"]["trials"]:
+        return "finished"
+    return "stopped"  # the strategy ran out of configurations, or the search was stopped between trials
+
+
+def list_runs(storage: Path | str | None = None) -> list[dict[str, Any]]:
+    storage = Path(storage).expanduser() if storage else default_storage()
+    if not storage.is_dir():
+        raise RunError(f"storage directory {storage} does not exist; give --storage DIR or set $NAS_STORAGE")
+    out = []
+    for spec_path in sorted(storage.glob("*/spec.json")):
+        try:
+            data = status_json(ExperimentStore(spec_path.parent))
+        except (NasError, KeyError, TypeError, ValueError) as e:
+            out.append({"name": spec_path.parent.name, "error": str(e)})
+            continue
+        best = data["best"]
+        obj = data["objective"]
+        out.append({
+            "name": data["name"], "space": data["space"], "strategy": data["strategy"], "state": run_state(data),
+            "completed": data["counts"]["completed"], "failed": data["counts"]["failed"],
+            "budget": data["budget"]["trials"], "objective": obj,
+            "best": (best["metrics"] or {}).get(obj["metric"]) if best else None,
+            "best_trial": best["trial_id"] if best else None, "created": data.get("created"),
+        })
+    if not out:
+        raise RunError(f"no runs in {storage}; start one with `nas search --storage {storage}`")
+    out.sort(key=lambda r: (r.get("created") or 0, r["name"]))
+    return out
+
+
+def _when(ts: float | None) -> str:
+    return _dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def print_runs(runs: list[dict[str, Any]], rich: bool | None = None) -> None:
+    rich = interactive() if rich is None else rich
+    cols = ("name", "space", "strategy", "state", "trials", "objective", "best", "created")
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        if "error" in r:
+            return [r["name"], "-", "-", "unreadable", "-", "-", r["error"][:60], "-"]
+        trials = f"{r['completed']}" + (f"+{r['failed']} failed" if r["failed"] else "") + f"/{r['budget']}"
+        best = "-" if r["best"] is None else f"{format_value(r['best'])} (trial {r['best_trial']})"
+        objective = f"{r['objective']['metric']}:{r['objective']['mode']}"
+        return [r["name"], r["space"], r["strategy"], r["state"], trials, objective, best, _when(r.get("created"))]
+
+    rows = [cells(r) for r in runs]
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        from rich import box
+
+        # compact on a terminal: space/strategy in one column, the best trial as #id, no year
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for c in ("name", "space/strategy", "state", "trials", "objective", "best", "created"):
+            t.add_column(c, no_wrap=c in ("name", "state", "best", "created"), overflow="fold")
+        for r, row in zip(runs, rows):
+            best = row[6].replace(" (trial ", " #").rstrip(")") if r.get("best") is not None else row[6]
+            created = row[7][5:] if len(row[7]) > 10 else row[7]
+            t.add_row(*(Text(v) for v in (row[0], f"{row[1]}/{row[2]}", row[3], row[4], row[5], best, created)))
+        Console().print(t)
+        return
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())

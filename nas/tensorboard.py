@@ -1,0 +1,129 @@
+"""TensorBoard logs with the HParams plugin: ``tensorboard --logdir <run>/tensorboard``.
+
+- In each trial (``TrialLogger``, called from the trial runner's per-epoch report): the trial's hyperparameters
+  (``hp.hparams``) and every per-epoch metric as a scalar, in ``<run>/tensorboard/<trial_id>/``.
+- Once per run, by the driver (``write_hparams_config``): the experiment's configuration, with every
+  hyperparameter's domain and the metrics, in ``<run>/tensorboard/``; the HParams table and
+  parallel-coordinates view then list all hyperparameters, including those a trial did not use.
+
+Logging never fails a trial or a search: errors are swallowed (a trial's result matters more than its log).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+SKIP = {"epoch", "pid", "fit_started", "node", "gpu_ids"}
+
+
+def log_dir(run_dir: str | Path, trial_id: str | None = None) -> Path:
+    root = Path(run_dir) / "tensorboard"
+    return root / str(trial_id) if trial_id is not None else root
+
+
+def _hp_value(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    try:  # numpy scalars
+        return v.item()
+    except AttributeError:
+        return str(v)
+
+
+class TrialLogger:
+    """Per-trial writer: hyperparameters once, then ``log(epoch, metrics)`` every epoch."""
+
+    def __init__(self, run_dir: str | Path, trial_id: str, values: Mapping[str, Any]) -> None:
+        self.dir = log_dir(run_dir, trial_id)
+        self.trial_id = str(trial_id)
+        self.values = {k: _hp_value(v) for k, v in values.items()}
+        self.writer: Any = None
+        self.broken = False
+
+    def _open(self) -> None:
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+
+        self.writer = tf.summary.create_file_writer(str(self.dir))
+        with self.writer.as_default():
+            hp.hparams(self.values, trial_id=self.trial_id)
+
+    def log(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        if self.broken:
+            return
+        try:
+            import tensorflow as tf
+
+            if self.writer is None:
+                self._open()
+            with self.writer.as_default():
+                for k, v in metrics.items():
+                    if k in SKIP or isinstance(v, (str, bool)) or v is None:
+                        continue
+                    f = float(v)
+                    if math.isfinite(f):
+                        tf.summary.scalar(k, f, step=int(epoch))
+            self.writer.flush()
+        except Exception:  # noqa: BLE001 - logging must never fail a trial
+            self.broken = True
+
+    def close(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _domain(param: Any) -> Any:
+    import keras_tuner as kt
+    from tensorboard.plugins.hparams import api as hp
+
+    if isinstance(param, kt.engine.hyperparameters.Boolean):
+        return hp.Discrete([False, True])
+    if isinstance(param, kt.engine.hyperparameters.Fixed):
+        return hp.Discrete([_hp_value(param.value)])
+    if isinstance(param, kt.engine.hyperparameters.Choice):
+        return hp.Discrete([_hp_value(v) for v in param.values])
+    if isinstance(param, kt.engine.hyperparameters.Int):
+        return hp.IntInterval(int(param.min_value), int(param.max_value))
+    if isinstance(param, kt.engine.hyperparameters.Float):
+        return hp.RealInterval(float(param.min_value), float(param.max_value))
+    return None
+
+
+def write_hparams_config(run_dir: str | Path, space: Any, metrics: Iterable[str],
+                         objectives: Sequence[str] = ()) -> Path | None:
+    """The experiment summary: every hyperparameter of ``space`` (a ``keras_tuner.HyperParameters``) with its
+    domain, and ``metrics`` (objectives first). Returns the directory, or None when it could not be written."""
+    try:
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+
+        hparams = []
+        for p in space.space:
+            dom = _domain(p)
+            hparams.append(hp.HParam(p.name, dom) if dom is not None else hp.HParam(p.name))
+        names = list(dict.fromkeys([*objectives, *metrics]))
+        ms = [hp.Metric(m, display_name=m + (" (objective)" if m in objectives else "")) for m in names]
+        root = log_dir(run_dir)
+        writer = tf.summary.create_file_writer(str(root))
+        with writer.as_default():
+            hp.hparams_config(hparams=hparams, metrics=ms)
+        writer.close()
+        return root
+    except Exception:  # noqa: BLE001 - a missing log must never fail a search
+        return None
+
+
+def run_metrics(trials: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The metric names the trials reported per epoch (what TensorBoard got as scalars)."""
+    names: dict[str, None] = {}
+    for t in trials:
+        for h in t.get("history") or []:
+            for k, v in h.items():
+                if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    names[k] = None
+    return list(names)
