@@ -319,6 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an environment problem: one line here, the traceback with --debug
+        if args.debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"nas: internal error: {type(e).__name__}: {first} (run `nas --debug {args.command} ...` for the "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

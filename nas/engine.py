@@ -14,6 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from nas import params as P
 from nas.errors import NasError, ResourceError, RunError
 from nas.objective import Objective, parse_objectives
@@ -242,7 +244,7 @@ def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
 TRIAL_METRICS = ("params", "latency_ms", "latency_ms_b256", "train_time_s", "epochs", "best_epoch")
 
 
-def reported_metrics(space: Any, data: Any) -> set[str]:
+def reported_metrics(space: Any, data: Any) -> set[str] | None:
     """The metric names trials of ``space`` report: the compiled model's (and their ``val_`` forms), the
     space's own per-epoch metrics and the runner's. Found by training the default model on one small batch."""
     import keras
@@ -251,9 +253,18 @@ def reported_metrics(space: Any, data: Any) -> set[str]:
 
     hp = space.hyperparameters()
     prepared = space.prepare_data(data)
-    model = space.build(P.to_hp(hp, P.default_values(hp)))
     n = min(8, len(prepared.x_train))
-    logs = model.train_on_batch(prepared.x_train[:n], prepared.y_train[:n], return_dict=True)
+    rng = np.random.default_rng(0)
+    # the default point first, then a few seeded random ones: a space may refuse some configurations
+    for values in [P.default_values(hp)] + [P.sample_values(hp, rng) for _ in range(3)]:
+        try:
+            model = space.build(P.to_hp(hp, values))
+            logs = model.train_on_batch(prepared.x_train[:n], prepared.y_train[:n], return_dict=True)
+            break
+        except Exception:
+            keras.backend.clear_session(free_memory=False)
+    else:
+        return None  # nothing builds: trials will fail with their own errors; the names cannot be known
     names = set(logs) | {f"val_{k}" for k in logs} | set(TRIAL_METRICS)
     small = prepared.replace(x_val=prepared.x_val[:n], y_val=prepared.y_val[:n]) if isinstance(prepared, Dataset) else prepared
     try:
@@ -267,6 +278,8 @@ def reported_metrics(space: Any, data: Any) -> set[str]:
 def check_objectives(space: Any, data: Any, objectives: list[Objective]) -> None:
     """An objective naming a metric no trial reports fails before any trial, listing the ones that exist."""
     known = reported_metrics(space, data)
+    if known is None:
+        return
     for o in objectives:
         if o.metric not in known:
             raise NasError(f"--objective {o.metric!r} is not a metric trials of space {space.name!r} report; "

@@ -265,8 +265,9 @@ def test_lstm_classifies_digits_row_by_row(digits: Dataset) -> None:
     space, data = _space_and_data("lstm", digits)
     assert space.task.kind == "classification" and space.task.input_shape == (8, 8)
     assert space.default_objective() == "val_accuracy:max"
-    _, h = _fit(space, {"units_0": 32, "batch_size": 64}, data, epochs=2, n=512)
-    assert "val_accuracy" in h and h["val_accuracy"][-1] > 0.15
+    keras.utils.set_random_seed(0)
+    _, h = _fit(space, {"units_0": 32, "batch_size": 32, "learning_rate": 0.01}, data, epochs=3, n=512)
+    assert "val_accuracy" in h and h["val_accuracy"][-1] > 0.3  # chance is 0.1
 
 
 def test_lstm_forecasts_a_sine_csv(tmp_path) -> None:

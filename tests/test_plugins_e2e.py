@@ -1,0 +1,62 @@
+"""Every built-in space and strategy through the real `nas search` on digits (local Ray, real training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.mark.parametrize("strategy", ["bayes", "evolution", "rl"])
+def test_strategies_end_to_end(cli, strategy: str) -> None:
+    cli("search", "--space", "mlp", "--strategy", strategy, "--trials", "3", "--epochs", "1",
+        "--name", strategy, "--seed", "4")
+    status = cli.status(strategy)
+    assert status["strategy"] == strategy
+    assert [t["status"] for t in status["trials"]] == ["completed"] * 3
+    assert status["best"]["metrics"]["val_accuracy"] > 0.2
+    assert len({str(sorted(t["config"].items())) for t in status["trials"]}) == 3
+
+
+@pytest.mark.parametrize("space, objective", [("cnn", "val_accuracy"), ("ae", "val_loss"), ("lstm", "val_accuracy")])
+def test_spaces_end_to_end(cli, space: str, objective: str) -> None:
+    cli("search", "--space", space, "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", space)
+    status = cli.status(space)
+    assert status["objective"]["metric"] == objective
+    assert [t["status"] for t in status["trials"]] == ["completed"] * 2, status["trials"]
+    for t in status["trials"]:
+        assert np.isfinite(t["metrics"][objective])
+        if space == "ae":  # kinds with different losses compare on reconstruction error in input units
+            assert t["metrics"]["val_reconstruction_mse"] >= 0
+
+
+def test_autoencoder_anomaly_detection_end_to_end(cli) -> None:
+    cli("search", "--space", "ae", "--task", "anomaly", "--normal-class", "0", "--trials", "1", "--epochs", "2",
+        "--objective", "val_f1:max", "--name", "anomaly")
+    t = cli.status("anomaly")["trials"][0]
+    assert t["status"] == "completed", t
+    assert {"val_precision", "val_recall", "val_f1"} <= set(t["metrics"])
+    assert 0.0 <= t["metrics"]["val_f1"] <= 1.0
+
+
+def test_lstm_forecasting_and_refusals(cli, tmp_path: Path, capsys, monkeypatch) -> None:
+    series = tmp_path / "series.csv"
+    series.write_text("t,value\n" + "\n".join(f"{i},{np.sin(i / 8):.5f}" for i in range(300)))
+    cli("search", "--space", "lstm", "--data", str(series), "--target", "value", "--window", "16",
+        "--trials", "1", "--epochs", "2", "--name", "forecast")
+    status = cli.status("forecast")
+    assert status["objective"] == {"metric": "val_loss", "mode": "min"}
+    assert status["trials"][0]["status"] == "completed"
+    # data a space cannot use is refused before any trial starts
+    code, _, err = cli.inprocess("search", "--space", "lstm", "--data", str(series), "--target", "value",
+                                 "--name", "flat", capsys=capsys, monkeypatch=monkeypatch)
+    assert code != 0 and "--window" in err
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x_train=np.random.rand(40, 5).astype("float32"), y_train=np.arange(40) % 2)
+    code, _, err = cli.inprocess("search", "--space", "cnn", "--data", str(flat), "--name", "flat2",
+                                 capsys=capsys, monkeypatch=monkeypatch)
+    assert code != 0 and "(H, W)" in err
+    assert not (cli.storage / "flat").exists() and not (cli.storage / "flat2").exists()
