@@ -48,13 +48,18 @@ key="horovod-${HOROVOD_VERSION}-tf${TF_VERSION}-${PY_TAG}-gloo"
 [[ "$with_mpi" == 1 ]] && key="${key}-mpi"
 cache_dir="$CACHE_ROOT/$key"
 
-wheel="$(ls "$cache_dir"/horovod-*.whl 2>/dev/null | head -n 1 || true)"
+wheel="$(find "$cache_dir" -maxdepth 1 -name 'horovod-*.whl' 2>/dev/null | head -n 1 || true)"
 if [[ -n "$wheel" ]]; then
     echo "install-horovod: using cached wheel $wheel"
 else
     echo "install-horovod: building Horovod $HOROVOD_VERSION for TensorFlow $TF_VERSION ($PY_TAG;" \
          "gloo${gpu_ops:+, $gpu_ops}$( [[ $with_mpi == 1 ]] && echo ', mpi'); takes a few minutes)"
-    command -v cmake >/dev/null 2>&1 || { echo "install-horovod: cmake is required (apt-get install cmake, or pip install cmake)" >&2; exit 1; }
+    if ! command -v cmake >/dev/null 2>&1; then  # a pip-installed cmake works as well
+        "$PYTHON" -m pip install --quiet cmake
+        PATH="$(dirname "$("$PYTHON" -c 'import sys; print(sys.executable)')"):$PATH"
+        export PATH
+        command -v cmake >/dev/null 2>&1 || { echo "install-horovod: cmake is required (apt-get install cmake)" >&2; exit 1; }
+    fi
     command -v g++ >/dev/null 2>&1 || { echo "install-horovod: a C++ compiler is required (apt-get install g++)" >&2; exit 1; }
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT
@@ -73,7 +78,7 @@ else
     "$PYTHON" -m pip wheel --no-deps --no-build-isolation "$src" -w "$work/dist"
     mkdir -p "$cache_dir"
     cp "$work"/dist/horovod-*.whl "$cache_dir"/
-    wheel="$(ls "$cache_dir"/horovod-*.whl | head -n 1)"
+    wheel="$(find "$cache_dir" -maxdepth 1 -name 'horovod-*.whl' | head -n 1)"
     echo "install-horovod: built $wheel in $(( $(date +%s) - start )) s"
 fi
 

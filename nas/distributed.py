@@ -255,7 +255,7 @@ def train_trial_horovod(config: dict[str, Any], data: Any, setup: dict[str, Any]
     executor = RayExecutor(settings, num_workers=workers, cpus_per_worker=float(setup.get("cpus_per_trial", 1)),
                            use_gpu=gpus > 0, gpus_per_worker=gpus or None, use_current_placement_group=True)
     env = {k: v for k, v in os.environ.items() if k.startswith(("TF_", "ABSL_", "GRPC_", "PYTHONWARNINGS"))}
-    executor.start(executor_class=DataParallelTrainer, executor_kwargs={"config": config, "data": data,
+    executor.start(executable_cls=DataParallelTrainer, executable_kwargs={"config": config, "data": data,
                                                                           "setup": setup},
                    extra_env_vars=env)
     try:

@@ -63,16 +63,18 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
              "seed": spec["seed"], "cpus_per_trial": 1}
     ref = DataParallelTrainer({"__nas_trial__": "0", **rec["config"]}, load_data("digits", seed=spec["seed"]),
                               setup, use_horovod=False)
+    worst = 0.0
     for h in hist:
         m = ref.train_epoch()
         for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert abs(m[k] - h[k]) < 2e-3, (k, m[k], h[k])
+            worst = max(worst, abs(m[k] - h[k]))
     with np.load(run / "trials" / "0" / "resume.npz") as f:  # rank 0's checkpoint, the nas/trial.py format
         meta = json.loads(bytes(f["meta"]).decode())
         dist = [f[f"w{i}"] for i in range(meta["n_weights"])]
     assert meta["epoch"] == 2
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref.weights(), dist))
-    print(f"2 ranks vs 1 process: max |weight diff| {diff:.2e}; "
+    print(f"2 ranks vs 1 process: max |weight diff| {diff:.2e}, max |metric diff| {worst:.2e}; "
           f"val_accuracy {hist[-1]['val_accuracy']:.4f} vs {m['val_accuracy']:.4f}")
     assert diff < 2e-3
 

@@ -1,0 +1,51 @@
+"""Ray scheduling: logical GPUs on a CPU machine, requests no node can satisfy, a real 2-node cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+def test_half_gpus_run_four_trials_at_once_each_on_its_device(cli) -> None:
+    cli("search", "--trials", "4", "--epochs", "1", "--name", "gpus", "--num-gpus", "2", "--num-cpus", "2",
+        "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5", "--max-concurrent", "4", timeout=400)
+    trials = cli.status("gpus")["trials"]
+    assert len(trials) == 4 and all(t["status"] == "completed" for t in trials), trials
+    # all four were running at the same moment: the last start precedes the first finish
+    assert max(t["started"] for t in trials) < min(t["finished"] for t in trials), trials
+    from nas.store import ExperimentStore
+
+    recs = ExperimentStore(cli.storage / "gpus").trials()
+    ids = sorted(r["gpu_ids"] for r in recs)
+    assert ids == ["0", "0", "1", "1"], ids  # each trial sees exactly its half GPU's device
+
+
+def test_more_gpus_or_ranks_than_any_node_fails_at_once(cli) -> None:
+    proc = cli("search", "--trials", "1", "--num-gpus", "2", "--gpus-per-trial", "3", "--name", "toomany",
+               check=False, timeout=120)
+    assert proc.returncode != 0 and "--gpus-per-trial 3" in proc.stderr and "2 GPUs" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (cli.storage / "toomany" / "spec.json").exists()
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(cli) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        nodes = {n.node_id for n in cluster.list_all_nodes()}
+        assert len(nodes) == 2
+        out = cli("search", "--address", cluster.address, "--trials", "2", "--max-concurrent", "2",
+                  "--epochs", "1", "--name", "two-nodes", timeout=400).stdout
+        assert out.count("] trial ") == 2, out
+        from nas.store import ExperimentStore
+
+        recs = ExperimentStore(cli.storage / "two-nodes").trials()
+        assert all(r["status"] == "completed" for r in recs)
+        assert {r["node_id"] for r in recs} == nodes, (recs, nodes)
+    finally:
+        cluster.shutdown()
