@@ -116,7 +116,6 @@ class DataParallelTrainer:
         if setup.get("scale_lr") and self.size > 1:
             lr = float(np.asarray(self.model.optimizer.learning_rate))
             self.model.optimizer.learning_rate = lr * self.size
-        self.model.optimizer.build(self.model.trainable_variables)
         self.loss_fn, self.metric_fns = _metric_fns(self.model, np.asarray(self.prepared.y_train))
         self.n_params = int(self.model.count_params())
         self.out_dir = None
@@ -128,7 +127,9 @@ class DataParallelTrainer:
             self.out_dir = artifact_dir(setup["run_dir"], self.trial_id)
             if self.rank == 0:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                self.resumed = load_checkpoint(self.out_dir, self.model)
+                self.resumed = load_checkpoint(self.out_dir, self.model)  # builds the optimizer when it restores
+        if not self.model.optimizer.built:  # the same variables, in the same order, on every rank
+            self.model.optimizer.build(self.model.trainable_variables)
         self._broadcast()
         if self.hvd is not None:
             self.resumed = self.hvd.broadcast_object(self.resumed, root_rank=0)

@@ -78,6 +78,12 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
           f"val_accuracy {hist[-1]['val_accuracy']:.4f} vs {m['val_accuracy']:.4f}")
     assert diff < 2e-3
 
+    # the checkpoint is the single-worker format: a trial resumed from it continues at epoch 3 with its weights
+    again = DataParallelTrainer({"__nas_trial__": "0", **rec["config"]}, load_data("digits", seed=spec["seed"]),
+                                dict(setup, run_dir=str(run)), use_horovod=False)
+    assert again.epoch == 2 and again.resumed["metrics"]["workers"] == 2
+    assert all(np.array_equal(a, b) for a, b in zip(again.weights(), dist))
+
 
 def test_mirrored_strategy_trial_runs(cli) -> None:
     cli("search", "--trials", "1", "--epochs", "1", "--name", "mirrored", "--distributed", "mirrored",
