@@ -18,7 +18,8 @@ EXAMPLES = {
   nas search --space mlp --strategy random --trials 8 --epochs 5
   nas search --space cnn --strategy rl --trials 50 --max-concurrent 4 --gpus-per-trial 0.5
   nas search --space my_spaces.py:MySpace --data train.npz --objective val_loss:min
-  nas search --space mlp --data prices.csv --target price --name prices --storage /shared/nas-runs""",
+  nas search --space mlp --data prices.csv --target price --name prices --storage /shared/nas-runs
+  nas search --address auto --workers-per-trial 4 --distributed horovod --gpus-per-trial 1 --storage /shared/nas-runs""",
     "status": """examples:
   nas status mlp-random-20261122-101500-ab12
   nas status my-run --json > my-run.json""",
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU (default: 0)")
     r.add_argument("--num-cpus", type=_positive_int, help="local Ray only: CPUs to use (default: all)")
     r.add_argument("--num-gpus", type=int, help="local Ray only: GPUs to advertise (default: detected)")
+    r.add_argument("--workers-per-trial", type=_positive_int, default=1,
+                   help="data-parallel ranks per trial, each with --cpus/--gpus-per-trial (needs --distributed horovod)")
+    r.add_argument("--distributed", choices=["none", "horovod", "mirrored"], default="none",
+                   help="horovod: --workers-per-trial ranks via horovod.ray (install: bash launch/install-horovod.sh); "
+                        "mirrored: tf.distribute.MirroredStrategy over one trial's GPUs (default: none)")
+    r.add_argument("--scale-lr", action="store_true", help="horovod: multiply the learning rate by the ranks")
     _failure_flags(r)
     o = s.add_argument_group("output")
     o.add_argument("--name", help="run name (default: generated and printed)")
@@ -227,6 +234,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_consecutive_failures=args.max_consecutive_failures, worker_max_rss_mb=args.worker_max_rss_mb,
         scheduler=args.scheduler, min_epochs=args.min_epochs, max_params=args.max_params,
         max_latency_ms=args.max_latency_ms,
+        workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,
     )
     opts.check()
     print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "

@@ -57,6 +57,9 @@ class SearchOptions:
     max_failures: int = 0  # retries of a trial whose worker died, from its last checkpoint
     max_consecutive_failures: int = 5  # stop the search after this many failed trials in a row (0: never)
     worker_max_rss_mb: float | None = 3000.0  # replace a reused worker once its memory passes this
+    workers_per_trial: int = 1  # data-parallel ranks per trial (--distributed horovod)
+    distributed: str = "none"  # none | horovod | mirrored
+    scale_lr: bool = False  # horovod: multiply the learning rate by the number of ranks
     verbose: bool = False
 
     def check(self) -> None:
@@ -79,6 +82,15 @@ class SearchOptions:
             raise NasError(f"--max-concurrent {self.max_concurrent!r} is not valid; give an integer >= 1")
         if not self.cpus_per_trial > 0:
             raise NasError(f"--cpus-per-trial {self.cpus_per_trial!r} is not valid; give a number > 0")
+        from nas.distributed import MODES
+
+        if self.distributed not in MODES:
+            raise NasError(f"--distributed {self.distributed!r} is not valid; accepted: {', '.join(MODES)}")
+        if not isinstance(self.workers_per_trial, int) or self.workers_per_trial < 1:
+            raise NasError(f"--workers-per-trial {self.workers_per_trial!r} is not valid; give an integer >= 1")
+        if self.workers_per_trial > 1 and self.distributed != "horovod":
+            raise NasError(f"--workers-per-trial {self.workers_per_trial} needs --distributed horovod "
+                           f"(--distributed mirrored uses the GPUs of one worker: raise --gpus-per-trial instead)")
         if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
             raise NasError(
                 f"--gpus-per-trial {self.gpus_per_trial!r} is not valid; give 0, a fraction below 1, or a whole number"
@@ -188,13 +200,17 @@ def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
             ray.shutdown()
 
 
-def check_resources(cpus: float, gpus: float, concurrent: int | None) -> int:
-    """Fail at once for a request no node can ever satisfy; return how many trials can run at once."""
+def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: int = 1) -> int:
+    """Fail at once for a request no node can ever satisfy; return how many trials can run at once.
+    ``workers`` > 1: a trial is that many ranks of ``cpus``/``gpus`` each (plus a small driver bundle), which
+    may spread over nodes: each rank must fit some node, and the cluster must hold all of them at once."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if not nodes:
         raise ResourceError("the Ray cluster has no live nodes")
+    if workers > 1:
+        return _check_ranks(nodes, cpus, gpus, concurrent, workers)
     fits = []
     for n in nodes:
         res = n.get("Resources", {})
@@ -210,6 +226,30 @@ def check_resources(cpus: float, gpus: float, concurrent: int | None) -> int:
         )
     slots = int(sum(fits))
     return max(1, min(concurrent, slots) if concurrent else slots)
+
+
+def _check_ranks(nodes: list[dict[str, Any]], cpus: float, gpus: float, concurrent: int | None,
+                 workers: int) -> int:
+    from nas.distributed import DRIVER_CPUS
+
+    slots = []
+    for n in nodes:
+        res = n.get("Resources", {})
+        if res.get("CPU", 0) >= cpus and res.get("GPU", 0) >= gpus:
+            slots.append(min(res.get("CPU", 0) // cpus, res.get("GPU", 0) // gpus if gpus else 1 << 30))
+    total_cpu = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+    need = f"--workers-per-trial {workers} x (--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g})"
+    if not slots or sum(slots) < workers or total_cpu < workers * cpus + DRIVER_CPUS:
+        max_cpu = max(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+        max_gpu = max(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+        raise ResourceError(
+            f"the Ray cluster can never run a trial asking {need} plus {DRIVER_CPUS:g} CPU for its driver: it has "
+            f"{total_cpu:g} CPUs in {len(nodes)} node(s), the largest with {max_cpu:g} CPUs and {max_gpu:g} GPUs; "
+            f"ask for less, or add nodes"
+        )
+    by_cpu = int((total_cpu) // (workers * cpus + DRIVER_CPUS))
+    fit = max(1, min(int(sum(slots)) // workers, by_cpu))
+    return max(1, min(concurrent, fit) if concurrent else fit)
 
 
 def package_versions() -> dict[str, str]:
@@ -325,6 +365,10 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
                        f"or continue it with `nas resume {name}`")
 
     data, task, space, objectives, strategy = prepare(opts)
+    if opts.distributed == "horovod":  # before Ray starts: one line saying how to install it
+        from nas.distributed import require_horovod
+
+        require_horovod()
     opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
     spec = {
         "name": name,
@@ -340,7 +384,8 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         "epochs": opts.epochs,
         "seed": opts.seed,
         "resources": {"cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial,
-                      "max_concurrent": opts.max_concurrent, "address": opts.address},
+                      "max_concurrent": opts.max_concurrent, "address": opts.address,
+                      "workers_per_trial": opts.workers_per_trial, "distributed": opts.distributed},
         "hyperparameters": P.space_summary(space.hyperparameters()),
         "options": {k: v for k, v in asdict(opts).items() if k not in ("name", "storage", "verbose")},
         "created": time.time(),
@@ -379,6 +424,10 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     cleanup_local_ray(store)
 
     data, task, space, objectives, strategy = prepare(opts)
+    if opts.distributed == "horovod":
+        from nas.distributed import require_horovod
+
+        require_horovod()
     state = store.strategy_state()
     if state is None:
         raise RunError(f"{store.strategy_path} is missing: the strategy's state cannot be restored")
@@ -531,6 +580,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
           announce: Callable[[str], None], replay: list, done: int) -> SearchResult:
     from ray import tune
 
+    from nas.distributed import trial_resources
     from nas.searcher import FailureGuard, StrategySearcher, TrialRecorder
     from nas.trial import train_trial
 
@@ -541,6 +591,10 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         "epochs": opts.epochs,
         "seed": opts.seed,
         "cpus_per_trial": opts.cpus_per_trial,
+        "gpus_per_trial": opts.gpus_per_trial,
+        "workers_per_trial": opts.workers_per_trial,
+        "distributed": opts.distributed,
+        "scale_lr": opts.scale_lr,
         "run_dir": str(store.root.resolve()),
         "max_params": opts.max_params,
         "max_latency_ms": opts.max_latency_ms,
@@ -549,7 +603,8 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)
     with ray_runtime(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):
-        concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent)
+        workers = opts.workers_per_trial if opts.distributed == "horovod" else 1
+        concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, workers)
         store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind
         if not opts.address:
             _record_local_ray(store)
@@ -560,7 +615,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
                                  max_epochs=opts.epochs)
         trainable = tune.with_resources(
             recycling(tune.with_parameters(train_trial, data=data, setup=setup), opts.worker_max_rss_mb),
-            {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
+            trial_resources(workers, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed),
         )
         sessions = store.root / "ray"
         session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"

@@ -16,6 +16,7 @@ BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id", "date",
     "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
     "iterations_since_restore", "experiment_tag", "node", "gpu_ids", "fit_started", "resumed_from_epoch", "worker_rss_mb",
+    "node_id", "workers",
 }
 
 

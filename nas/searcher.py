@@ -180,6 +180,9 @@ class TrialRecorder(Callback):
         if result.get("resumed_from_epoch"):
             rec["resumed_from_epoch"] = int(result["resumed_from_epoch"])
         rec["node"] = result.get("node") or rec["node"]
+        rec["node_id"] = result.get("node_id") or rec.get("node_id")
+        if result.get("workers"):
+            rec["workers"] = int(result["workers"])
         rec["gpu_ids"] = result.get("gpu_ids", "")
         rec.setdefault("fit_started", result.get("fit_started"))
         rec["pid"], rec["worker_rss_mb"] = result.get("pid"), result.get("worker_rss_mb")

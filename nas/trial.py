@@ -106,6 +106,16 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def _node_id() -> str:
+    """The Ray node this process runs on (host names repeat when several Ray nodes share a machine)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return ""
+
+
 def _configure_tensorflow(cpus: float) -> None:
     if _worker.get("tf"):
         return
@@ -145,6 +155,10 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     from ray import tune
 
     assert setup is not None and data is not None
+    if setup.get("distributed") == "horovod":  # W data-parallel ranks: nas/distributed.py
+        from nas.distributed import train_trial_horovod
+
+        return train_trial_horovod(config, data, setup)
     _configure_tensorflow(setup.get("cpus_per_trial", 1))
     import keras
 
@@ -154,7 +168,13 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     keras.utils.set_random_seed(trial_seed(setup.get("seed"), trial_id))
     space, hp_space, prepared = _space_and_data(setup, data)
     hp = P.to_hp(hp_space, values)
-    model = space.build(hp)
+    out_dir = artifact_dir(setup["run_dir"], trial_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from nas.distributed import mirrored_scope
+
+    with mirrored_scope(setup):  # --distributed mirrored: the model (and fit, through it) use the strategy
+        model = space.build(hp)
+        resumed = load_checkpoint(out_dir, model)
     n_params = int(model.count_params())
     max_params = setup.get("max_params")
     if max_params and n_params > max_params:
@@ -167,10 +187,8 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
         raise TrialInfeasible(f"infeasible: latency {speed[LATENCY]:.4g} ms > --max-latency-ms {max_latency:g}")
     started = time.perf_counter()
     node = os.uname().nodename
-    out_dir = artifact_dir(setup["run_dir"], trial_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    node_id = _node_id()
     epochs = int(setup["epochs"])
-    resumed = load_checkpoint(out_dir, model)
     initial_epoch = int(resumed["epoch"]) if resumed else 0
     if resumed:
         started -= float(resumed["metrics"].get("train_time_s", 0.0))  # training time accumulates across resumes
@@ -193,12 +211,15 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
                 params=n_params,
                 train_time_s=round(time.perf_counter() - started, 4),
                 node=node,
+                node_id=node_id,
                 pid=os.getpid(),
                 fit_started=fit_started,
                 resumed_from_epoch=initial_epoch,
                 worker_rss_mb=round(_rss_mb(), 1),
                 gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
+            if setup.get("distributed") == "mirrored":
+                metrics["replicas"] = int(self.model.distribute_strategy.num_replicas_in_sync)
             save_checkpoint(out_dir, self.model, epoch + 1, metrics)
             saver.update(self.model, metrics)  # before reporting: once the trial is recorded, its model is there
             tb.log(epoch + 1, metrics)

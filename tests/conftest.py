@@ -14,13 +14,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: every process this test session starts inherits this marker; on a machine shared with other users' Ray
+#: processes, only those carrying it count as ours
+SESSION_MARK = f"NAS_TEST_SESSION={os.getpid()}-{os.urandom(4).hex()}"
+os.environ["NAS_TEST_SESSION"] = SESSION_MARK.partition("=")[2]
+
+
+def _ours(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return SESSION_MARK.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def _ray_pids() -> set[int]:
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     pids = set()
     for line in out.splitlines():
         pid, _, args = line.strip().partition(" ")
         if any(tag in args for tag in ("raylet", "gcs_server", "ray::", "ray/_private", "dashboard/agent.py")):
-            pids.add(int(pid))
+            if _ours(pid):
+                pids.add(int(pid))
     return pids
 
 

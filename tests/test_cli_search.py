@@ -44,7 +44,7 @@ def test_search_end_to_end_and_status_contract(cli) -> None:
     assert '"tensorflow' in spec and '"ray"' in spec and '"seed": 1' in spec
     assert len(list((run / "trials").glob("*.json"))) == 3
     assert (run / "strategy.json").is_file()
-    assert any(p.name.startswith("experiment_state") for p in (run / "ray" / "session-0").iterdir())
+    assert any(run.glob("ray/session-*/experiment_state*"))  # Ray Tune keeps its state under ray/session-N/
 
     text = cli("status", "e2e").stdout
     assert "3 completed" in text and "rank" in text
