@@ -30,6 +30,7 @@ import keras_tuner as kt
 from nas import params as P
 from nas.errors import PluginError
 from nas.objective import Objective
+from nas.results import dominates
 from nas.strategy import Observation, Strategy
 
 #: mutations tried before accepting a child already proposed (small discrete spaces)
@@ -60,11 +61,21 @@ class RegularizedEvolution(Strategy):
             raise PluginError(f"evolution option sample={sample} must not exceed population={population}")
         self.population_size = population
         self.sample_size = sample
-        self.population: deque[tuple[dict[str, Any], float]] = deque(maxlen=population)
+        self.population: deque[tuple[dict[str, Any], tuple[float, ...]]] = deque(maxlen=population)
 
     # -- fitness ----------------------------------------------------------------------------------------------
-    def _fitness(self, observation: Observation) -> float | None:
-        return self.score(observation.metrics)
+    def _fitness(self, observation: Observation) -> tuple[float, ...] | None:
+        """Every objective's score (larger is better); None for a failed trial."""
+        scores = tuple(o.score(observation.metrics) for o in self.objectives)
+        return None if any(v is None for v in scores) else scores
+
+    def _select(self, members: list[tuple[dict[str, Any], tuple[float, ...]]]) -> dict[str, Any]:
+        """Tournament winner. One objective: the fittest. Several: a member no other sampled member Pareto-
+        dominates, preferring the one that dominates most of the sample, then the first objective."""
+        if len(self.objectives) == 1:
+            return max(members, key=lambda m: m[1])[0]
+        front = [m for m in members if not any(dominates(o[1], m[1]) for o in members)]
+        return max(front, key=lambda m: (sum(dominates(m[1], o[1]) for o in members), m[1][0]))[0]
 
     # -- ask / tell -------------------------------------------------------------------------------------------
     def _ask(self) -> dict[str, Any] | None:
@@ -72,7 +83,7 @@ class RegularizedEvolution(Strategy):
         if len(self.population) < self.population_size:
             return self._random(seen)
         idx = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
-        parent = max((self.population[int(i)] for i in idx), key=lambda m: m[1])[0]
+        parent = self._select([self.population[int(i)] for i in idx])
         child = self.mutate(parent)
         for _ in range(_RETRIES):
             if P.canonical(child) not in seen:

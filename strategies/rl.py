@@ -195,7 +195,7 @@ class ReinforceSearch(Strategy):
         self.adam = _Adam([w.shape for w in self.weights], self.learning_rate, self.weights[0].dtype)
         self.baseline: float | None = None
         self.buffer: list[tuple[list[int], float]] = []  # (actions per step, -1 = not taken; advantage)
-        self._scores: list[float] = []  # scores of finished trials, for the quantile reward
+        self._scores: list[list[float]] = []  # each finished trial's scores (one per objective): quantile reward
 
     # -- policy -----------------------------------------------------------------------------------------------
     def _init_weights(self) -> list[np.ndarray]:
@@ -319,20 +319,24 @@ class ReinforceSearch(Strategy):
                 values = self._sample()
         return values
 
-    def _reward(self, score: float | None) -> float:
-        if score is None:
+    def _reward(self, scores: list[float] | None) -> float:
+        """The trial's quantile among finished trials; with several objectives, the mean of its quantile on
+        each (a stated, scale-free scalarisation)."""
+        if scores is None:
             return 0.0
-        s = np.asarray(self._scores)
-        n = len(s)
-        if n == 0:
+        if not self._scores:
             return 0.5
-        return float(((s < score).sum() + 0.5 * (s == score).sum() + 0.5) / (n + 1))
+        s = np.asarray(self._scores, dtype=np.float64).reshape(len(self._scores), -1)
+        n = len(s)
+        q = [((s[:, k] < v).sum() + 0.5 * (s[:, k] == v).sum() + 0.5) / (n + 1) for k, v in enumerate(scores)]
+        return float(np.mean(q))
 
     def _tell(self, observation: Observation) -> None:
-        score = self.score(observation.metrics)
-        r = self._reward(score)
-        if score is not None:
-            self._scores.append(score)
+        scores = [o.score(observation.metrics) for o in self.objectives]
+        usable = None if any(v is None for v in scores) else [float(v) for v in scores]
+        r = self._reward(usable)
+        if usable is not None:
+            self._scores.append(usable)
         if self.baseline is None:
             self.baseline = r
         adv = r - self.baseline
@@ -380,4 +384,4 @@ class ReinforceSearch(Strategy):
         self.adam.t = int(state["adam"]["t"])
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         self.buffer = [([int(x) for x in a], float(adv)) for a, adv in state["buffer"]]
-        self._scores = [float(s) for s in state["scores"]]
+        self._scores = [[float(v) for v in (s if isinstance(s, list) else [s])] for s in state["scores"]]
