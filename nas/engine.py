@@ -211,14 +211,9 @@ def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: i
         raise ResourceError("the Ray cluster has no live nodes")
     if workers > 1:
         return _check_ranks(nodes, cpus, gpus, concurrent, workers)
-    fits = []
-    for n in nodes:
-        res = n.get("Resources", {})
-        if res.get("CPU", 0) >= cpus and res.get("GPU", 0) >= gpus:
-            fits.append(min(res.get("CPU", 0) // cpus, res.get("GPU", 0) // gpus if gpus else 1 << 30))
+    fits = _slots(nodes, cpus, gpus)
     if not fits:
-        max_cpu = max(n.get("Resources", {}).get("CPU", 0) for n in nodes)
-        max_gpu = max(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+        max_cpu, max_gpu = _largest(nodes)
         raise ResourceError(
             f"no node can ever run a trial asking --cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: "
             f"the largest node has {max_cpu:g} CPUs and {max_gpu:g} GPUs ({len(nodes)} node(s)); "
@@ -228,20 +223,30 @@ def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: i
     return max(1, min(concurrent, slots) if concurrent else slots)
 
 
+def _slots(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> list[int]:
+    """How many trials of this size each node that can hold one fits."""
+    out = []
+    for n in nodes:
+        res = n.get("Resources", {})
+        if res.get("CPU", 0) >= cpus and res.get("GPU", 0) >= gpus:
+            out.append(int(min(res.get("CPU", 0) // cpus, res.get("GPU", 0) // gpus if gpus else 1 << 30)))
+    return out
+
+
+def _largest(nodes: list[dict[str, Any]]) -> tuple[float, float]:
+    return (max(n.get("Resources", {}).get("CPU", 0) for n in nodes),
+            max(n.get("Resources", {}).get("GPU", 0) for n in nodes))
+
+
 def _check_ranks(nodes: list[dict[str, Any]], cpus: float, gpus: float, concurrent: int | None,
                  workers: int) -> int:
     from nas.distributed import DRIVER_CPUS
 
-    slots = []
-    for n in nodes:
-        res = n.get("Resources", {})
-        if res.get("CPU", 0) >= cpus and res.get("GPU", 0) >= gpus:
-            slots.append(min(res.get("CPU", 0) // cpus, res.get("GPU", 0) // gpus if gpus else 1 << 30))
+    slots = _slots(nodes, cpus, gpus)
     total_cpu = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
     need = f"--workers-per-trial {workers} x (--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g})"
     if not slots or sum(slots) < workers or total_cpu < workers * cpus + DRIVER_CPUS:
-        max_cpu = max(n.get("Resources", {}).get("CPU", 0) for n in nodes)
-        max_gpu = max(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+        max_cpu, max_gpu = _largest(nodes)
         raise ResourceError(
             f"the Ray cluster can never run a trial asking {need} plus {DRIVER_CPUS:g} CPU for its driver: it has "
             f"{total_cpu:g} CPUs in {len(nodes)} node(s), the largest with {max_cpu:g} CPUs and {max_gpu:g} GPUs; "

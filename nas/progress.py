@@ -70,7 +70,7 @@ class LinePrinter:
             print(line, file=self.stream or sys.stdout, flush=True)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: lines are printed as they come (the live printer stops its display here)."""
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray Tune pickles its callbacks (ours hold the printer) into the experiment state: never a terminal
