@@ -56,7 +56,6 @@ class SearchOptions:
     max_latency_ms: float | None = None  # constraint: reject slower models before training
     max_failures: int = 0  # retries of a trial whose worker died, from its last checkpoint
     max_consecutive_failures: int = 5  # stop the search after this many failed trials in a row (0: never)
-    worker_max_rss_mb: float | None = 3000.0  # replace a reused worker once its memory passes this
     workers_per_trial: int = 1  # data-parallel ranks per trial (--distributed horovod)
     distributed: str = "none"  # none | horovod | mirrored
     scale_lr: bool = False  # horovod: multiply the learning rate by the number of ranks
@@ -353,7 +352,7 @@ PrinterFactory = Callable[[Objective, int], Printer]
 
 #: options a resumed search may change; any other option given must equal the stored one
 RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
-                     "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "worker_max_rss_mb",
+                     "num_gpus", "verbose", "max_failures", "max_consecutive_failures",
                      "storage", "name")
 
 
@@ -541,26 +540,6 @@ def _uses_session(proc: Path, session: str) -> bool:
     return False
 
 
-def recycling(trainable_fn: Callable[..., Any], max_rss_mb: float | None) -> type:
-    """A trainable whose worker is replaced instead of reused once its memory passes ``max_rss_mb``.
-
-    Keras grows ~6 MB per model built in a long-lived process whatever is freed (../shared/STACK.md); Ray Tune
-    reuses a worker only when ``reset_config`` returns True, so refusing it makes Tune start a fresh one.
-    """
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    from nas.trial import _rss_mb
-
-    class Recycling(wrap_function(trainable_fn, name="trial")):  # type: ignore[misc]
-        def reset_config(self, new_config: dict[str, Any]) -> bool:
-            if max_rss_mb and _rss_mb() > max_rss_mb:  # runs in the worker process
-                return False
-            return super().reset_config(new_config)
-
-    Recycling.__name__ = Recycling.__qualname__ = "trial"
-    return Recycling
-
-
 def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
     """Ray Tune's early-stopping schedulers, judging trials by their per-epoch reports of the objective.
 
@@ -619,7 +598,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
         recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
                                  max_epochs=opts.epochs)
         trainable = tune.with_resources(
-            recycling(tune.with_parameters(train_trial, data=data, setup=setup), opts.worker_max_rss_mb),
+            tune.with_parameters(train_trial, data=data, setup=setup),
             trial_resources(workers, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed),
         )
         sessions = store.root / "ray"
