@@ -68,6 +68,10 @@ class SearchSpace(kt.HyperModel, abc.ABC):
     version: ClassVar[str] = "1"
     #: task kinds this space can build for
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    #: input ranks (excluding the batch axis) the space accepts, what it calls them, and a hint for other data
+    input_ranks: ClassVar[tuple[int, ...] | None] = None
+    input_kind: ClassVar[str] = ""
+    input_hint: ClassVar[str] = ""
 
     def __init__(self, task: Task, **options: Any) -> None:
         super().__init__(name=self.name or type(self).__name__)
@@ -92,6 +96,10 @@ class SearchSpace(kt.HyperModel, abc.ABC):
             raise DataError(
                 f"space {self.name!r} cannot do task {task.kind!r}; it accepts: {', '.join(self.tasks)}"
             )
+        shape = tuple(task.input_shape)
+        if self.input_ranks is not None and len(shape) not in self.input_ranks:
+            raise DataError(f"space {self.name!r} needs {self.input_kind}; got inputs of shape {shape} "
+                            f"({self.input_hint})")
 
     def default_objective(self) -> str:
         return "val_accuracy:max" if self.task.kind == "classification" else "val_loss:min"

@@ -14,8 +14,7 @@ from typing import Any
 
 import keras_tuner as kt
 
-from nas.errors import DataError
-from nas.space import SearchSpace, Task, head, optimizer
+from nas.space import SearchSpace, head, optimizer
 
 MAX_BLOCKS = 4
 MAX_DENSE = 2
@@ -41,15 +40,9 @@ class CNNSpace(SearchSpace):
     name = "cnn"
     version = "1"
     tasks = ("classification", "regression")
-
-    def check_task(self, task: Task) -> None:
-        super().check_task(task)
-        shape = tuple(task.input_shape)
-        if len(shape) not in (2, 3):
-            raise DataError(
-                f"space 'cnn' needs image inputs of shape (H, W) or (H, W, C); got features of shape {shape} "
-                f"(use --space mlp for flat features)"
-            )
+    input_ranks = (2, 3)
+    input_kind = "image inputs of shape (H, W) or (H, W, C)"
+    input_hint = "use --space mlp for flat features"
 
     def declare(self, hp: kt.HyperParameters) -> None:
         hp.Int("num_blocks", 1, MAX_BLOCKS, default=2)

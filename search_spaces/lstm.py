@@ -12,7 +12,6 @@ from typing import Any
 
 import keras_tuner as kt
 
-from nas.errors import DataError
 from nas.space import SearchSpace, Task, head, optimizer
 
 MAX_LAYERS = 3
@@ -24,15 +23,9 @@ class LSTMSpace(SearchSpace):
     name = "lstm"
     version = "1"
     tasks = ("classification", "regression")
-
-    def check_task(self, task: Task) -> None:
-        super().check_task(task)
-        shape = tuple(task.input_shape)
-        if len(shape) not in (2, 3):
-            raise DataError(
-                f"space 'lstm' needs sequences of shape (T, F); got flat features of shape {shape} "
-                f"(for a CSV time series give --window W to read W steps per example)"
-            )
+    input_ranks = (2, 3)
+    input_kind = "sequences of shape (T, F)"
+    input_hint = "for a CSV time series give --window W to read W steps per example"
 
     @classmethod
     def example_task(cls, data: Any) -> Task:
