@@ -66,6 +66,9 @@ def _failure_flags(group: Any, defaults: bool = True) -> None:
                        help="retry a trial whose worker died up to N times, from its last checkpoint (default: 0)")
     group.add_argument("--max-consecutive-failures", type=int, default=5 if defaults else None,
                        help="stop the search after N failed trials in a row (default: 5; 0: never)")
+    group.add_argument("--max-worker-rss-mb", default="auto" if defaults else None, metavar="MB|auto|off",
+                       help="replace a reused worker once its resident memory passes MB; Keras leaks a few MB per "
+                            "model (default: auto, 1.5x a fresh worker's)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,7 +200,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from nas.engine import resume_search
 
     changes = {k: getattr(args, k) for k in ("trials", "max_concurrent", "address", "cpus_per_trial",
-                                             "gpus_per_trial", "max_failures", "max_consecutive_failures") if getattr(args, k, None) is not None}
+                                             "gpus_per_trial", "max_failures", "max_consecutive_failures", "max_worker_rss_mb")
+               if getattr(args, k, None) is not None}
     if args.verbose:
         changes["verbose"] = True
     with Progress(epochs=None) as progress:
@@ -228,7 +232,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         strategy_options=dict(args.strategy_options), space_options=dict(args.space_options),
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=args.verbose, max_failures=args.max_failures,
-        max_consecutive_failures=args.max_consecutive_failures,
+        max_consecutive_failures=args.max_consecutive_failures, max_worker_rss_mb=args.max_worker_rss_mb,
         scheduler=args.scheduler, min_epochs=args.min_epochs, max_params=args.max_params,
         max_latency_ms=args.max_latency_ms,
         workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,

@@ -53,16 +53,21 @@ def require_horovod() -> None:
                        f"`{INSTALL_HINT}` (builds and caches a wheel, a few minutes)")
 
 
-def trial_resources(workers: int, cpus: float, gpus: float, distributed: str) -> Any:
+def trial_resources(workers: int, cpus: float, gpus: float, distributed: str, generation: int = 0) -> Any:
     """What Tune reserves for one trial: a dict for a single-process trial, else a placement group with the
     trial driver's bundle first and one bundle per rank (``cpus``/``gpus`` each), so Tune accounts for all of a
-    trial's resources and RayExecutor places its ranks inside it."""
+    trial's resources and RayExecutor places its ranks inside it.
+
+    ``generation`` (``nas.searcher.WorkerRecycler``) adds that many bytes of Ray's ``memory`` resource: nothing
+    to any scheduler, but Tune reuses a worker only for a trial requesting exactly what the worker was started
+    with, so a new generation never lands on an old worker."""
     if distributed != "horovod":
-        return {"cpu": cpus, "gpu": gpus}
+        return {"cpu": cpus, "gpu": gpus, "memory": generation}
     from ray.tune import PlacementGroupFactory
 
     rank = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-    return PlacementGroupFactory([{"CPU": DRIVER_CPUS}] + [dict(rank) for _ in range(workers)], strategy="PACK")
+    head = {"CPU": DRIVER_CPUS, **({"memory": generation} if generation else {})}
+    return PlacementGroupFactory([head] + [dict(rank) for _ in range(workers)], strategy="PACK")
 
 
 # -- the training loop, per rank ------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class SearchOptions:
     workers_per_trial: int = 1  # data-parallel ranks per trial (--distributed horovod)
     distributed: str = "none"  # none | horovod | mirrored
     scale_lr: bool = False  # horovod: multiply the learning rate by the number of ranks
+    max_worker_rss_mb: float | str = "auto"  # replace reused workers above this RSS ("auto": 1.5x fresh; "off")
     verbose: bool = False
 
     def check(self) -> None:
@@ -77,6 +78,15 @@ class SearchOptions:
             raise NasError(f"--max-latency-ms {self.max_latency_ms!r} is not valid; give a number > 0")
         if self.max_failures < 0 or self.max_consecutive_failures < 0:
             raise NasError("--max-failures and --max-consecutive-failures must be >= 0")
+        if self.max_worker_rss_mb not in ("auto", "off"):
+            try:
+                ok = float(self.max_worker_rss_mb) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise NasError(f"--max-worker-rss-mb {self.max_worker_rss_mb!r} is not valid; give a number of MB "
+                               f"> 0, 'auto' (1.5x a fresh worker's) or 'off'")
+            self.max_worker_rss_mb = float(self.max_worker_rss_mb)
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise NasError(f"--max-concurrent {self.max_concurrent!r} is not valid; give an integer >= 1")
         if not self.cpus_per_trial > 0:
@@ -109,6 +119,11 @@ class SearchResult:
 
 
 # -- quiet by default ---------------------------------------------------------------------------------------
+# Always set for the trial workers (a user's own setting wins). Tune gives a reused worker's previous trial
+# thread 2 s to end before the next trial; a Keras fit stopped by a scheduler can take longer to unwind, and the
+# next trial then fails to start (ray-project/ray#29268).
+WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
+
 QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
     "TF_ENABLE_ONEDNN_OPTS": "0",  # also removes the oneDNN banner; results stay deterministic
@@ -132,7 +147,9 @@ def quiet_environment(verbose: bool) -> dict[str, str]:
             os.environ[k] = v
         else:  # a user's own setting wins
             os.environ.setdefault(k, v)
-    env = {k: os.environ[k] for k in env}
+    for k, v in WORKER_ENV.items():
+        os.environ.setdefault(k, v)
+    env = {k: os.environ[k] for k in [*env, *WORKER_ENV]}
     if not verbose:
         warnings.filterwarnings("ignore")
         # Ray Tune logs each failed trial's traceback at ERROR; the recorder already reports it in one line
@@ -352,7 +369,7 @@ PrinterFactory = Callable[[Objective, int], Printer]
 
 #: options a resumed search may change; any other option given must equal the stored one
 RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
-                     "num_gpus", "verbose", "max_failures", "max_consecutive_failures",
+                     "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "max_worker_rss_mb",
                      "storage", "name")
 
 
@@ -565,8 +582,8 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     from ray import tune
 
     from nas.distributed import trial_resources
-    from nas.searcher import FailureGuard, StrategySearcher, TrialRecorder
-    from nas.trial import train_trial
+    from nas.searcher import FailureGuard, LostTrials, StrategySearcher, TrialRecorder, WorkerRecycler
+    from nas.trial import GENERATION_KEY, train_trial
 
     setup = {
         "space": opts.space,
@@ -594,13 +611,17 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
             _record_local_ray(store)
         if not replay and not done:
             announce(f"run {store.name} -> {store.root}")
-        searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay)
+        recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
+        searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay, recycler=recycler,
+                                    budget=opts.trials - done - len(replay))
         recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
-                                 max_epochs=opts.epochs)
-        trainable = tune.with_resources(
-            tune.with_parameters(train_trial, data=data, setup=setup),
-            trial_resources(workers, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed),
-        )
+                                 max_epochs=opts.epochs, recycler=recycler)
+        cpus, gpus, mode = opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed
+
+        def resources(config: dict[str, Any]) -> Any:  # a pure function of the config: Tune may call a copy
+            return trial_resources(workers, cpus, gpus, mode, generation=config.get(GENERATION_KEY, 0))
+
+        trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup), resources)
         sessions = store.root / "ray"
         session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
         tuner = tune.Tuner(
@@ -608,7 +629,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 scheduler=make_scheduler(opts, objectives[0]),
-                num_samples=opts.trials - done,
+                num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
                 max_concurrent_trials=concurrent,
                 reuse_actors=True,
             ),
@@ -616,7 +637,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
                 name=session,
                 storage_path=str(sessions.resolve()),
                 verbose=2 if opts.verbose else 0,
-                callbacks=[recorder],
+                callbacks=[recorder, LostTrials(searcher, announce)],
                 stop=guard,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),

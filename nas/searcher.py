@@ -19,14 +19,15 @@ from ray.tune.search import Searcher
 from nas.objective import Objective
 from nas.results import add_epoch, best_epoch, epoch_metrics
 from nas.strategy import Strategy
-from nas.trial import TRIAL_KEY, split_config
+from nas.trial import GENERATION_KEY, TRIAL_KEY, split_config
 
 
 class StrategySearcher(Searcher):
     """Ray Tune asks ``suggest``; the strategy ``ask``s. A finished trial's best epoch is ``tell``-ed."""
 
     def __init__(self, strategy: Strategy, on_state: Callable[[dict[str, Any]], None] | None = None,
-                 replay: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] | None = None) -> None:
+                 replay: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] | None = None,
+                 recycler: WorkerRecycler | None = None, budget: int | None = None) -> None:
         obj = strategy.objective
         super().__init__(metric=obj.metric, mode=obj.mode)
         self.strategy = strategy
@@ -34,23 +35,57 @@ class StrategySearcher(Searcher):
         # resumed search: proposals the strategy made before the interruption, run again first (same ids)
         self.replay = list(replay or [])
         self.exhausted = False
-        self.ray_to_nas: dict[str, str] = {}
+        self.ray_to_nas: dict[str, str] = {}  # the trials running now (Tune's ids to ours)
         self.history: dict[str, list[dict[str, Any]]] = {}
+        self.recycler = recycler
+        self.to_ask = budget  # new proposals still to make (None: until the strategy is exhausted)
+        self.max_concurrent: int | None = None
+        self.values: dict[str, dict[str, Any]] = {}  # each running trial's configuration, to run it again
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        # Handled here rather than by Tune's ConcurrencyLimiter, which counts a trial as running until the
+        # searcher hears it ended; Tune never says so for a trial it errors when a reused worker cannot be
+        # reset, and the search would lose a slot for good. ``requeue`` frees it.
+        self.max_concurrent = max_concurrent
+        return True
+
+    def _config(self, values: dict[str, Any], nas_id: str) -> dict[str, Any]:
+        config = {**values, TRIAL_KEY: nas_id}
+        if self.recycler is not None:
+            config[GENERATION_KEY] = self.recycler.generation
+        return config
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        # The budget is counted here, not by Tune's num_samples, so a trial re-queued by ``requeue`` still runs.
+        if self.max_concurrent and len(self.ray_to_nas) >= self.max_concurrent:
+            return None
         if self.replay:
             nas_id, values, history = self.replay.pop(0)
-            self.ray_to_nas[trial_id] = nas_id
-            self.history[trial_id] = list(history)
-            return {**values, TRIAL_KEY: nas_id}
+            return self._start(trial_id, nas_id, values, history)
+        if self.to_ask is not None and self.to_ask <= 0:
+            return Searcher.FINISHED if not self.ray_to_nas else None  # a running trial may still need a re-run
         proposal = self.strategy.ask()
         if proposal is None:
             self.exhausted = True
-            return Searcher.FINISHED
-        self.ray_to_nas[trial_id] = proposal.trial_id
-        self.history[trial_id] = []
+            return Searcher.FINISHED if not self.ray_to_nas else None
+        if self.to_ask is not None:
+            self.to_ask -= 1
         self._changed()
-        return {**proposal.values, TRIAL_KEY: proposal.trial_id}
+        return self._start(trial_id, proposal.trial_id, proposal.values, [])
+
+    def _start(self, trial_id: str, nas_id: str, values: dict[str, Any], history: list) -> dict[str, Any]:
+        self.ray_to_nas[trial_id] = nas_id
+        self.values[trial_id] = values
+        self.history[trial_id] = list(history)
+        return self._config(values, nas_id)
+
+    def requeue(self, trial_id: str) -> str | None:
+        """Run a trial Tune dropped without telling us (see ``LostTrials``) again, first, with the same id."""
+        nas_id = self.ray_to_nas.pop(trial_id, None)
+        if nas_id is None:
+            return None
+        self.replay.insert(0, (nas_id, self.values.pop(trial_id), self.history.pop(trial_id, [])))
+        return nas_id
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         add_epoch(self.history.setdefault(trial_id, []), epoch_metrics(result))
@@ -58,6 +93,7 @@ class StrategySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         nas_id = self.ray_to_nas.pop(trial_id, None)
         history = self.history.pop(trial_id, [])
+        self.values.pop(trial_id, None)
         if nas_id is None:
             return
         if result and not error:  # a scheduler's STOP hands the last epoch only to on_trial_complete
@@ -73,7 +109,7 @@ class StrategySearcher(Searcher):
     # Ray Tune's experiment checkpointing: plain JSON, never pickle, so a state file is readable and portable.
     def get_state(self) -> dict[str, Any]:
         return {"strategy": self.strategy.get_state(), "ray_to_nas": self.ray_to_nas, "history": self.history,
-                "replay": self.replay, "exhausted": self.exhausted}
+                "replay": self.replay, "exhausted": self.exhausted, "to_ask": self.to_ask, "values": self.values}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.strategy.set_state(state["strategy"])
@@ -81,6 +117,8 @@ class StrategySearcher(Searcher):
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.replay = [tuple(r) for r in state.get("replay", [])]
         self.exhausted = bool(state.get("exhausted", False))
+        self.to_ask = state.get("to_ask", self.to_ask)
+        self.values = {k: dict(v) for k, v in state.get("values", {}).items()}
 
     def save(self, checkpoint_path: str) -> None:
         tmp = Path(checkpoint_path).with_suffix(".tmp")
@@ -104,6 +142,72 @@ def _error_text(trial: Any) -> str:
         if not ln.startswith(("File ", "^", "~")) and ":" in ln:
             return ln[:500]
     return lines[-1][:500] if lines else "trial failed"
+
+
+class LostTrials(Callback):
+    """Re-runs trials that Tune ends without telling the searcher or the callbacks.
+
+    Ray 2.60: when a reused worker cannot be reset for the next trial (its previous trial's thread has not
+    ended in time), Tune marks the new trial ERROR without calling ``on_trial_error`` or the searcher
+    (ray-project/ray#29268). Nothing is wrong with that configuration, so it runs again, with the same id (from
+    its last epoch checkpoint, if it has one). Without this the trial would also keep its concurrency slot and
+    the budget would never be reached: the search stalls.
+    """
+
+    def __init__(self, searcher: StrategySearcher, announce: Callable[[str], None] | None = None) -> None:
+        self.searcher = searcher
+        self.announce = announce or (lambda s: None)
+        self.requeued: list[str] = []
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        for trial in trials:
+            # a trial Tune ended normally was handed to the searcher already, in the same step
+            if trial.status in ("ERROR", "TERMINATED") and trial.trial_id in self.searcher.ray_to_nas:
+                nas_id = str(self.searcher.requeue(trial.trial_id))
+                if nas_id not in self.requeued:  # once per trial: it may be unlucky again
+                    self.announce(f"Ray ended trial {nas_id} without telling the search ({_error_text(trial)}); "
+                                  f"running it again")
+                self.requeued.append(nas_id)
+
+
+class WorkerRecycler:
+    """Keeps worker memory bounded by replacing workers that grew past a resident-memory limit.
+
+    Keras grows ~6-9 MB per model built in a long-lived process whatever is freed (../shared/STACK.md), and
+    workers are reused across trials. Ray 2.60 offers no public way to retire one reused worker: a
+    ``reset_config`` that returns False errors the trial. What Tune does honour is resources: a cached worker is
+    reused only by a trial requesting exactly the resources it was started with. So trials carry a worker
+    *generation* in their config, and each generation requests a different, negligible number of bytes of Ray's
+    ``memory`` resource (``trial_resources``). Once a worker reports more than ``limit_mb``, later trials belong
+    to the next generation: Tune stops the old workers as their trials end instead of caching them, and starts
+    fresh ones (paying the TensorFlow import once more). Every worker thus stays under the limit plus one
+    trial's growth. Ray has no per-actor recycling setting, which is why this is written here.
+    """
+
+    AUTO_FACTOR = 1.5  # "auto": this many times a fresh worker's RSS at its first report
+
+    def __init__(self, limit_mb: float | str | None, announce: Callable[[str], None] | None = None) -> None:
+        self.auto = limit_mb == "auto"
+        self.limit_mb = None if self.auto or limit_mb in (None, "off") else float(limit_mb)
+        self.enabled = limit_mb not in (None, "off")
+        self.announce = announce or (lambda s: None)
+        self.generation = 0
+        self.recycled: list[dict[str, Any]] = []  # one entry per new generation: which worker, at what RSS
+
+    def observe(self, config: dict[str, Any], pid: Any, rss_mb: Any) -> None:
+        """A trial's report: the RSS of the worker (``pid``) running it."""
+        if not self.enabled or not isinstance(rss_mb, (int, float)):
+            return
+        if self.limit_mb is None:  # auto: fixed at the first report, from a worker that has run one trial
+            self.limit_mb = round(self.AUTO_FACTOR * float(rss_mb))
+            self.announce(f"workers are replaced above {self.limit_mb:,.0f} MB resident memory "
+                          f"({self.AUTO_FACTOR}x a fresh worker's {rss_mb:,.0f} MB; --max-worker-rss-mb sets it)")
+        # only a worker of the current generation starts a new one; older ones are already on their way out
+        if rss_mb > self.limit_mb and config.get(GENERATION_KEY, 0) == self.generation:
+            self.generation += 1
+            self.recycled.append({"pid": pid, "rss_mb": rss_mb, "generation": self.generation})
+            self.announce(f"worker {pid} reached {rss_mb:,.0f} MB (limit {self.limit_mb:,.0f} MB): "
+                          f"next trials start in fresh workers")
 
 
 class FailureGuard(Stopper):
@@ -139,8 +243,10 @@ class TrialRecorder(Callback):
     """Writes a record per trial into the store as it progresses, and tells the user what finished."""
 
     def __init__(self, store: Any, objective: Objective, printer: Callable[[str, dict[str, Any]], None],
-                 guard: FailureGuard | None = None, max_epochs: int | None = None) -> None:
+                 guard: FailureGuard | None = None, max_epochs: int | None = None,
+                 recycler: WorkerRecycler | None = None) -> None:
         self.store = store
+        self.recycler = recycler
         self.objective = objective
         self.printer = printer
         self.guard = guard
@@ -186,6 +292,8 @@ class TrialRecorder(Callback):
         rec["gpu_ids"] = result.get("gpu_ids", "")
         rec.setdefault("fit_started", result.get("fit_started"))
         rec["pid"], rec["worker_rss_mb"] = result.get("pid"), result.get("worker_rss_mb")
+        if self.recycler is not None:
+            self.recycler.observe(trial.config, rec["pid"], rec["worker_rss_mb"])
         rec["metrics"] = best_epoch(rec["history"], self.objective) or {}
         rec["status"] = "running"
         self.store.write_trial(rec)

@@ -17,6 +17,7 @@ from nas.artifacts import BestModelSaver
 from nas.objective import Objective
 
 TRIAL_KEY = "__nas_trial__"
+GENERATION_KEY = "__nas_worker_generation__"  # which generation of workers may run the trial (WorkerRecycler)
 
 _worker: dict[str, Any] = {}  # per-process cache: TF configured, spaces, prepared data
 
