@@ -200,20 +200,42 @@ def ray_runtime(address: str | None, verbose: bool, num_cpus: int | None = None,
         except Exception as e:  # ConnectionError, TimeoutError, ValueError for a malformed address
             raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r}: {e}") from None
     else:
-        info = ray.init(
-            address="local",  # always our own instance: a bare ray.init() joins any cluster `ray start` left here
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            dashboard_host="127.0.0.1",
-            _node_ip_address="127.0.0.1",
-            **kwargs,
-        )
+        with _loopback_only():
+            info = ray.init(
+                address="local",  # always our own instance: a bare ray.init() joins any cluster `ray start` left
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                dashboard_host="127.0.0.1",
+                _node_ip_address="127.0.0.1",
+                **kwargs,
+            )
     with _quiet_raylet_errors(verbose):  # until Ray is down: its listener thread may print while it stops
         try:
             yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
         finally:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Start the local Ray with every server on 127.0.0.1. On Linux Ray turns ``_node_ip_address="127.0.0.1"``
+    into the host's network address and listens on all interfaces; its single-machine mode (the one it uses on
+    macOS and Windows) keeps them on the loopback address. Set while Ray starts its processes (they inherit it),
+    then put back, so that a later ``--address`` in this process joins clusters as usual."""
+    from ray._private import ray_constants
+
+    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    before_env, before_const = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_const
+        if before_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before_env
 
 
 def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: int = 1) -> int:

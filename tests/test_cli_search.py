@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,44 @@ def test_resources_ray_can_never_satisfy_fail_at_once(cli) -> None:
     assert "--gpus-per-trial 2" in proc.stderr and "GPUs" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (cli.storage / "toomuch" / "spec.json").exists()
+
+
+def _listening(pids: set[int]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Local addresses of the TCP sockets these processes listen on, from /proc (no `ss` needed)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd) if fd.is_symlink() else ""
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    addrs = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(cols[1].split(":")[0])
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # 32-bit words, little-endian
+            addrs.append(ipaddress.ip_address(words))
+    return addrs
+
+
+@pytest.mark.ray
+def test_local_ray_listens_on_loopback_only() -> None:
+    import ray
+
+    from nas.engine import _uses_session, ray_runtime
+
+    before = ray._private.ray_constants.ENABLE_RAY_CLUSTER
+    with ray_runtime(None, verbose=False, num_cpus=1):
+        ray.get(ray.remote(lambda: 1).remote())  # a worker process too
+        session = Path(ray._private.worker._global_node.get_session_dir_path()).name
+        pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uses_session(p, session)}
+        addrs = _listening(pids | {os.getpid()})
+    assert len(addrs) >= 3, addrs  # the GCS, the raylet, workers
+    exposed = [a for a in addrs if not (a.is_loopback or getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)]
+    assert not exposed, f"Ray listens beyond the loopback address: {exposed}"
+    assert ray._private.ray_constants.ENABLE_RAY_CLUSTER == before  # put back for later --address connections
