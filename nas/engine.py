@@ -659,7 +659,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
                 name=session,
                 storage_path=str(sessions.resolve()),
                 verbose=2 if opts.verbose else 0,
-                callbacks=[recorder, LostTrials(searcher, announce)],
+                callbacks=[recorder, LostTrials(searcher, announce, recorder)],
                 stop=guard,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             ),

@@ -154,20 +154,30 @@ class LostTrials(Callback):
     the budget would never be reached: the search stalls.
     """
 
-    def __init__(self, searcher: StrategySearcher, announce: Callable[[str], None] | None = None) -> None:
+    MAX_RUNS = 10  # a trial dropped this often is recorded failed instead: never an endless loop
+
+    def __init__(self, searcher: StrategySearcher, announce: Callable[[str], None] | None = None,
+                 recorder: TrialRecorder | None = None) -> None:
         self.searcher = searcher
         self.announce = announce or (lambda s: None)
+        self.recorder = recorder
         self.requeued: list[str] = []
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         for trial in trials:
             # a trial Tune ended normally was handed to the searcher already, in the same step
-            if trial.status in ("ERROR", "TERMINATED") and trial.trial_id in self.searcher.ray_to_nas:
-                nas_id = str(self.searcher.requeue(trial.trial_id))
-                if nas_id not in self.requeued:  # once per trial: it may be unlucky again
-                    self.announce(f"Ray ended trial {nas_id} without telling the search ({_error_text(trial)}); "
-                                  f"running it again")
-                self.requeued.append(nas_id)
+            if trial.status not in ("ERROR", "TERMINATED") or trial.trial_id not in self.searcher.ray_to_nas:
+                continue
+            if self.requeued.count(self.searcher.ray_to_nas[trial.trial_id]) + 1 >= self.MAX_RUNS:
+                self.searcher.on_trial_complete(trial.trial_id, error=True)
+                if self.recorder is not None:
+                    self.recorder.on_trial_error(iteration, trials, trial)
+                continue
+            nas_id = str(self.searcher.requeue(trial.trial_id))
+            if nas_id not in self.requeued:  # said once per trial: it may be unlucky again
+                self.announce(f"Ray ended trial {nas_id} without telling the search ({_error_text(trial)}); "
+                              f"running it again")
+            self.requeued.append(nas_id)
 
 
 class WorkerRecycler:

@@ -107,3 +107,26 @@ def test_searcher_limits_concurrency_counts_the_budget_and_requeues() -> None:
     s.on_trial_complete("ray-d", {"val_accuracy": 0.3})
     assert s.suggest("ray-f") == Searcher.FINISHED
     assert len(s.strategy.history) == 3
+
+
+def test_a_trial_ray_keeps_dropping_ends_failed_not_in_a_loop() -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.search import Searcher
+
+    from nas.searcher import LostTrials
+
+    s = _searcher(budget=1)
+    s.set_max_concurrency(1)
+    lost, said = LostTrials(s, announce=None), []
+    lost.announce = said.append
+    config, runs = s.suggest("r0"), 0
+    while config not in (None, Searcher.FINISHED):
+        assert config["__nas_trial__"] == "0"  # always the same trial, run again
+        runs += 1
+        lost.on_step_end(runs, [SimpleNamespace(trial_id=f"r{runs - 1}", status="ERROR", error_file=None,
+                                                error_msg="Trainable runner reuse requires reset_config()")])
+        config = s.suggest(f"r{runs}")
+    assert config == Searcher.FINISHED and runs == LostTrials.MAX_RUNS
+    assert len(said) == 1 and "reset_config" in said[0]  # said once
+    assert [h.metrics for h in s.strategy.history] == [None]  # the strategy was told it failed
