@@ -42,7 +42,7 @@ def run(storage: Path, name: str, trials: int, limit: str) -> dict:
         rows.sort()
         workers.append({"pid": pid, "trials": len(rows), "first_mb": rows[0][1], "last_mb": rows[-1][1],
                         "max_mb": max(r[1] for r in rows)})
-    said = [ln for ln in proc.stdout.splitlines() if "resident memory" in ln]
+    said = [ln for ln in proc.stdout.splitlines() if "fresh workers" in ln][:1]  # the first states the limit
     return {"wall_s": wall, "workers": sorted(workers, key=lambda w: -w["trials"]), "said": said,
             "completed": sum(r["status"] == "completed" for r in recs)}
 

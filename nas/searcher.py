@@ -201,6 +201,7 @@ class WorkerRecycler:
         self.limit_mb = None if self.auto or limit_mb in (None, "off") else float(limit_mb)
         self.enabled = limit_mb not in (None, "off")
         self.announce = announce or (lambda s: None)
+        self.why = ""  # how an auto limit was chosen, said with the first replacement
         self.generation = 0
         self.recycled: list[dict[str, Any]] = []  # one entry per new generation: which worker, at what RSS
 
@@ -210,14 +211,14 @@ class WorkerRecycler:
             return
         if self.limit_mb is None:  # auto: fixed at the first report, from a worker that has run one trial
             self.limit_mb = round(self.AUTO_FACTOR * float(rss_mb))
-            self.announce(f"workers are replaced above {self.limit_mb:,.0f} MB resident memory "
-                          f"({self.AUTO_FACTOR}x a fresh worker's {rss_mb:,.0f} MB; --max-worker-rss-mb sets it)")
+            self.why = f"auto: {self.AUTO_FACTOR}x a fresh worker's {rss_mb:,.0f} MB; --max-worker-rss-mb sets it"
         # only a worker of the current generation starts a new one; older ones are already on their way out
         if rss_mb > self.limit_mb and config.get(GENERATION_KEY, 0) == self.generation:
             self.generation += 1
             self.recycled.append({"pid": pid, "rss_mb": rss_mb, "generation": self.generation})
-            self.announce(f"worker {pid} reached {rss_mb:,.0f} MB (limit {self.limit_mb:,.0f} MB): "
-                          f"next trials start in fresh workers")
+            why = f"; {self.why}" if self.why and self.generation == 1 else ""  # the limit explained once
+            self.announce(f"worker {pid} reached {rss_mb:,.0f} MB resident memory (limit {self.limit_mb:,.0f} MB"
+                          f"{why}): next trials start in fresh workers")
 
 
 class FailureGuard(Stopper):
