@@ -8,13 +8,11 @@ Prints each run's wall time and the best validation accuracy it reached.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _cli import search
+from _cli import status as run_status
 
 
 def main() -> None:
@@ -25,20 +23,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     storage = Path(tempfile.mkdtemp(prefix="nas-asha-"))
-    env = dict(os.environ, NAS_STORAGE=str(storage))
     rows = []
     for scheduler in ("none", "asha"):
         name = f"{args.space}-{scheduler}"
-        cmd = [sys.executable, "-m", "nas.cli", "search", "--space", args.space, "--strategy", "random",
-               "--trials", str(args.trials), "--epochs", str(args.epochs), "--scheduler", scheduler,
-               "--seed", str(args.seed), "--name", name]
-        t0 = time.time()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.time() - t0
-        if proc.returncode != 0:
-            sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-        status = json.loads(subprocess.run([sys.executable, "-m", "nas.cli", "status", name, "--json"], env=env,
-                                           capture_output=True, text=True, check=True).stdout)
+        wall, _ = search(storage, name, "--space", args.space, "--strategy", "random", "--trials", str(args.trials),
+                         "--epochs", str(args.epochs), "--scheduler", scheduler, "--seed", str(args.seed))
+        status = run_status(storage, name)
         epochs = sum(t["metrics"].get("epochs", 0) for t in status["trials"] if t["status"] == "completed")
         best = status["best"]["metrics"]["val_accuracy"] if status["best"] else float("nan")
         rows.append((scheduler, wall, best, epochs))

@@ -15,13 +15,13 @@ TensorFlow); the figure including start-up is printed too.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cli import records as run_records
+from _cli import search
+from _cli import status as run_status
 
 
 def main() -> None:
@@ -33,19 +33,11 @@ def main() -> None:
     args = ap.parse_args()
 
     storage = Path(tempfile.mkdtemp(prefix="nas-bench-"))
-    env = dict(os.environ, NAS_STORAGE=str(storage))
     name = "overhead"
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", args.space, "--strategy", "random",
-           "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(args.seed),
-           "--max-concurrent", "2", "--name", name]
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    nas_total = time.time() - t0
-    if proc.returncode != 0:
-        sys.exit(f"nas search failed:\n{proc.stdout}\n{proc.stderr}")
-    status = json.loads(subprocess.run([sys.executable, "-m", "nas.cli", "status", name, "--json"], env=env,
-                                       capture_output=True, text=True, check=True).stdout)
-    records = [json.loads(p.read_text()) for p in (storage / name / "trials").glob("*.json")]
+    nas_total, _ = search(storage, name, "--space", args.space, "--strategy", "random", "--trials", str(args.trials),
+                          "--epochs", str(args.epochs), "--seed", str(args.seed), "--max-concurrent", "2")
+    status = run_status(storage, name)
+    records = run_records(storage, name)
     first_fit = min(r["fit_started"] for r in records)
     last_end = max(r["finished"] for r in records)
     nas_after_startup = last_end - first_fit

@@ -12,27 +12,17 @@ processes ran, the peak worker RSS and the growth per trial, from the `worker_rs
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
+from _cli import records, search
+
 
 def run(storage: Path, name: str, trials: int, limit: str) -> dict:
-    env = dict(os.environ, NAS_STORAGE=str(storage))
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "mlp", "--strategy", "random", "--trials",
-           str(trials), "--epochs", "1", "--max-concurrent", "2", "--seed", "0", "--name", name,
-           "--max-worker-rss-mb", limit]
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        sys.exit(f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    recs = [json.loads(p.read_text()) for p in (storage / name / "trials").glob("*.json")]
+    wall, proc = search(storage, name, "--space", "mlp", "--strategy", "random", "--trials", str(trials), "--epochs",
+                        "1", "--max-concurrent", "2", "--seed", "0", "--max-worker-rss-mb", limit)
+    recs = records(storage, name)
     by_pid: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for r in recs:
         if r.get("pid") and r.get("worker_rss_mb"):

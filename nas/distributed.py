@@ -21,7 +21,6 @@ step equals one single-process step on the whole global batch (also for an uneve
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any
@@ -247,11 +246,10 @@ class DataParallelTrainer:
 def train_trial_horovod(config: dict[str, Any], data: Any, setup: dict[str, Any]) -> None:
     """Ray Tune function trainable for ``--distributed horovod``: W ranks via ``horovod.ray.RayExecutor`` in
     this trial's placement group, epoch by epoch, one ``tune.report`` per epoch from this process."""
-    import ray
     from horovod.ray import RayExecutor
     from ray import tune
 
-    from nas.trial import TrialFailed, split_config
+    from nas.trial import check_finite, epoch_fields, split_config
 
     trial_id, _ = split_config(config)
     workers = int(setup.get("workers_per_trial", 1))
@@ -270,8 +268,6 @@ def train_trial_horovod(config: dict[str, Any], data: Any, setup: dict[str, Any]
         epochs = int(setup["epochs"])
         initial_epoch = int(info["epoch"])
         started = time.perf_counter()
-        node = os.uname().nodename
-        node_id = ray.get_runtime_context().get_node_id()
         if info["resumed"]:
             started -= float(info["resumed"]["metrics"].get("train_time_s", 0.0))
             tune.report(dict(info["resumed"]["metrics"], resumed_from_epoch=initial_epoch))
@@ -280,25 +276,12 @@ def train_trial_horovod(config: dict[str, Any], data: Any, setup: dict[str, Any]
         for epoch in range(initial_epoch, epochs):
             results = executor.execute(lambda r: r.train_epoch())
             metrics = dict(results[0])
-            bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
-            if bad:
-                raise TrialFailed(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch + 1}")
+            check_finite(metrics, epoch + 1)
             if epoch + 1 == epochs:  # the ranks must end identical: measure it
                 metrics["ranks_max_weight_diff"] = max(executor.execute(lambda r: r.weight_spread()))
             rss = executor.execute(lambda r: r.info()["rss_mb"])
-            metrics.update(
-                epoch=epoch + 1,
-                params=info["params"],
-                train_time_s=round(time.perf_counter() - started, 4),
-                node=node,
-                node_id=node_id,
-                pid=os.getpid(),
-                fit_started=fit_started,
-                resumed_from_epoch=initial_epoch,
-                worker_rss_mb=max(rss),
-                gpu_ids="|".join(i["gpu_ids"] for i in infos),
-                workers=workers,
-            )
+            metrics.update(epoch_fields(epoch + 1, info["params"], started, fit_started, initial_epoch, max(rss),
+                                        "|".join(i["gpu_ids"] for i in infos)), workers=workers)
             executor.execute_single(lambda r: r.save(metrics))
             tune.report(metrics)
     finally:

@@ -40,7 +40,6 @@ class StrategySearcher(Searcher):
         self.recycler = recycler
         self.to_ask = budget  # new proposals still to make (None: until the strategy is exhausted)
         self.max_concurrent: int | None = None
-        self.values: dict[str, dict[str, Any]] = {}  # each running trial's configuration, to run it again
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         # Handled here rather than by Tune's ConcurrencyLimiter, which counts a trial as running until the
@@ -48,12 +47,6 @@ class StrategySearcher(Searcher):
         # reset, and the search would lose a slot for good. ``requeue`` frees it.
         self.max_concurrent = max_concurrent
         return True
-
-    def _config(self, values: dict[str, Any], nas_id: str) -> dict[str, Any]:
-        config = {**values, TRIAL_KEY: nas_id}
-        if self.recycler is not None:
-            config[GENERATION_KEY] = self.recycler.generation
-        return config
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         # The budget is counted here, not by Tune's num_samples, so a trial re-queued by ``requeue`` still runs.
@@ -75,16 +68,19 @@ class StrategySearcher(Searcher):
 
     def _start(self, trial_id: str, nas_id: str, values: dict[str, Any], history: list) -> dict[str, Any]:
         self.ray_to_nas[trial_id] = nas_id
-        self.values[trial_id] = values
         self.history[trial_id] = list(history)
-        return self._config(values, nas_id)
+        config = {**values, TRIAL_KEY: nas_id}
+        if self.recycler is not None:
+            config[GENERATION_KEY] = self.recycler.generation
+        return config
 
     def requeue(self, trial_id: str) -> str | None:
         """Run a trial Tune dropped without telling us (see ``LostTrials``) again, first, with the same id."""
         nas_id = self.ray_to_nas.pop(trial_id, None)
         if nas_id is None:
             return None
-        self.replay.insert(0, (nas_id, self.values.pop(trial_id), self.history.pop(trial_id, [])))
+        # still pending for the strategy (never told), which keeps its configuration
+        self.replay.insert(0, (nas_id, self.strategy.pending[nas_id], self.history.pop(trial_id, [])))
         return nas_id
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -93,7 +89,6 @@ class StrategySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         nas_id = self.ray_to_nas.pop(trial_id, None)
         history = self.history.pop(trial_id, [])
-        self.values.pop(trial_id, None)
         if nas_id is None:
             return
         if result and not error:  # a scheduler's STOP hands the last epoch only to on_trial_complete
@@ -109,7 +104,7 @@ class StrategySearcher(Searcher):
     # Ray Tune's experiment checkpointing: plain JSON, never pickle, so a state file is readable and portable.
     def get_state(self) -> dict[str, Any]:
         return {"strategy": self.strategy.get_state(), "ray_to_nas": self.ray_to_nas, "history": self.history,
-                "replay": self.replay, "exhausted": self.exhausted, "to_ask": self.to_ask, "values": self.values}
+                "replay": self.replay, "exhausted": self.exhausted, "to_ask": self.to_ask}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.strategy.set_state(state["strategy"])
@@ -118,7 +113,6 @@ class StrategySearcher(Searcher):
         self.replay = [tuple(r) for r in state.get("replay", [])]
         self.exhausted = bool(state.get("exhausted", False))
         self.to_ask = state.get("to_ask", self.to_ask)
-        self.values = {k: dict(v) for k, v in state.get("values", {}).items()}
 
     def save(self, checkpoint_path: str) -> None:
         tmp = Path(checkpoint_path).with_suffix(".tmp")
@@ -197,8 +191,7 @@ class WorkerRecycler:
     AUTO_FACTOR = 1.5  # "auto": this many times a fresh worker's RSS at its first report
 
     def __init__(self, limit_mb: float | str | None, announce: Callable[[str], None] | None = None) -> None:
-        self.auto = limit_mb == "auto"
-        self.limit_mb = None if self.auto or limit_mb in (None, "off") else float(limit_mb)
+        self.limit_mb = None if limit_mb in ("auto", None, "off") else float(limit_mb)  # auto: set at first report
         self.enabled = limit_mb not in (None, "off")
         self.announce = announce or (lambda s: None)
         self.why = ""  # how an auto limit was chosen, said with the first replacement

@@ -117,6 +117,30 @@ def _node_id() -> str:
         return ""
 
 
+def check_finite(metrics: dict[str, float], epoch: int) -> None:
+    """A NaN or infinite loss fails the trial, saying which loss and at which epoch."""
+    bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
+    if bad:
+        raise TrialFailed(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}")
+
+
+def epoch_fields(epoch: int, params: int, started: float, fit_started: float, resumed_from_epoch: int,
+                 rss_mb: float, gpu_ids: str) -> dict[str, Any]:
+    """What every epoch report carries beside the model's metrics (single-process and Horovod trials alike)."""
+    return {
+        "epoch": epoch,
+        "params": params,
+        "train_time_s": round(time.perf_counter() - started, 4),  # ``started``: a perf_counter reading
+        "node": os.uname().nodename,
+        "node_id": _node_id(),
+        "pid": os.getpid(),
+        "fit_started": fit_started,
+        "resumed_from_epoch": resumed_from_epoch,
+        "worker_rss_mb": round(rss_mb, 1),
+        "gpu_ids": gpu_ids,
+    }
+
+
 def _configure_tensorflow(cpus: float) -> None:
     if _worker.get("tf"):
         return
@@ -187,8 +211,6 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     if max_latency and speed[LATENCY] > max_latency:
         raise TrialInfeasible(f"infeasible: latency {speed[LATENCY]:.4g} ms > --max-latency-ms {max_latency:g}")
     started = time.perf_counter()
-    node = os.uname().nodename
-    node_id = _node_id()
     epochs = int(setup["epochs"])
     initial_epoch = int(resumed["epoch"]) if resumed else 0
     if resumed:
@@ -201,24 +223,11 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: dict[str, Any] 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             metrics = {k: float(v) for k, v in (logs or {}).items()}
-            bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
-            if bad:
-                self.model.stop_training = True
-                raise TrialFailed(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch + 1}")
+            check_finite(metrics, epoch + 1)  # the exception ends fit
             metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
             metrics.update(speed)
-            metrics.update(
-                epoch=epoch + 1,
-                params=n_params,
-                train_time_s=round(time.perf_counter() - started, 4),
-                node=node,
-                node_id=node_id,
-                pid=os.getpid(),
-                fit_started=fit_started,
-                resumed_from_epoch=initial_epoch,
-                worker_rss_mb=round(_rss_mb(), 1),
-                gpu_ids=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            )
+            metrics.update(epoch_fields(epoch + 1, n_params, started, fit_started, initial_epoch, _rss_mb(),
+                                        os.environ.get("CUDA_VISIBLE_DEVICES", "")))
             if setup.get("distributed") == "mirrored":
                 metrics["replicas"] = int(self.model.distribute_strategy.num_replicas_in_sync)
             save_checkpoint(out_dir, self.model, epoch + 1, metrics)
