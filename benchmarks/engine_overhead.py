@@ -47,9 +47,10 @@ def main() -> None:
     import keras
 
     from nas import params as P
-    from nas.data import load_data, make_task
+    from nas.data import load_data
     from nas.registry import create_space
-    from nas.trial import trial_seed
+    from nas.task import make_task
+    from nas.worker import trial_seed
 
     data = load_data("digits", seed=args.seed)
     space = create_space(args.space, task=make_task(data, "classification"))

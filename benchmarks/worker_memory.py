@@ -1,6 +1,6 @@
 """Worker memory over a long search: RSS of reused workers over 300 tiny trials, with and without recycling.
 
-Keras grows ~6-9 MB per model built in a long-lived process whatever is freed (../shared/STACK.md). `nas search`
+Keras grows ~6-9 MB per model built in a long-lived process whatever is freed (clear_session, gc). `nas search`
 reuses workers (TensorFlow imported once per worker) and replaces a worker once its resident memory passes
 `--max-worker-rss-mb` (default auto: 1.5x a fresh worker's). This runs the same seeded search through the real CLI
 twice, with the default and with `--max-worker-rss-mb off`, and prints for each the wall time, how many worker

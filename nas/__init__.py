@@ -16,8 +16,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from nas.errors import DataError, NasError, PluginError, ResourceError, RunError
 from nas.objective import Objective, parse_objective
 from nas.registry import create_space, create_strategy
-from nas.space import SearchSpace, Task
+from nas.space import SearchSpace
 from nas.strategy import Observation, Proposal, Strategy
+from nas.task import Task
 
 __version__ = "0.1.0"
 

@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nas.errors import NasError
-from nas.progress import LinePrinter, Progress  # noqa: F401 - LinePrinter: re-exported for older imports
-from nas.report import status_json  # noqa: F401 - re-exported
+from nas.options import (
+    DATA_SOURCES,
+    DISTRIBUTED_MODES,
+    SCHEDULERS,
+    STORAGE_HELP,
+    TASK_KINDS,
+    SearchOptions,
+)
+from nas.progress import Progress
 from nas.results import format_config, format_value
 
 EXAMPLES = {
@@ -90,16 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--space-option", dest="space_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="search-space option, repeatable")
     g.add_argument("--objective", dest="objectives", action="append", default=[], metavar="METRIC[:max|min]", help="what to optimise (default: the space's, val_accuracy:max for classification)")
     d = s.add_argument_group("data")
-    d.add_argument("--data", default="digits", help="digits (default, offline), mnist, fashion_mnist, cifar10, PATH.npz or PATH.csv")
+    d.add_argument("--data", default="digits", help=f"{DATA_SOURCES[0]} (default, offline), {', '.join(DATA_SOURCES[1:])}, PATH.npz or PATH.csv")
     d.add_argument("--target", help="CSV column to predict")
     d.add_argument("--window", type=_positive_int, help="CSV time series: predict the next value from W steps")
-    d.add_argument("--task", choices=["classification", "regression", "reconstruction", "anomaly"], help="default: the space's first task that fits the data")
+    d.add_argument("--task", choices=TASK_KINDS, help="default: the space's first task that fits the data")
     d.add_argument("--normal-class", type=int, help="--task anomaly: the label of normal examples (default: the smallest)")
     b = s.add_argument_group("budget")
     b.add_argument("--trials", type=int, default=10, help="number of trials (default: 10)")
     b.add_argument("--epochs", type=int, default=5, help="epochs per trial (default: 5)")
     b.add_argument("--seed", type=int, default=0, help="seed for proposals and training (default: 0)")
-    b.add_argument("--scheduler", default="none", choices=["none", "asha", "hyperband", "median"],
+    b.add_argument("--scheduler", default="none", choices=SCHEDULERS,
                    help="stop poor trials early from their per-epoch reports (default: none)")
     b.add_argument("--min-epochs", type=_positive_int, default=1,
                    help="epochs every trial runs before a scheduler may stop it (default: 1)")
@@ -115,21 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-gpus", type=int, help="local Ray only: GPUs to advertise (default: detected)")
     r.add_argument("--workers-per-trial", type=_positive_int, default=1,
                    help="data-parallel ranks per trial, each with --cpus/--gpus-per-trial (needs --distributed horovod)")
-    r.add_argument("--distributed", choices=["none", "horovod", "mirrored"], default="none",
+    r.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="none",
                    help="horovod: --workers-per-trial ranks via horovod.ray (install: bash launch/install-horovod.sh); "
                         "mirrored: tf.distribute.MirroredStrategy over one trial's GPUs (default: none)")
     r.add_argument("--scale-lr", action="store_true", help="horovod: multiply the learning rate by the ranks")
     _failure_flags(r)
     o = s.add_argument_group("output")
     o.add_argument("--name", help="run name (default: generated and printed)")
-    o.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    o.add_argument("--storage", help=STORAGE_HELP)
     o.add_argument("--verbose", action="store_true", help="show Ray's and TensorFlow's own logs")
     o.add_argument("--resume", action="store_true", help="continue the run named by --name (as `nas resume NAME`)")
 
     rs = sub.add_parser("resume", help="continue an interrupted search exactly where it stopped",
                         epilog=EXAMPLES["resume"], formatter_class=fmt)
     rs.add_argument("name")
-    rs.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    rs.add_argument("--storage", help=STORAGE_HELP)
     rs.add_argument("--trials", type=int, help="raise the budget (total trials, finished ones included)")
     rs.add_argument("--max-concurrent", type=_positive_int)
     rs.add_argument("--address", help="the Ray cluster to continue on (default: a local Ray)")
@@ -140,18 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="leaderboard of a run's trials", epilog=EXAMPLES["status"], formatter_class=fmt)
     st.add_argument("name")
-    st.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    st.add_argument("--storage", help=STORAGE_HELP)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--top", type=_positive_int, default=10, help="rows in the leaderboard (default: 10)")
 
     ru = sub.add_parser("runs", help="the searches in a storage directory", epilog=EXAMPLES["runs"], formatter_class=fmt)
-    ru.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    ru.add_argument("--storage", help=STORAGE_HELP)
     ru.add_argument("--json", action="store_true", help="machine-readable output")
 
     pl = sub.add_parser("plot", help="a PNG of a run: objective per trial, per hyperparameter, Pareto front",
                         epilog=EXAMPLES["plot"], formatter_class=fmt)
     pl.add_argument("name")
-    pl.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    pl.add_argument("--storage", help=STORAGE_HELP)
     pl.add_argument("--out", metavar="FILE.png", help="where to write it (default: <run>/plot.png)")
 
     sub.add_parser("list", help="registered search spaces and strategies", epilog=EXAMPLES["list"], formatter_class=fmt)
@@ -166,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", metavar="DIR", help="output directory (default: <run>/exports/trial-<ID>)")
     ex.add_argument("--retrain", action="store_true", help="retrain the configuration on train+validation first")
     ex.add_argument("--epochs", type=_positive_int, help="--retrain: epochs (default: the trial's best epoch)")
-    ex.add_argument("--storage", help="directory holding runs (default: $NAS_STORAGE or ~/nas-runs)")
+    ex.add_argument("--storage", help=STORAGE_HELP)
     return parser
 
 
@@ -211,7 +218,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.engine import SearchOptions, resume_search, run_search
+    from nas.engine import resume_search, run_search
 
     if args.resume:
         if not args.name:
@@ -237,9 +244,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_latency_ms=args.max_latency_ms,
         workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,
     )
-    opts.check()
-    print(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-          f"{opts.epochs} epochs on {opts.data}", flush=True)
     with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
         result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)
     return _report(result, args.storage)
@@ -247,7 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- status, runs, plot --------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from nas.report import print_status
+    from nas.report import print_status, status_json
     from nas.store import ExperimentStore
 
     data = status_json(ExperimentStore.open(args.name, args.storage))

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from nas.errors import DataError
-from nas.space import Task
 
+#: data sets known by name; anything else is a path
 BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10")
-ACCEPTED = "digits, mnist, fashion_mnist, cifar10, PATH.npz, PATH.csv (with --target COLUMN)"
+ACCEPTED = f"{', '.join(BUILTIN)}, PATH.npz, PATH.csv (with --target COLUMN)"
 
 
 @dataclass
@@ -230,40 +230,3 @@ def _labels(y: np.ndarray) -> np.ndarray:
 def _check_arrays(d: Dataset) -> None:
     if d.x_train.shape[1:] != d.x_val.shape[1:]:
         raise DataError(f"train inputs {d.x_train.shape[1:]} and validation inputs {d.x_val.shape[1:]} differ in shape")
-
-
-def is_classification(d: Dataset) -> bool:
-    return np.issubdtype(d.y_train.dtype, np.integer) and d.y_train.ndim == 1
-
-
-def make_task(d: Dataset, kind: str, normal_class: int | None = None) -> Task:
-    """The task a data set poses, checked: classification needs integer labels 0..K-1 and two classes."""
-    if kind == "classification":
-        if not is_classification(d):
-            raise DataError(
-                f"classification needs 1-D integer class labels; {d.source!r} has labels of dtype "
-                f"{d.y_train.dtype} and shape {d.y_train.shape} (use a regression-capable space or integer labels)"
-            )
-        y = np.concatenate([d.y_train, d.y_val])
-        if y.min() < 0:
-            raise DataError(f"class labels must be >= 0; {d.source!r} has label {int(y.min())}")
-        k = int(y.max()) + 1
-        if k < 2:
-            raise DataError(f"classification needs at least 2 classes; {d.source!r} has {k}")
-        return Task("classification", d.input_shape, num_classes=k)
-    if kind == "regression":
-        if not np.issubdtype(d.y_train.dtype, np.number):
-            raise DataError(f"regression needs numeric targets; {d.source!r} has dtype {d.y_train.dtype}")
-        out = 1 if d.y_train.ndim == 1 else int(np.prod(d.y_train.shape[1:]))
-        return Task("regression", d.input_shape, output_dim=out)
-    if kind == "reconstruction":
-        return Task("reconstruction", d.input_shape)
-    if kind == "anomaly":
-        if not is_classification(d):
-            raise DataError(f"--task anomaly needs integer class labels to know the normal class; {d.source!r} has none")
-        classes = sorted(set(np.unique(d.y_train).tolist()))
-        nc = classes[0] if normal_class is None else normal_class
-        if nc not in classes:
-            raise DataError(f"--normal-class {nc!r} is not a label of {d.source!r}; labels: {classes}")
-        return Task("anomaly", d.input_shape, normal_class=int(nc))
-    raise DataError(f"task {kind!r} is not valid; accepted: classification, regression, reconstruction, anomaly")

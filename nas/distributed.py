@@ -1,7 +1,9 @@
 """Data-parallel training of one trial on several workers: Horovod on Ray, for Keras 3 models.
 
-Why this design (../shared/STACK.md): Ray Train's ``HorovodTrainer`` is disabled in Ray Train V2, and
-horovod's Keras wrappers do not average gradients with Keras 3. So a trial with ``--distributed horovod``
+Why this design: Ray Train's ``HorovodTrainer`` is disabled in Ray Train V2 (it raises at construction), and
+horovod's Keras wrappers do not work with Keras 3 (the broadcast callback fails on Keras variables and
+``DistributedOptimizer`` silently does not average gradients: ranks diverge). Keras 3 ``model.fit`` under
+``tf.distribute.MultiWorkerMirroredStrategy`` fails too (keras-team/keras#20585). So a trial with ``--distributed horovod``
 starts its W ranks with ``horovod.ray.RayExecutor`` inside the trial's placement group and trains them with our
 own step: ``hvd.DistributedGradientTape`` on the model's underlying TF variables, variables broadcast from
 rank 0, metrics summed across ranks with ``hvd.allreduce``.
@@ -9,7 +11,7 @@ rank 0, metrics summed across ranks with ``hvd.allreduce``.
 The trial function (a Ray Tune function trainable, the "trial driver") stays the process that talks to Tune:
 it runs the ranks one epoch at a time (``executor.execute(...)`` per epoch; each rank keeps its model between
 calls), reports every epoch with ``tune.report`` exactly like a single-worker trial, and has rank 0 write the
-same per-epoch checkpoint (``nas.trial.save_checkpoint``) a single-worker trial writes, so ``nas resume``
+same per-epoch checkpoint (``nas.worker.save_checkpoint``) a single-worker trial writes, so ``nas resume``
 continues a distributed trial from its last epoch.
 
 Batches: the space's ``batch_size`` is the *global* batch. Every epoch the training set is shuffled with a
@@ -27,12 +29,23 @@ from typing import Any
 
 import numpy as np
 
+from nas import params as P
 from nas.errors import NasError
+from nas.options import TrialSetup
+from nas.worker import (
+    artifact_dir,
+    check_finite,
+    configure_framework,
+    epoch_fields,
+    load_checkpoint,
+    rss_mb,
+    save_checkpoint,
+    space_and_data,
+    split_config,
+    trial_seed,
+)
 
 INSTALL_HINT = "bash launch/install-horovod.sh"
-MODES = ("none", "horovod", "mirrored")
-#: the trial driver's own bundle: it only coordinates the ranks and reports to Tune
-DRIVER_CPUS = 0.1
 
 
 def horovod_missing() -> str | None:
@@ -50,23 +63,6 @@ def require_horovod() -> None:
     if why:
         raise NasError(f"--distributed horovod needs Horovod built for this TensorFlow ({why}); install it with "
                        f"`{INSTALL_HINT}` (builds and caches a wheel, a few minutes)")
-
-
-def trial_resources(workers: int, cpus: float, gpus: float, distributed: str, generation: int = 0) -> Any:
-    """What Tune reserves for one trial: a dict for a single-process trial, else a placement group with the
-    trial driver's bundle first and one bundle per rank (``cpus``/``gpus`` each), so Tune accounts for all of a
-    trial's resources and RayExecutor places its ranks inside it.
-
-    ``generation`` (``nas.searcher.WorkerRecycler``) adds that many bytes of Ray's ``memory`` resource: nothing
-    to any scheduler, but Tune reuses a worker only for a trial requesting exactly what the worker was started
-    with, so a new generation never lands on an old worker."""
-    if distributed != "horovod":
-        return {"cpu": cpus, "gpu": gpus, "memory": generation}
-    from ray.tune import PlacementGroupFactory
-
-    rank = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
-    head = {"CPU": DRIVER_CPUS, **({"memory": generation} if generation else {})}
-    return PlacementGroupFactory([head] + [dict(rank) for _ in range(workers)], strategy="PACK")
 
 
 # -- the training loop, per rank ------------------------------------------------------------------------------
@@ -92,11 +88,8 @@ class DataParallelTrainer:
     """One rank of a data-parallel trial (``size == 1`` and ``hvd is None``: the same loop in one process,
     the single-process reference)."""
 
-    def __init__(self, config: dict[str, Any], data: Any, setup: dict[str, Any], use_horovod: bool = True) -> None:
-        from nas import params as P
-        from nas.trial import _configure_tensorflow, _space_and_data, split_config, trial_seed
-
-        _configure_tensorflow(setup.get("cpus_per_trial", 1))
+    def __init__(self, config: dict[str, Any], data: Any, setup: TrialSetup, use_horovod: bool = True) -> None:
+        configure_framework(setup.cpus_per_trial)
         import keras
         import tensorflow as tf
 
@@ -110,14 +103,14 @@ class DataParallelTrainer:
             self.hvd, self.rank, self.size = hvd, hvd.rank(), hvd.size()
         self.setup = setup
         self.trial_id, values = split_config(config)
-        self.seed = trial_seed(setup.get("seed"), self.trial_id)
+        self.seed = trial_seed(setup.seed, self.trial_id)
         keras.backend.clear_session(free_memory=False)
         keras.utils.set_random_seed(self.seed)
-        self.space, hp_space, self.prepared = _space_and_data(setup, data)
+        self.space, hp_space, self.prepared = space_and_data(setup, data)
         hp = P.to_hp(hp_space, values)
         self.model = self.space.build(hp)
         self.batch = int(hp.get("batch_size")) if "batch_size" in hp.values else 32
-        if setup.get("scale_lr") and self.size > 1:
+        if setup.scale_lr and self.size > 1:
             lr = float(np.asarray(self.model.optimizer.learning_rate))
             self.model.optimizer.learning_rate = lr * self.size
         self.loss_fn, self.metric_fns = _metric_fns(self.model, np.asarray(self.prepared.y_train))
@@ -125,10 +118,8 @@ class DataParallelTrainer:
         self.out_dir = None
         self.epoch = 0
         self.resumed: dict[str, Any] | None = None
-        if setup.get("run_dir"):
-            from nas.trial import artifact_dir, load_checkpoint
-
-            self.out_dir = artifact_dir(setup["run_dir"], self.trial_id)
+        if setup.run_dir:
+            self.out_dir = artifact_dir(setup.run_dir, self.trial_id)
             if self.rank == 0:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 self.resumed = load_checkpoint(self.out_dir, self.model)  # builds the optimizer when it restores
@@ -143,7 +134,8 @@ class DataParallelTrainer:
 
     # -- collective pieces ----------------------------------------------------------------------------------
     def _variables(self) -> list[Any]:
-        """The underlying TF variables (Keras 3 wraps them: horovod needs ``v.value``, ../shared/STACK.md)."""
+        """The underlying TF variables: Keras 3 wraps them, and horovod's broadcast and gradient tape need the
+        TF variables themselves (``v.value``); given those, ranks stay identical."""
         return [v.value for v in list(self.model.variables) + list(self.model.optimizer.variables)]
 
     def _broadcast(self) -> None:
@@ -230,33 +222,27 @@ class DataParallelTrainer:
 
     def save(self, metrics: dict[str, Any]) -> None:
         if self.rank == 0 and self.out_dir is not None:
-            from nas.trial import save_checkpoint
-
             save_checkpoint(self.out_dir, self.model, self.epoch, metrics)
 
     def info(self) -> dict[str, Any]:
-        from nas.trial import _rss_mb
-
         return {"rank": self.rank, "size": self.size, "epoch": self.epoch, "params": self.n_params,
-                "resumed": self.resumed, "pid": os.getpid(), "rss_mb": round(_rss_mb(), 1),
+                "resumed": self.resumed, "pid": os.getpid(), "rss_mb": round(rss_mb(), 1),
                 "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
 # -- the trial driver ---------------------------------------------------------------------------------------
-def train_trial_horovod(config: dict[str, Any], data: Any, setup: dict[str, Any]) -> None:
+def train_trial_horovod(config: dict[str, Any], data: Any = None, setup: TrialSetup | None = None) -> None:
     """Ray Tune function trainable for ``--distributed horovod``: W ranks via ``horovod.ray.RayExecutor`` in
     this trial's placement group, epoch by epoch, one ``tune.report`` per epoch from this process."""
     from horovod.ray import RayExecutor
     from ray import tune
 
-    from nas.trial import check_finite, epoch_fields, split_config
-
-    trial_id, _ = split_config(config)
-    workers = int(setup.get("workers_per_trial", 1))
-    gpus = float(setup.get("gpus_per_trial", 0) or 0)
+    assert setup is not None and data is not None
+    workers = setup.workers_per_trial
+    gpus = setup.gpus_per_trial
     fit_started = time.time()
     settings = RayExecutor.create_settings(timeout_s=120, placement_group_timeout_s=300)
-    executor = RayExecutor(settings, num_workers=workers, cpus_per_worker=float(setup.get("cpus_per_trial", 1)),
+    executor = RayExecutor(settings, num_workers=workers, cpus_per_worker=setup.cpus_per_trial,
                            use_gpu=gpus > 0, gpus_per_worker=gpus or None, use_current_placement_group=True)
     env = {k: v for k, v in os.environ.items() if k.startswith(("TF_", "ABSL_", "GRPC_", "PYTHONWARNINGS"))}
     executor.start(executable_cls=DataParallelTrainer, executable_kwargs={"config": config, "data": data,
@@ -265,7 +251,7 @@ def train_trial_horovod(config: dict[str, Any], data: Any, setup: dict[str, Any]
     try:
         infos = executor.execute(lambda r: r.info())
         info = infos[0]
-        epochs = int(setup["epochs"])
+        epochs = setup.epochs
         initial_epoch = int(info["epoch"])
         started = time.perf_counter()
         if info["resumed"]:
@@ -302,16 +288,3 @@ def _stop(executor: Any) -> None:
             ray.kill(w)
         except Exception:
             pass
-
-
-# -- tf.distribute.MirroredStrategy on one node ---------------------------------------------------------------
-def mirrored_scope(setup: dict[str, Any]) -> Any:
-    """``--distributed mirrored``: a MirroredStrategy scope over this trial's GPUs (the CPU when it has none);
-    Keras 3 ``model.fit`` on one host works under it. Otherwise a no-op context."""
-    import contextlib
-
-    if setup.get("distributed") != "mirrored":
-        return contextlib.nullcontext()
-    import tensorflow as tf
-
-    return tf.distribute.MirroredStrategy().scope()

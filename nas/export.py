@@ -31,8 +31,11 @@ import numpy as np
 from nas.artifacts import BEST_INFO, BEST_MODEL
 from nas.errors import NasError, RunError
 from nas.objective import Objective
+from nas.ray_runtime import quiet_environment
 from nas.results import format_config, format_value, pareto_front, rank
 from nas.store import ExperimentStore, write_json
+from nas.task import Task
+from nas.worker import artifact_dir, trial_seed
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
 DEFAULT_FORMATS = ("keras", "savedmodel")
@@ -127,7 +130,6 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
 # -- building or loading the model ----------------------------------------------------------------------------
 def _space(spec: Mapping[str, Any]) -> Any:
     from nas.registry import create_space
-    from nas.space import Task
 
     return create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
 
@@ -146,7 +148,6 @@ def _retrain(spec: Mapping[str, Any], space: Any, prepared: Any, trial: Mapping[
     import keras
 
     from nas import params as P
-    from nas.trial import trial_seed
 
     keras.utils.set_random_seed(trial_seed(spec.get("seed"), str(trial["trial_id"])))
     hp = P.to_hp(space.hyperparameters(), trial["config"])
@@ -209,8 +210,8 @@ def _write_onnx(saved_model: Path, path: Path, batch: np.ndarray) -> list[np.nda
     import tensorflow as tf
     import tf2onnx
 
-    # tf2onnx's from_keras does not understand Keras 3 models; its SavedModel route does (../shared/STACK.md):
-    # convert the exported SavedModel's serving function.
+    # tf2onnx's from_keras fails on Keras 3 models; converting the exported SavedModel's serving function works
+    # (onnxruntime then matches Keras to ~1e-7).
     loaded = tf.saved_model.load(str(saved_model))
     _, inputs = loaded.signatures["serving_default"].structured_input_signature
     spec = [tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in inputs.items()]
@@ -330,14 +331,10 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     objectives = [Objective(**o) for o in spec["objectives"]]
     trial = choose_trial(store, objectives, opts.trial, log)
     tid = str(trial["trial_id"])
-    from nas.trial import artifact_dir
-
     saved = artifact_dir(store.root, tid) / BEST_MODEL
     if not opts.retrain and not saved.is_file():
         raise RunError(f"trial {tid} of run {store.name!r} saved no model ({saved} is missing; runs made before "
                        f"trials saved their best epoch have none); export it with --retrain")
-
-    from nas.engine import quiet_environment
 
     quiet_environment(verbose=False)  # before TensorFlow is imported; a user's own settings win
     import keras

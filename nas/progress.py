@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable
 
 from nas.objective import Objective
+from nas.options import Budget
 from nas.results import format_config, format_value
 
 
@@ -33,22 +34,32 @@ def format_duration(seconds: float | None) -> str:
 
 
 class LinePrinter:
-    """One line per finished trial with its objective and the best so far."""
+    """One line per finished trial with its objective and the best so far.
 
-    def __init__(self, objective: Objective, total: int, stream: Any = None) -> None:
+    ``budget`` is the search's ``Budget``: the searcher counts a finished trial before the printer hears of it,
+    so ``[finished/total]`` numbers the lines, on from the trials earlier sessions finished.
+    """
+
+    def __init__(self, objective: Objective, budget: Budget, stream: Any = None) -> None:
         self.objective = objective
-        self.total = total
+        self.budget = budget
         self.stream = stream  # None: sys.stdout at the time of printing
         self.best: tuple[float, str, dict[str, Any]] | None = None
-        self.done = 0
-        self.failed = 0
+        self.failed = 0  # in this session, for the live area
         self.started = time.time()
 
+    @property
+    def total(self) -> int:
+        return self.budget.total
+
+    @property
+    def done(self) -> int:
+        return self.budget.finished
+
     def line(self, kind: str, rec: dict[str, Any]) -> str | None:
-        """Count a finished trial and return its line (None for other events)."""
+        """A finished trial's line (None for other events)."""
         if kind not in ("completed", "failed"):
             return None
-        self.done += 1
         m = self.objective.metric
         if kind == "failed":
             self.failed += 1
@@ -80,11 +91,11 @@ class LinePrinter:
 class LivePrinter(LinePrinter):
     """A rich live area under the finished-trial lines; refreshed by its own thread, stopped by ``close``."""
 
-    def __init__(self, objective: Objective, total: int, epochs: int | None = None, console: Any = None) -> None:
+    def __init__(self, objective: Objective, budget: Budget, epochs: int | None = None, console: Any = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        super().__init__(objective, total)
+        super().__init__(objective, budget)
         self.epochs = epochs
         self.console = console or Console()
         self.running: dict[str, dict[str, Any]] = {}
@@ -110,7 +121,7 @@ class LivePrinter(LinePrinter):
         self.live.refresh()
 
     def __reduce__(self) -> Any:  # pickled (see LinePrinter.__getstate__): a copy prints plain lines
-        return (LinePrinter, (self.objective, self.total))
+        return (LinePrinter, (self.objective, self.budget))
 
     def announce(self, msg: str) -> None:
         self.console.print(msg, highlight=False, markup=False, soft_wrap=True)
@@ -141,7 +152,7 @@ class LivePrinter(LinePrinter):
         now = time.time()
         remaining = max(0, self.total - self.done - len(self.running))
         head = Text()
-        head.append(f"trials {self.done - self.failed} done", style="green")
+        head.append(f"trials {self.done - self.failed} done", style="green")  # failed: this session's
         head.append(f" · {len(self.running)} running", style="cyan")
         head.append(f" · {self.failed} failed", style="red" if self.failed else "dim")
         head.append(f" · {remaining} to go (of {self.total})")
@@ -198,9 +209,9 @@ class Progress:
         self.live = interactive() if live is None else live
         self.printer: LinePrinter | None = None
 
-    def factory(self, objective: Objective, total: int) -> Callable[[str, dict[str, Any]], None]:
+    def factory(self, objective: Objective, budget: Budget) -> Callable[[str, dict[str, Any]], None]:
         self.close()
-        self.printer = LivePrinter(objective, total, self.epochs) if self.live else LinePrinter(objective, total)
+        self.printer = LivePrinter(objective, budget, self.epochs) if self.live else LinePrinter(objective, budget)
         return self.printer
 
     def announce(self, msg: str) -> None:

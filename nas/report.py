@@ -190,11 +190,10 @@ def print_runs(runs: list[dict[str, Any]], rich: bool | None = None) -> None:
 
     rows = [cells(r) for r in runs]
     if rich:
+        from rich import box
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text
-
-        from rich import box
 
         # compact on a terminal: space/strategy in one column, the best trial as #id, no year
         t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))

@@ -2,7 +2,7 @@
 
 ``StrategySearcher`` turns any ``nas.Strategy`` into a ``ray.tune.search.Searcher`` (what to try next);
 ``TrialRecorder`` is a ``ray.tune.Callback`` that writes trial records and prints progress (what happened).
-Trials themselves run in ``nas.trial.train_trial``; early stopping, when asked for, is a Ray scheduler.
+Trials themselves run in ``nas.trial.train_trial`` (or ``nas.distributed.train_trial_horovod``); early stopping, when asked for, is a Ray scheduler.
 Keeping the three apart is Ray Tune's own separation of concerns.
 """
 
@@ -17,17 +17,22 @@ from ray.tune import Callback, Stopper
 from ray.tune.search import Searcher
 
 from nas.objective import Objective
+from nas.options import Budget
 from nas.results import add_epoch, best_epoch, epoch_metrics
 from nas.strategy import Strategy
-from nas.trial import GENERATION_KEY, TRIAL_KEY, split_config
+from nas.worker import GENERATION_KEY, TRIAL_KEY, split_config
 
 
 class StrategySearcher(Searcher):
-    """Ray Tune asks ``suggest``; the strategy ``ask``s. A finished trial's best epoch is ``tell``-ed."""
+    """Ray Tune asks ``suggest``; the strategy ``ask``s. A finished trial's best epoch is ``tell``-ed.
+
+    The searcher is where the trial budget is counted (``Budget.finished``): Tune runs with ``num_samples=-1``
+    and the searcher proposes while finished + running + waiting-to-rerun trials stay below the total.
+    """
 
     def __init__(self, strategy: Strategy, on_state: Callable[[dict[str, Any]], None] | None = None,
                  replay: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] | None = None,
-                 recycler: WorkerRecycler | None = None, budget: int | None = None) -> None:
+                 recycler: WorkerRecycler | None = None, budget: Budget | None = None) -> None:
         obj = strategy.objective
         super().__init__(metric=obj.metric, mode=obj.mode)
         self.strategy = strategy
@@ -38,7 +43,7 @@ class StrategySearcher(Searcher):
         self.ray_to_nas: dict[str, str] = {}  # the trials running now (Tune's ids to ours)
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.recycler = recycler
-        self.to_ask = budget  # new proposals still to make (None: until the strategy is exhausted)
+        self.budget = budget  # None: propose until the strategy is exhausted
         self.max_concurrent: int | None = None
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
@@ -55,14 +60,12 @@ class StrategySearcher(Searcher):
         if self.replay:
             nas_id, values, history = self.replay.pop(0)
             return self._start(trial_id, nas_id, values, history)
-        if self.to_ask is not None and self.to_ask <= 0:
+        if self.budget is not None and self.budget.finished + len(self.ray_to_nas) >= self.budget.total:
             return Searcher.FINISHED if not self.ray_to_nas else None  # a running trial may still need a re-run
         proposal = self.strategy.ask()
         if proposal is None:
             self.exhausted = True
             return Searcher.FINISHED if not self.ray_to_nas else None
-        if self.to_ask is not None:
-            self.to_ask -= 1
         self._changed()
         return self._start(trial_id, proposal.trial_id, proposal.values, [])
 
@@ -95,6 +98,8 @@ class StrategySearcher(Searcher):
             add_epoch(history, epoch_metrics(result))
         metrics = None if error else best_epoch(history, self.strategy.objective)
         self.strategy.tell(nas_id, metrics)
+        if self.budget is not None:  # before Tune's callbacks hear of it: the progress line counts it
+            self.budget.finished += 1
         self._changed()
 
     def _changed(self) -> None:
@@ -104,7 +109,8 @@ class StrategySearcher(Searcher):
     # Ray Tune's experiment checkpointing: plain JSON, never pickle, so a state file is readable and portable.
     def get_state(self) -> dict[str, Any]:
         return {"strategy": self.strategy.get_state(), "ray_to_nas": self.ray_to_nas, "history": self.history,
-                "replay": self.replay, "exhausted": self.exhausted, "to_ask": self.to_ask}
+                "replay": self.replay, "exhausted": self.exhausted,
+                "finished": self.budget.finished if self.budget else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.strategy.set_state(state["strategy"])
@@ -112,7 +118,8 @@ class StrategySearcher(Searcher):
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.replay = [tuple(r) for r in state.get("replay", [])]
         self.exhausted = bool(state.get("exhausted", False))
-        self.to_ask = state.get("to_ask", self.to_ask)
+        if self.budget is not None and state.get("finished") is not None:
+            self.budget.finished = int(state["finished"])
 
     def save(self, checkpoint_path: str) -> None:
         tmp = Path(checkpoint_path).with_suffix(".tmp")
@@ -177,8 +184,8 @@ class LostTrials(Callback):
 class WorkerRecycler:
     """Keeps worker memory bounded by replacing workers that grew past a resident-memory limit.
 
-    Keras grows ~6-9 MB per model built in a long-lived process whatever is freed (../shared/STACK.md), and
-    workers are reused across trials. Ray 2.60 offers no public way to retire one reused worker: a
+    Keras grows ~6-9 MB per model built in a long-lived process whatever is freed (``clear_session()``,
+    ``gc.collect()``), and workers are reused across trials. Ray 2.60 offers no public way to retire one reused worker: a
     ``reset_config`` that returns False errors the trial. What Tune does honour is resources: a cached worker is
     reused only by a trial requesting exactly the resources it was started with. So trials carry a worker
     *generation* in their config, and each generation requests a different, negligible number of bytes of Ray's

@@ -10,50 +10,17 @@ because ``build(hp)`` calls ``declare`` first, the same object works unchanged i
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import keras_tuner as kt
 
 from nas.errors import DataError
+from nas.task import Task, make_task
 
 if TYPE_CHECKING:  # keep TensorFlow out of imports that do not train
     import keras
 
     from nas.data import Dataset
-
-TASK_KINDS = ("classification", "regression", "reconstruction", "anomaly")
-
-
-@dataclass(frozen=True)
-class Task:
-    """What the model must do, derived from the data before any trial.
-
-    ``input_shape`` excludes the batch axis: ``(8, 8)`` for digits images, ``(64,)`` for flat features,
-    ``(T, F)`` for sequences, ``(H, W, C)`` for colour images.
-    """
-
-    kind: str
-    input_shape: tuple[int, ...]
-    num_classes: int | None = None  # classification
-    output_dim: int | None = None  # regression
-    normal_class: int | None = None  # anomaly: the class trained on
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in TASK_KINDS:
-            raise DataError(f"task {self.kind!r} is not valid; accepted: {', '.join(TASK_KINDS)}")
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Task":
-        d = dict(d)
-        d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
 
 
 class SearchSpace(kt.HyperModel, abc.ABC):
@@ -115,8 +82,6 @@ class SearchSpace(kt.HyperModel, abc.ABC):
     @classmethod
     def example_task(cls, data: "Dataset") -> Task:
         """The task this space solves on ``data`` by default (its first accepted task kind)."""
-        from nas.data import make_task
-
         return make_task(data, cls.tasks[0])
 
     # -- KerasTuner integration ------------------------------------------------------------------------------

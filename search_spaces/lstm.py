@@ -12,7 +12,8 @@ from typing import Any
 
 import keras_tuner as kt
 
-from nas.space import SearchSpace, Task, head, optimizer
+from nas.space import SearchSpace, head, optimizer
+from nas.task import Task, is_classification, make_task
 
 MAX_LAYERS = 3
 
@@ -29,8 +30,6 @@ class LSTMSpace(SearchSpace):
 
     @classmethod
     def example_task(cls, data: Any) -> Task:
-        from nas.data import is_classification, make_task
-
         return make_task(data, "classification" if is_classification(data) else "regression")
 
     def declare(self, hp: kt.HyperParameters) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from nas import params as P
-from nas.data import load_data, make_task
+from nas.data import load_data
 from nas.registry import create_space
+from nas.task import make_task
 
 pytestmark = pytest.mark.ray
 
@@ -130,13 +131,13 @@ def _listening(pids: set[int]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Add
 def test_local_ray_listens_on_loopback_only() -> None:
     import ray
 
-    from nas.engine import _uses_session, ray_runtime
+    from nas.ray_runtime import ray_session, uses_session
 
     before = ray._private.ray_constants.ENABLE_RAY_CLUSTER
-    with ray_runtime(None, verbose=False, num_cpus=1):
+    with ray_session(None, verbose=False, num_cpus=1):
         ray.get(ray.remote(lambda: 1).remote())  # a worker process too
         session = Path(ray._private.worker._global_node.get_session_dir_path()).name
-        pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uses_session(p, session)}
+        pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, session)}
         addrs = _listening(pids | {os.getpid()})
     assert len(addrs) >= 3, addrs  # the GCS, the raylet, workers
     exposed = [a for a in addrs if not (a.is_loopback or getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)]

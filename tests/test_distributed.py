@@ -6,6 +6,7 @@ Horovod is required here, not optional: CI builds it with launch/install-horovod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -58,9 +59,12 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
     # the same loop in this process, one rank, the same global batch and shuffling
     from nas.data import load_data
     from nas.distributed import DataParallelTrainer
+    from nas.objective import Objective
+    from nas.options import TrialSetup
+    from nas.task import Task
 
-    setup = {"space": spec["space"], "space_options": {}, "task": spec["task"], "epochs": 2,
-             "seed": spec["seed"], "cpus_per_trial": 1}
+    setup = TrialSetup(space=spec["space"], task=Task.from_json(spec["task"]), epochs=2,
+                       objective=Objective("val_accuracy", "max"), seed=spec["seed"])
     ref = DataParallelTrainer({"__nas_trial__": "0", **rec["config"]}, load_data("digits", seed=spec["seed"]),
                               setup, use_horovod=False)
     worst = 0.0
@@ -69,7 +73,7 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
         for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert abs(m[k] - h[k]) < 2e-3, (k, m[k], h[k])
             worst = max(worst, abs(m[k] - h[k]))
-    with np.load(run / "trials" / "0" / "resume.npz") as f:  # rank 0's checkpoint, the nas/trial.py format
+    with np.load(run / "trials" / "0" / "resume.npz") as f:  # rank 0's checkpoint, the nas/worker.py format
         meta = json.loads(bytes(f["meta"]).decode())
         dist = [f[f"w{i}"] for i in range(meta["n_weights"])]
     assert meta["epoch"] == 2
@@ -80,7 +84,7 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
 
     # the checkpoint is the single-worker format: a trial resumed from it continues at epoch 3 with its weights
     again = DataParallelTrainer({"__nas_trial__": "0", **rec["config"]}, load_data("digits", seed=spec["seed"]),
-                                dict(setup, run_dir=str(run)), use_horovod=False)
+                                dataclasses.replace(setup, run_dir=str(run)), use_horovod=False)
     assert again.epoch == 2 and again.resumed["metrics"]["workers"] == 2
     assert all(np.array_equal(a, b) for a, b in zip(again.weights(), dist))
 

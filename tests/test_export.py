@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import CLI
+
 from nas.objective import Objective
 from nas.registry import SPACES, available
 from nas.results import pareto_front

@@ -6,6 +6,7 @@ import io
 import pickle
 
 from nas.objective import Objective
+from nas.options import Budget
 from nas.progress import LinePrinter, LivePrinter, Progress, format_duration
 
 OBJ = Objective("val_accuracy", "max")
@@ -18,14 +19,21 @@ def _rec(tid: str, acc: float | None, epochs: int = 2) -> dict:
             "error": None if acc is not None else "ValueError: boom"}
 
 
+def _event(p, kind: str, rec: dict) -> None:
+    """As in a search: the searcher counts a finished trial in the budget before the printer hears of it."""
+    if kind in ("completed", "failed"):
+        p.budget.finished += 1
+    p(kind, rec)
+
+
 def test_line_printer_prints_one_line_per_finished_trial() -> None:
     out = io.StringIO()
-    p = LinePrinter(OBJ, 3, stream=out)
-    p("started", _rec("0", 0.5))
-    p("epoch", _rec("0", 0.5))
-    p("completed", _rec("0", 0.5))
-    p("completed", _rec("1", 0.9))
-    p("failed", _rec("2", None))
+    p = LinePrinter(OBJ, Budget(3), stream=out)
+    _event(p, "started", _rec("0", 0.5))
+    _event(p, "epoch", _rec("0", 0.5))
+    _event(p, "completed", _rec("0", 0.5))
+    _event(p, "completed", _rec("1", 0.9))
+    _event(p, "failed", _rec("2", None))
     lines = out.getvalue().splitlines()
     assert len(lines) == 3, lines
     assert lines[0].startswith("[1/3] trial 0: val_accuracy=0.5  best 0.5 (trial 0)")
@@ -38,16 +46,16 @@ def test_live_printer_shows_state_prints_lines_and_stops() -> None:
 
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=True, width=160)
-    p = LivePrinter(OBJ, 4, epochs=2, console=con)
+    p = LivePrinter(OBJ, Budget(4), epochs=2, console=con)
     try:
-        p("started", _rec("0", None))
-        p("epoch", {**_rec("1", 0.7, epochs=1)})
+        _event(p, "started", _rec("0", None))
+        _event(p, "epoch", {**_rec("1", 0.7, epochs=1)})
         text = _plain(p.render(), con)
         assert "2 running" in text and "2 to go (of 4)" in text, text
         assert "building" in text and "1/2" in text  # trial 0 has no epoch yet, trial 1 is at epoch 1 of 2
         assert p.eta() is not None
-        p("completed", _rec("1", 0.9))
-        p("failed", _rec("0", None))
+        _event(p, "completed", _rec("1", 0.9))
+        _event(p, "failed", _rec("0", None))
         text = _plain(p.render(), con)
         assert "1 done" in text and "1 failed" in text and "best val_accuracy=0.9" in text and "units=32" in text
     finally:
@@ -71,10 +79,10 @@ def _plain(renderable, con) -> str:
 
 def test_progress_picks_plain_lines_off_a_terminal_and_closes() -> None:
     with Progress(epochs=2, live=False) as progress:
-        printer = progress.factory(OBJ, 2)
+        printer = progress.factory(OBJ, Budget(2))
         assert type(printer) is LinePrinter
     with Progress(epochs=2) as progress:  # pytest captures stdout: not a terminal
-        assert type(progress.factory(OBJ, 2)) is LinePrinter
+        assert type(progress.factory(OBJ, Budget(2))) is LinePrinter
 
 
 def test_format_duration() -> None:

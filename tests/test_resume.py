@@ -14,8 +14,9 @@ import pytest
 
 import nas
 from nas import params as P
-from nas.data import load_data, make_task
+from nas.data import load_data
 from nas.registry import create_space
+from nas.task import make_task
 
 pytestmark = pytest.mark.ray
 
@@ -53,10 +54,10 @@ def _wait_for(run: Path, proc: subprocess.Popen, completed: int, timeout: float 
 
 
 def _session_processes(session_dir: str) -> list[int]:
-    from nas.engine import _uses_session
+    from nas.ray_runtime import uses_session
 
     name = Path(session_dir).name
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uses_session(p, name)]
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, name)]
 
 
 def test_kill_9_then_resume_is_exact(cli) -> None:

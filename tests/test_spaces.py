@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from nas import params as P
-from nas.data import Dataset, load_data, make_task
+from nas.data import Dataset, load_data
 from nas.errors import DataError
 from nas.registry import SPACES, create_space, load
-from nas.space import Task
+from nas.task import Task, make_task
 
 SPACE_NAMES = ("mlp", "cnn", "ae", "lstm")
 

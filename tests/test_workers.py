@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from nas.distributed import trial_resources
-from nas.engine import SearchOptions
 from nas.errors import NasError
+from nas.options import SearchOptions
+from nas.ray_runtime import trial_resources
 from nas.searcher import StrategySearcher, WorkerRecycler
-from nas.trial import GENERATION_KEY
+from nas.worker import GENERATION_KEY
 
 
 def test_recycler_starts_one_new_generation_per_worker_over_the_limit() -> None:
@@ -80,12 +80,14 @@ def test_workers_under_the_limit_are_reused(small_run) -> None:
 
 def _searcher(budget: int) -> StrategySearcher:
     import nas
-    from nas.data import load_data, make_task
+    from nas.data import load_data
+    from nas.options import Budget
     from nas.registry import create_space
+    from nas.task import make_task
 
     hp = create_space("mlp", task=make_task(load_data("digits"), "classification")).hyperparameters()
     return StrategySearcher(nas.create_strategy("random", space=hp, objective="val_accuracy:max", seed=0),
-                            budget=budget)
+                            budget=Budget(budget))
 
 
 def test_searcher_limits_concurrency_counts_the_budget_and_requeues() -> None:

@@ -1,11 +1,14 @@
 """Conformance checks every search space and strategy must pass (built-in or third-party).
 
-Plugin authors call them from their own tests::
+Each property is its own check, so a plugin author sees every property that fails, not only the first. One line
+in a plugin's own test module certifies it, with one pytest test per property (as Optuna's sampler test cases)::
 
-    from nas.testing.conformance import check_strategy, check_space
-    def test_my_strategy(): check_strategy("my_pkg.mod:MyStrategy")
+    from nas.testing.conformance import space_conformance, strategy_conformance
+    test_my_strategy = strategy_conformance("my_pkg.mod:MyStrategy")   # test_my_strategy[resumes_exactly] ...
+    test_my_space = space_conformance("my_pkg.mod:MySpace")
 
-``tests/test_conformance.py`` runs them over every registered plugin.
+Without pytest: ``check_strategy(name)`` / ``check_space(name)`` run every property and raise one
+``AssertionError`` listing each that failed. ``tests/test_conformance.py`` runs them over every registered plugin.
 """
 
 from __future__ import annotations
@@ -62,40 +65,42 @@ def _run(strategy: Any, n: int, fail_every: int = 0, metric: Callable = toy_metr
     return proposals
 
 
-def check_strategy(name: str, n: int = 24, space: kt.HyperParameters | None = None, **options: Any) -> None:
-    """The strategy contract: valid proposals, seeded reproducibility, exact resume, failures tolerated."""
-    space = space or toy_space()
+# -- strategy properties -------------------------------------------------------------------------------------
+Factory = Callable[[int], Any]
 
-    def make(seed: int = 0) -> Any:
-        return create_strategy(name, space=space, objective="val_accuracy:max", seed=seed, **options)
 
-    # valid points of the space (conditionals respected), failures tolerated
-    a = make()
-    proposals_a = _run(a, n, fail_every=5)
-    assert proposals_a, f"{name}: proposed nothing"
-    for v in proposals_a:
+def _proposes_valid_points(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """Proposals are points of the space (conditional parameters respected), with some trials failing."""
+    proposals = _run(make(0), n, fail_every=5)
+    assert proposals, "proposed nothing"
+    for v in proposals:
         P.validate(space, v)
 
-    # seeded runs are identical
-    proposals_b = _run(make(), n, fail_every=5)
-    assert proposals_a == proposals_b, f"{name}: two runs with the same seed proposed differently"
 
-    # get_state / set_state mid-run continues exactly, through JSON, with trials still pending
-    ref = make()
+def _same_seed_same_proposals(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """Two runs with the same seed propose the same configurations."""
+    assert _run(make(0), n, fail_every=5) == _run(make(0), n, fail_every=5), \
+        "two runs with the same seed proposed differently"
+
+
+def _resumes_exactly(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """get_state -> JSON -> set_state mid-run, with a trial pending, continues as an uninterrupted run would."""
+    ref = make(0)
     _run(ref, n // 2, fail_every=5)
     pending = ref.ask()
     state = json.loads(json.dumps(ref.get_state()))
-    resumed = make(seed=12345)  # the state, not the constructor's seed, must decide what comes next
+    resumed = make(12345)  # the state, not the constructor's seed, must decide what comes next
     resumed.set_state(state)
     if pending is not None:
         for s in (ref, resumed):
             s.tell(pending.trial_id, {"val_accuracy": toy_metric(pending.values)})
-    rest_ref = _run(ref, n - n // 2 - 1)
-    rest_resumed = _run(resumed, n - n // 2 - 1)
-    assert rest_ref == rest_resumed, f"{name}: proposals after set_state differ from an uninterrupted run"
+    assert _run(ref, n - n // 2 - 1) == _run(resumed, n - n // 2 - 1), \
+        "proposals after set_state differ from an uninterrupted run"
 
-    # all failures do not break it
-    c = make(seed=3)
+
+def _survives_only_failures(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """After nothing but failed trials it still proposes valid points."""
+    c = make(3)
     for _ in range(6):
         p = c.ask()
         if p is None:
@@ -105,10 +110,11 @@ def check_strategy(name: str, n: int = 24, space: kt.HyperParameters | None = No
     if p is not None:
         P.validate(space, p.values)
 
-    # several pending at once (asynchronous completion, as on Ray), told out of order
-    d = make(seed=4)
-    batch = [d.ask() for _ in range(4)]
-    batch = [p for p in batch if p is not None]
+
+def _accepts_out_of_order_results(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """Several trials pending at once (as on Ray), told in another order than asked."""
+    d = make(4)
+    batch = [p for p in (d.ask() for _ in range(4)) if p is not None]
     for p in reversed(batch):
         d.tell(p.trial_id, {"val_accuracy": toy_metric(p.values)})
     p = d.ask()
@@ -116,33 +122,117 @@ def check_strategy(name: str, n: int = 24, space: kt.HyperParameters | None = No
         P.validate(space, p.values)
 
 
-def check_space(name: str, configurations: int = 10, seed: int = 0, task: Any = None, data: Any = None) -> None:
-    """The space contract: the whole space is declared up front, and seeded random configurations all build,
-    compile and train one batch on matching data."""
+STRATEGY_PROPERTIES: dict[str, Callable[[Factory, kt.HyperParameters, int], None]] = {
+    "proposes_valid_points": _proposes_valid_points,
+    "same_seed_same_proposals": _same_seed_same_proposals,
+    "resumes_exactly": _resumes_exactly,
+    "survives_only_failures": _survives_only_failures,
+    "accepts_out_of_order_results": _accepts_out_of_order_results,
+}
+
+
+def check_strategy_property(prop: str, name: str, n: int = 24, space: kt.HyperParameters | None = None,
+                            **options: Any) -> None:
+    """One property of ``STRATEGY_PROPERTIES`` for the strategy ``name`` (registered, module:Class, file.py:Class)."""
+    space = space or toy_space()
+
+    def make(seed: int) -> Any:
+        return create_strategy(name, space=space, objective="val_accuracy:max", seed=seed, **options)
+
+    try:
+        STRATEGY_PROPERTIES[prop](make, space, n)
+    except AssertionError as e:
+        raise AssertionError(f"strategy {name!r} fails {prop!r}: {e}") from None
+
+
+def check_strategy(name: str, n: int = 24, space: kt.HyperParameters | None = None, **options: Any) -> None:
+    """Every strategy property; one AssertionError naming each property that fails."""
+    _check_all(STRATEGY_PROPERTIES, lambda prop: check_strategy_property(prop, name, n, space, **options))
+
+
+# -- space properties ----------------------------------------------------------------------------------------
+def _declares_whole_space(space: Any, data: Any, configurations: int, seed: int) -> None:
+    """The whole space, every conditional branch included, is declared up front, the same way every time."""
+    hp = space.hyperparameters()
+    assert hp.space, "declares no hyperparameters"
+    again = space.hyperparameters()
+    assert [p.name for p in again.space] == [p.name for p in hp.space], "declare() is not deterministic"
+
+
+def _builds_and_trains(space: Any, data: Any, configurations: int, seed: int) -> None:
+    """The default and seeded random configurations build compiled models that train one batch, and building
+    declares no parameter beyond the declared space."""
     import keras
 
-    from nas.data import load_data
-    from nas.registry import SPACES, load
-
-    data = data or load_data("digits")
-    task = task or load(SPACES, name).example_task(data)
-    space = create_space(name, task=task)
-    data = space.prepare_data(data)
-
     hp = space.hyperparameters()
-    assert hp.space, f"{name}: declares no hyperparameters"
-    again = space.hyperparameters()
-    assert [p.name for p in again.space] == [p.name for p in hp.space], f"{name}: declare() is not deterministic"
-
     rng = np.random.default_rng(seed)
     xb, yb = data.x_train[:16], data.y_train[:16]
     for i in range(configurations):
         values = P.sample_values(hp, rng) if i else P.default_values(hp)
         h = P.to_hp(hp, values)
         model = space.build(h)
-        assert model.optimizer is not None, f"{name}: build() returned an uncompiled model for {values}"
+        assert getattr(model, "optimizer", None) is not None, f"build() returned an uncompiled model for {values}"
         loss = model.train_on_batch(xb, yb, return_dict=True)
-        assert loss, f"{name}: training one batch returned nothing for {values}"
-        # building never adds parameters beyond the declared space
-        assert {p.name for p in h.space} == {p.name for p in hp.space}, f"{name}: build() declared new parameters"
+        assert loss, f"training one batch returned nothing for {values}"
+        assert {p.name for p in h.space} == {p.name for p in hp.space}, f"build() declared new parameters for {values}"
         keras.backend.clear_session(free_memory=False)
+
+
+SPACE_PROPERTIES: dict[str, Callable[[Any, Any, int, int], None]] = {
+    "declares_whole_space": _declares_whole_space,
+    "builds_and_trains": _builds_and_trains,
+}
+
+
+def check_space_property(prop: str, name: str, configurations: int = 10, seed: int = 0, task: Any = None,
+                         data: Any = None) -> None:
+    """One property of ``SPACE_PROPERTIES`` for the space ``name``, on ``data`` (default: digits)."""
+    from nas.data import load_data
+    from nas.registry import SPACES, load
+
+    data = data or load_data("digits")
+    task = task or load(SPACES, name).example_task(data)
+    space = create_space(name, task=task)
+    try:
+        SPACE_PROPERTIES[prop](space, space.prepare_data(data), configurations, seed)
+    except AssertionError as e:
+        raise AssertionError(f"space {name!r} fails {prop!r}: {e}") from None
+
+
+def check_space(name: str, configurations: int = 10, seed: int = 0, task: Any = None, data: Any = None) -> None:
+    """Every space property; one AssertionError naming each property that fails."""
+    _check_all(SPACE_PROPERTIES, lambda prop: check_space_property(prop, name, configurations, seed, task, data))
+
+
+def _check_all(properties: dict[str, Any], check: Callable[[str], None]) -> None:
+    failures = []
+    for prop in properties:
+        try:
+            check(prop)
+        except AssertionError as e:
+            failures.append(str(e))
+    if failures:
+        raise AssertionError(f"{len(failures)} of {len(properties)} properties fail:\n" + "\n".join(failures))
+
+
+# -- pytest: one named test per property ----------------------------------------------------------------------
+def strategy_conformance(name: str, **options: Any) -> Callable[[str], None]:
+    """A pytest test function parametrised over every strategy property: ``test_x = strategy_conformance(...)``."""
+    import pytest
+
+    @pytest.mark.parametrize("prop", list(STRATEGY_PROPERTIES))
+    def test(prop: str) -> None:
+        check_strategy_property(prop, name, **options)
+
+    return test
+
+
+def space_conformance(name: str, **kwargs: Any) -> Callable[[str], None]:
+    """A pytest test function parametrised over every space property: ``test_x = space_conformance(...)``."""
+    import pytest
+
+    @pytest.mark.parametrize("prop", list(SPACE_PROPERTIES))
+    def test(prop: str) -> None:
+        check_space_property(prop, name, **kwargs)
+
+    return test

@@ -1,0 +1,168 @@
+"""What a search is asked to do: its options, their accepted values, and what a trial is handed.
+
+- ``SearchOptions``: every option of ``nas search`` (the CLI builds one; ``check`` validates it).
+- The choice lists the CLI offers (``SCHEDULERS``, ``DISTRIBUTED_MODES``, ``TASK_KINDS``, ``DATA_SOURCES``).
+- ``TrialSetup``: the frozen, typed part of the options every trial needs, sent to the Ray workers once.
+- ``Budget``: the trial budget of a search, counted in one place.
+- ``SearchResult``: what a finished (or interrupted) search returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from nas.data import BUILTIN as DATA_SOURCES
+from nas.errors import NasError
+from nas.objective import Objective
+from nas.task import TASK_KINDS, Task
+
+SCHEDULERS = ("none", "asha", "hyperband", "median")
+DISTRIBUTED_MODES = ("none", "horovod", "mirrored")
+STORAGE_HELP = "directory holding runs (default: $NAS_STORAGE or ~/nas-runs)"
+
+__all__ = ["DATA_SOURCES", "DISTRIBUTED_MODES", "RESUME_MAY_CHANGE", "SCHEDULERS", "STORAGE_HELP", "TASK_KINDS",
+           "Budget", "SearchOptions", "SearchResult", "TrialSetup"]
+
+
+@dataclass
+class SearchOptions:
+    space: str = "mlp"
+    strategy: str = "random"
+    data: str = "digits"
+    target: str | None = None
+    window: int | None = None
+    task: str | None = None
+    normal_class: int | None = None
+    objectives: list[str] = field(default_factory=list)
+    trials: int = 10
+    epochs: int = 5
+    seed: int | None = 0
+    name: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    space_options: dict[str, Any] = field(default_factory=dict)
+    num_cpus: int | None = None  # local Ray only: CPUs it may use (default: all)
+    num_gpus: int | None = None  # local Ray only: logical GPUs it advertises
+    scheduler: str = "none"  # early stopping: asha | hyperband | median | none
+    min_epochs: int = 1  # grace period before a scheduler may stop a trial
+    max_params: int | None = None  # constraint: reject larger models before training
+    max_latency_ms: float | None = None  # constraint: reject slower models before training
+    max_failures: int = 0  # retries of a trial whose worker died, from its last checkpoint
+    max_consecutive_failures: int = 5  # stop the search after this many failed trials in a row (0: never)
+    workers_per_trial: int = 1  # data-parallel ranks per trial (--distributed horovod)
+    distributed: str = "none"  # none | horovod | mirrored
+    scale_lr: bool = False  # horovod: multiply the learning rate by the number of ranks
+    max_worker_rss_mb: float | str = "auto"  # replace reused workers above this RSS ("auto": 1.5x fresh; "off")
+    verbose: bool = False
+
+    def check(self) -> None:
+        """Raise ``NasError`` naming the first bad value and what is accepted."""
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise NasError(f"--trials {self.trials!r} is not valid; give an integer >= 1")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise NasError(f"--epochs {self.epochs!r} is not valid; give an integer >= 1")
+        if self.scheduler not in SCHEDULERS:
+            raise NasError(f"--scheduler {self.scheduler!r} is not valid; accepted: {', '.join(SCHEDULERS)}")
+        if not isinstance(self.min_epochs, int) or not 1 <= self.min_epochs <= self.epochs:
+            raise NasError(f"--min-epochs {self.min_epochs!r} is not valid; give an integer from 1 to --epochs "
+                           f"({self.epochs})")
+        if self.max_params is not None and self.max_params < 1:
+            raise NasError(f"--max-params {self.max_params!r} is not valid; give an integer >= 1")
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            raise NasError(f"--max-latency-ms {self.max_latency_ms!r} is not valid; give a number > 0")
+        if self.max_failures < 0 or self.max_consecutive_failures < 0:
+            raise NasError("--max-failures and --max-consecutive-failures must be >= 0")
+        if self.max_worker_rss_mb not in ("auto", "off"):
+            try:
+                ok = float(self.max_worker_rss_mb) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise NasError(f"--max-worker-rss-mb {self.max_worker_rss_mb!r} is not valid; give a number of MB "
+                               f"> 0, 'auto' (1.5x a fresh worker's) or 'off'")
+            self.max_worker_rss_mb = float(self.max_worker_rss_mb)
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise NasError(f"--max-concurrent {self.max_concurrent!r} is not valid; give an integer >= 1")
+        if not self.cpus_per_trial > 0:
+            raise NasError(f"--cpus-per-trial {self.cpus_per_trial!r} is not valid; give a number > 0")
+        if self.distributed not in DISTRIBUTED_MODES:
+            raise NasError(f"--distributed {self.distributed!r} is not valid; accepted: {', '.join(DISTRIBUTED_MODES)}")
+        if not isinstance(self.workers_per_trial, int) or self.workers_per_trial < 1:
+            raise NasError(f"--workers-per-trial {self.workers_per_trial!r} is not valid; give an integer >= 1")
+        if self.workers_per_trial > 1 and self.distributed != "horovod":
+            raise NasError(f"--workers-per-trial {self.workers_per_trial} needs --distributed horovod "
+                           f"(--distributed mirrored uses the GPUs of one worker: raise --gpus-per-trial instead)")
+        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
+            raise NasError(
+                f"--gpus-per-trial {self.gpus_per_trial!r} is not valid; give 0, a fraction below 1, or a whole number"
+            )
+
+    @property
+    def ranks(self) -> int:
+        """Processes one trial trains on: its Horovod ranks, else 1."""
+        return self.workers_per_trial if self.distributed == "horovod" else 1
+
+
+#: options a resumed search may change; any other option given must equal the stored one
+RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
+                     "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "max_worker_rss_mb",
+                     "storage", "name")
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one search needs besides its own configuration; sent to the workers once."""
+
+    space: str  # a registered name, module:Class or an absolute file.py:Class
+    task: Task
+    epochs: int
+    objective: Objective  # trials save their model at their best epoch by it
+    space_options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = 0
+    run_dir: str = ""  # "": a trial outside a run (writes no checkpoint)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    distributed: str = "none"
+    scale_lr: bool = False
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+
+    @classmethod
+    def of(cls, opts: SearchOptions, task: Task, objective: Objective, run_dir: Path | str) -> "TrialSetup":
+        return cls(space=opts.space, task=task, epochs=opts.epochs, objective=objective,
+                   space_options=dict(opts.space_options), seed=opts.seed, run_dir=str(run_dir),
+                   cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
+                   workers_per_trial=opts.workers_per_trial, distributed=opts.distributed, scale_lr=opts.scale_lr,
+                   max_params=opts.max_params, max_latency_ms=opts.max_latency_ms)
+
+
+@dataclass
+class Budget:
+    """How many trials a search is to finish, and how many have (completed or failed, earlier sessions
+    included). The searcher counts; the engine and the progress display read it."""
+
+    total: int
+    finished: int = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.finished >= self.total
+
+
+@dataclass
+class SearchResult:
+    name: str
+    directory: Path
+    best: dict[str, Any] | None
+    trials: list[dict[str, Any]]
+    objective: Objective
+    wall_s: float
+    interrupted: bool = False
+    stopped: str | None = None  # why the search stopped early (too many consecutive failures)

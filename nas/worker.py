@@ -1,0 +1,183 @@
+"""What runs inside a Ray worker, shared by every kind of trial (single-process ``nas.trial`` and data-parallel
+``nas.distributed``): the trial's seed and files, epoch checkpoints, the per-epoch report fields, finiteness
+checks, framework configuration, and the space and data a worker keeps between trials.
+
+Workers are reused across trials (``reuse_actors=True``), so the framework is configured once per worker process
+and the space object and its prepared data are cached per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from nas.options import TrialSetup
+
+TRIAL_KEY = "__nas_trial__"
+GENERATION_KEY = "__nas_worker_generation__"  # which generation of workers may run the trial (WorkerRecycler)
+
+_worker: dict[str, Any] = {}  # per-process cache: framework configured, spaces, prepared data
+
+CHECKPOINT = "resume.npz"
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot produce a usable result (NaN loss, bad configuration)."""
+
+
+class TrialInfeasible(TrialFailed):
+    """A configuration that breaks a constraint (--max-params, --max-latency-ms); rejected before training."""
+
+
+def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The nas trial id and the hyperparameter values in a Ray trial config."""
+    values = {k: v for k, v in config.items() if not k.startswith("__")}
+    return str(config.get(TRIAL_KEY, "")), values
+
+
+def artifact_dir(run_dir: str | Path, trial_id: str) -> Path:
+    """Where a trial writes its files (weights, logs): ``<run>/trials/<id>/``, beside its record ``<id>.json``."""
+    return Path(run_dir) / "trials" / str(trial_id)
+
+
+def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, Any]) -> None:
+    """The model's and optimizer's variables after ``epoch``, in one file replaced atomically: a kill at any
+    moment leaves either the previous or the new checkpoint, never half of one."""
+    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(model.get_weights())}
+    opt_vars = list(getattr(model.optimizer, "variables", []) or [])
+    arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(opt_vars)})
+    meta = {"epoch": int(epoch), "metrics": metrics, "n_weights": len(model.get_weights()), "n_opt": len(opt_vars)}
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
+    tmp = out_dir / f".{CHECKPOINT}.{os.getpid()}.tmp.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out_dir / CHECKPOINT)
+
+
+def load_checkpoint(out_dir: Path, model: Any) -> dict[str, Any] | None:
+    """Restore ``model`` (weights and optimizer state) from the trial's last checkpoint; None when there is
+    none or it cannot be used (then the trial starts from epoch 0 and the file is left as it is)."""
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            meta = json.loads(bytes(f["meta"]).decode())
+            weights = [f[f"w{i}"] for i in range(meta["n_weights"])]
+            opt = [f[f"o{i}"] for i in range(meta["n_opt"])]
+        model.set_weights(weights)
+        if opt:
+            model.optimizer.build(model.trainable_variables)
+            for var, value in zip(model.optimizer.variables, opt):
+                var.assign(value)
+        return meta
+    except Exception as e:  # a corrupted or incompatible file: train from scratch, keep the file for inspection
+        print(f"nas: checkpoint {path} is unusable ({type(e).__name__}: {e}); trial restarts from epoch 0")
+        return None
+
+
+def trial_seed(seed: int | None, trial_id: str) -> int:
+    base = 0 if seed is None else int(seed)
+    return (base * 1_000_003 + int(trial_id or 0) * 7919 + 17) % (2**31 - 1)
+
+
+def rss_mb() -> float:
+    """This process's resident memory (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def node_id() -> str:
+    """The Ray node this process runs on (host names repeat when several Ray nodes share a machine)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return ""
+
+
+def check_finite(metrics: dict[str, float], epoch: int) -> None:
+    """A NaN or infinite loss fails the trial, saying which loss and at which epoch."""
+    bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
+    if bad:
+        raise TrialFailed(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}")
+
+
+def epoch_fields(epoch: int, params: int, started: float, fit_started: float, resumed_from_epoch: int,
+                 rss_mb: float, gpu_ids: str) -> dict[str, Any]:
+    """What every epoch report carries beside the model's metrics (single-process and Horovod trials alike)."""
+    return {
+        "epoch": epoch,
+        "params": params,
+        "train_time_s": round(time.perf_counter() - started, 4),  # ``started``: a perf_counter reading
+        "node": os.uname().nodename,
+        "node_id": node_id(),
+        "pid": os.getpid(),
+        "fit_started": fit_started,
+        "resumed_from_epoch": resumed_from_epoch,
+        "worker_rss_mb": round(rss_mb, 1),
+        "gpu_ids": gpu_ids,
+    }
+
+
+def configure_framework(cpus: float) -> None:
+    """TensorFlow's threads follow the trial's CPUs; GPU memory is taken as needed, so fractional GPUs share a
+    card. Once per worker process."""
+    if _worker.get("tf"):
+        return
+    import tensorflow as tf
+
+    threads = max(1, int(math.floor(cpus)))
+    try:  # only possible before TensorFlow runs its first op in this process
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:  # take GPU memory as needed, so fractional GPUs can share a card
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+    _worker["tf"] = True
+
+
+def space_and_data(setup: TrialSetup, data: Any) -> tuple[Any, Any, Any]:
+    """The space object, its hyperparameters and its prepared data; cached while a worker runs the same search."""
+    from nas.registry import create_space
+
+    key = (setup.space, repr(setup.space_options), repr(setup.task), id(data))
+    cached = _worker.get("space")
+    if cached and cached[0] == key:
+        return cached[1], cached[2], cached[3]
+    space = create_space(setup.space, task=setup.task, **dict(setup.space_options))
+    hp_space = space.hyperparameters()
+    prepared = space.prepare_data(data)
+    _worker["space"] = (key, space, hp_space, prepared)
+    return space, hp_space, prepared
+
+
+def distribution_scope(setup: TrialSetup) -> Any:
+    """``--distributed mirrored``: a MirroredStrategy scope over this trial's GPUs (the CPU when it has none);
+    Keras 3 ``model.fit`` on one host works under it. Otherwise a no-op context."""
+    if setup.distributed != "mirrored":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy().scope()
