@@ -50,11 +50,13 @@ class Fixed(Strategy):
         return dict(CONFIG)
 
 
-def make_data(path: Path, samples: int, seed: int = 0) -> str:
+def make_data(path: Path, samples: int, generated: bool = False, seed: int = 0) -> str:
     """An .npz of MNIST (first `samples` training images, 10,000 validation), or generated images."""
     import numpy as np
 
     try:
+        if generated:
+            raise RuntimeError("--generated")
         import keras
 
         (x, y), (xv, yv) = keras.datasets.mnist.load_data()
@@ -127,6 +129,7 @@ def main() -> None:
     ap.add_argument("--fractions", default="1,0.5,0.25,0.125")
     ap.add_argument("--backend", default="jax")
     ap.add_argument("--num-gpus", type=int, help="local Ray: GPUs to advertise (default: detected)")
+    ap.add_argument("--generated", action="store_true", help="do not try to download MNIST (offline machines)")
     ap.add_argument("--out", type=Path, help="also write the figures here (JSON and Markdown)")
     ap.add_argument("--raw", help=argparse.SUPPRESS)  # internal: the plain-fit child process
     args = ap.parse_args()
@@ -136,7 +139,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="nas-gpu-bench-"))
     data = str(work / "mnist.npz")
-    source = make_data(Path(data), args.samples)
+    source = make_data(Path(data), args.samples, args.generated)
     child = subprocess.run([sys.executable, __file__, "--raw", data, "--epochs", str(args.epochs),
                             "--backend", args.backend], capture_output=True, text=True)
     if child.returncode != 0:

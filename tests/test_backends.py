@@ -39,8 +39,10 @@ class Probe(MLPSpace):
 
 
 def test_bad_backend_names_and_missing_frameworks_are_one_line(cli, capsys, monkeypatch) -> None:
-    code, _, err = cli.inprocess("search", "--backend", "mxnet", capsys=capsys, monkeypatch=monkeypatch)
-    assert code == 2 and "--backend" in err and "'mxnet'" in err and "tensorflow, jax, torch" in err, err
+    proc = cli("search", "--backend", "mxnet", check=False)
+    err = proc.stderr
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--backend: invalid choice: 'mxnet' (choose from 'tensorflow', 'jax', 'torch')" in err, err
     monkeypatch.setenv("KERAS_BACKEND", "mxnet")
     with pytest.raises(NasError, match="KERAS_BACKEND 'mxnet' is not valid; accepted: tensorflow, jax, torch"):
         backends.check(None)
@@ -98,11 +100,14 @@ def test_every_trial_trains_with_the_chosen_backend(jax_run) -> None:
     cli, root, proc = jax_run
     assert "2 completed, 0 failed" in proc.stdout, proc.stdout
     seen = [json.loads(p.read_text()) for p in (root / "seen").glob("*.json")]
+    # the driver (it builds the default model once, to learn the metric names) and every worker run jax
     assert seen and all(s["keras_backend"] == "jax" and s["KERAS_BACKEND"] == "jax" for s in seen), seen
-    # each half GPU's worker: its own device, no preallocation, at most 90 % of its half of the memory
-    assert sorted(s["CUDA_VISIBLE_DEVICES"] for s in seen) == ["0", "1"], seen
+    workers = [s for s in seen if s["CUDA_VISIBLE_DEVICES"] is not None]
+    assert len(workers) == 2, seen
+    # each half-GPU worker: one device (Ray's), no preallocation, at most 90 % of its half of the memory
+    assert all(s["CUDA_VISIBLE_DEVICES"] in ("0", "1") for s in workers), workers
     assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and float(s["XLA_PYTHON_CLIENT_MEM_FRACTION"]) ==
-               pytest.approx(0.45) for s in seen), seen
+               pytest.approx(0.45) for s in workers), workers
     status = cli.status("jx")
     assert status["backend"] == "jax"
     assert all(t["device"] == "cpu" for t in status["trials"])  # the trials' own report of their device
