@@ -2,40 +2,50 @@
 
 Public names: ``create_strategy``, ``create_space``, ``Strategy``, ``Proposal``, ``SearchSpace``, ``Task``,
 ``Objective``. Everything else lives in sub-modules.
+
+Names are loaded on first use (PEP 562): ``import nas`` imports neither Keras nor a framework, so commands that
+only read runs (``nas status``, ``nas runs``, ``nas list``) start in well under a second, and a search can pick
+its Keras backend before Keras is imported.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
-# keras_tuner imports TensorFlow: keep its C++ log lines and the oneDNN banner (printed before TF reads its log
-# level) out of the terminal. A user's own settings win; `nas ... --verbose` brings Ray's and TF's logs back.
+# TensorFlow's C++ log lines stay out of the terminal (a user's own setting wins; `--verbose` shows them).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-from nas.errors import DataError, NasError, PluginError, ResourceError, RunError
-from nas.objective import Objective, parse_objective
-from nas.registry import create_space, create_strategy
-from nas.space import SearchSpace
-from nas.strategy import Observation, Proposal, Strategy
-from nas.task import Task
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataError",
-    "NasError",
-    "Objective",
-    "Observation",
-    "PluginError",
-    "Proposal",
-    "ResourceError",
-    "RunError",
-    "SearchSpace",
-    "Strategy",
-    "Task",
-    "__version__",
-    "create_space",
-    "create_strategy",
-    "parse_objective",
-]
+_WHERE = {
+    "DataError": "nas.errors",
+    "NasError": "nas.errors",
+    "PluginError": "nas.errors",
+    "ResourceError": "nas.errors",
+    "RunError": "nas.errors",
+    "Objective": "nas.objective",
+    "parse_objective": "nas.objective",
+    "create_space": "nas.registry",
+    "create_strategy": "nas.registry",
+    "SearchSpace": "nas.space",
+    "Task": "nas.task",
+    "Observation": "nas.strategy",
+    "Proposal": "nas.strategy",
+    "Strategy": "nas.strategy",
+}
+
+__all__ = sorted([*_WHERE, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

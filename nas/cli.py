@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from nas import backends
 from nas.errors import NasError
 from nas.options import (
+    BACKENDS,
     DATA_SOURCES,
     DISTRIBUTED_MODES,
     SCHEDULERS,
@@ -24,6 +26,7 @@ EXAMPLES = {
     "search": """examples:
   nas search --space mlp --strategy random --trials 8 --epochs 5
   nas search --space cnn --strategy rl --trials 50 --max-concurrent 4 --gpus-per-trial 0.5
+  nas search --space cnn --strategy rl --backend jax --gpus-per-trial 0.125     # 8 trials share each GPU
   nas search --space my_spaces.py:MySpace --data train.npz --objective val_loss:min
   nas search --space mlp --data prices.csv --target price --name prices --storage /shared/nas-runs
   nas search --address auto --workers-per-trial 4 --distributed horovod --gpus-per-trial 1 --storage /shared/nas-runs""",
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-latency-ms", type=float,
                    help="constraint: reject models slower than this (ms per sample, batch 1) before training")
     r = s.add_argument_group("resources")
+    r.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="Keras backend every trial trains with (default: $KERAS_BACKEND, else tensorflow); jax is the "
+                        "fast one on GPUs")
     r.add_argument("--address", help="an existing Ray cluster (default: start a local Ray on 127.0.0.1)")
     r.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: as many as resources allow)")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: 1")
@@ -203,23 +209,28 @@ def _report(result: Any, storage: str | None) -> int:
     return 0 if result.best else 1
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
+def _resume(name: str, storage: str | None, changes: dict[str, Any]) -> int:
+    from nas.store import ExperimentStore
+
+    spec = ExperimentStore.open(name, storage).spec()
+    backends.select(backends.check(spec.get("backend") or "tensorflow"))  # before Keras is imported
     from nas.engine import resume_search
 
+    with Progress(epochs=None) as progress:
+        result = resume_search(name, storage, changes, printer_factory=progress.factory, announce=progress.announce)
+    return _report(result, storage)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
     changes = {k: getattr(args, k) for k in ("trials", "max_concurrent", "address", "cpus_per_trial",
                                              "gpus_per_trial", "max_failures", "max_consecutive_failures", "max_worker_rss_mb")
                if getattr(args, k, None) is not None}
     if args.verbose:
         changes["verbose"] = True
-    with Progress(epochs=None) as progress:
-        result = resume_search(args.name, args.storage, changes, printer_factory=progress.factory,
-                               announce=progress.announce)
-    return _report(result, args.storage)
+    return _resume(args.name, args.storage, changes)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.engine import resume_search, run_search
-
     if args.resume:
         if not args.name:
             raise NasError("--resume needs --name NAME naming the run to continue")
@@ -227,10 +238,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         changes = {k: v for k, v in vars(args).items()
                    if k not in ("command", "debug", "resume", "name", "storage") and v != defaults.get(k)}
         changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
-        with Progress(epochs=None) as progress:
-            result = resume_search(args.name, args.storage, changes, printer_factory=progress.factory,
-                                   announce=progress.announce)
-        return _report(result, args.storage)
+        return _resume(args.name, args.storage, changes)
+
+    backends.select(backends.check(args.backend))  # before anything imports Keras: the driver uses only it
+    from nas.engine import run_search
 
     opts = SearchOptions(
         space=args.space, strategy=args.strategy, data=args.data, target=args.target, window=args.window,
@@ -243,6 +254,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, min_epochs=args.min_epochs, max_params=args.max_params,
         max_latency_ms=args.max_latency_ms,
         workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,
+        backend=args.backend,
     )
     with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
         result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)
@@ -287,13 +299,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # -- list ---------------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from nas.registry import SPACES, STRATEGIES, available, load, summary
+    from nas.registry import SPACES, STRATEGIES, available, describe
 
     for group, title in ((SPACES, "spaces"), (STRATEGIES, "strategies")):
         print(f"{title}:")
         for name, target in available(group).items():
             try:
-                doc = summary(load(group, name))
+                doc = describe(group, name)
             except NasError as e:
                 doc = f"(cannot load: {e})"
             print(f"  {name:<12} {doc}  [{target}]")

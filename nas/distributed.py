@@ -37,6 +37,7 @@ from nas.worker import (
     check_finite,
     configure_framework,
     epoch_fields,
+    epoch_order,
     load_checkpoint,
     rss_mb,
     save_checkpoint,
@@ -89,7 +90,7 @@ class DataParallelTrainer:
     the single-process reference)."""
 
     def __init__(self, config: dict[str, Any], data: Any, setup: TrialSetup, use_horovod: bool = True) -> None:
-        configure_framework(setup.cpus_per_trial)
+        configure_framework(setup)
         import keras
         import tensorflow as tf
 
@@ -183,7 +184,7 @@ class DataParallelTrainer:
     def train_epoch(self) -> dict[str, float]:
         """Train one epoch on this rank's part of every global batch; return metrics summed over the ranks."""
         x, y = np.asarray(self.prepared.x_train), np.asarray(self.prepared.y_train)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(x))
+        order = epoch_order(self.seed, self.epoch, len(x))
         names = ["loss", *self.metric_fns]
         sums = np.zeros(len(names))
         for lo in range(0, len(x), self.batch):

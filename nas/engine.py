@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nas import backends
 from nas import params as P
 from nas.data import Dataset, load_data
 from nas.distributed import require_horovod, train_trial_horovod
@@ -49,6 +50,8 @@ PrinterFactory = Callable[[Objective, Budget], Printer]
 def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
     """Load data, build the space and strategy, check the objective: everything that can fail before Ray."""
     opts.check()  # the one check of the options, before anything is loaded
+    opts.backend = backends.check(opts.backend)
+    backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
     if opts.distributed == "horovod":  # one line saying how to install it
         require_horovod()
     space_cls = load(SPACES, opts.space)  # an unknown space fails before any data is loaded
@@ -58,6 +61,7 @@ def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
     space = create_space(opts.space, task=task, **opts.space_options)
     hp = space.hyperparameters()
     objectives = parse_objectives(opts.objectives or [space.default_objective()])
+    backends.keep_driver_off_gpus(opts.backend)
     check_objectives(space, data, objectives)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
     return data, task, space, objectives, strategy
@@ -143,6 +147,7 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         "space": opts.space,
         "space_version": getattr(space, "version", "1"),
         "strategy": opts.strategy,
+        "backend": opts.backend,
         "strategy_options": opts.strategy_options,
         "space_options": opts.space_options,
         "data": {"spec": opts.data, "target": opts.target, "window": opts.window, **data.describe()},
@@ -179,7 +184,7 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     spec = store.spec()
     if "options" not in spec:
         raise RunError(f"{store.spec_path} has no 'options' entry; this run cannot be resumed")
-    opts = SearchOptions(**spec["options"])
+    opts = SearchOptions(**{"backend": "tensorflow", **spec["options"]})  # runs before --backend: tensorflow
     for key, value in (changes or {}).items():
         if key in RESUME_MAY_CHANGE:
             setattr(opts, key, value)
@@ -273,10 +278,11 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     from nas.trial import train_trial
     from nas.worker import GENERATION_KEY
 
-    setup = TrialSetup.of(opts, task, objectives[0], store.root.resolve())
+    setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
     printer = printer_factory(objectives[0], budget) if printer_factory else None
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)
+    env = {**env, **backends.worker_env(setup.backend, opts.cpus_per_trial, opts.gpus_per_trial)}
     with ray_session(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):
         concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
         store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind

@@ -5,10 +5,15 @@ written by ``nas.artifacts.BestModelSaver``); ``retrain`` rebuilds the configura
 trains it on train+validation instead. Every format written is reloaded and its predictions on a validation
 batch compared with the model's before the export is reported as done.
 
-    <out>/model.keras         Keras 3 (``keras.models.load_model``, no custom objects)
+    <out>/model.keras         Keras 3 (``keras.models.load_model``, no custom objects), from any backend
     <out>/saved_model/        TensorFlow SavedModel (``model.export``; TF Serving, ``tf.saved_model.load``)
     <out>/model.onnx          ONNX, converted from the SavedModel with tf2onnx (optional extra ``nas[onnx]``)
     <out>/model.tflite        TensorFlow Lite (from the SavedModel)
+
+Backends: a trial's ``best.keras`` holds plain weights, so it loads under any Keras backend. ``keras`` exports
+under the run's backend; ``savedmodel``, ``tflite`` and ``onnx`` are TensorFlow formats, made by loading the model
+under TensorFlow (which must be installed) whatever backend trained it. (Keras' own ONNX exporter needs tf2onnx
+for the tensorflow and jax backends too; one route, verified by the same comparison, serves every backend.)
     <out>/architecture.json   hyperparameter values, space name and version, task, data spec, objective
     <out>/metrics.json        the trial's metrics, the verification's differences, retraining history
     <out>/summary.txt         the Keras model summary
@@ -28,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from nas import backends
 from nas.artifacts import BEST_INFO, BEST_MODEL
 from nas.errors import NasError, RunError
 from nas.objective import Objective
@@ -45,6 +51,8 @@ ONNX_OPSET = 17
 FILES = {"keras": "model.keras", "savedmodel": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
 #: packages each optional format needs, and how to install them
 NEEDS = {"onnx": (("tf2onnx", "onnxruntime"), 'pip install "nas[onnx]"  (or: pip install tf2onnx onnxruntime)')}
+#: formats made through TensorFlow, whatever backend trained the model
+TENSORFLOW_FORMATS = ("savedmodel", "onnx", "tflite")
 
 
 class ExportError(NasError):
@@ -86,6 +94,21 @@ def parse_formats(text: str | Sequence[str]) -> list[str]:
     if not out:
         raise ExportError(f"no format given; accepted: {', '.join(FORMATS)} (comma-separated)")
     return out
+
+
+def export_backend(formats: Sequence[str], run_backend: str) -> str:
+    """The Keras backend this export runs under: TensorFlow for TensorFlow formats, else the run's own (or the
+    one this process already runs Keras with: a ``.keras`` file loads under any)."""
+    import sys
+
+    tf_formats = [f for f in formats if f in TENSORFLOW_FORMATS]
+    if not tf_formats:
+        keras = sys.modules.get("keras")
+        return keras.backend.backend() if keras is not None else run_backend
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ExportError(f"--format {','.join(tf_formats)} needs TensorFlow, which is not installed here "
+                          f"(pip install tensorflow-cpu); --format keras works with any backend")
+    return "tensorflow"
 
 
 def check_packages(formats: Sequence[str]) -> None:
@@ -274,7 +297,7 @@ def _model_card(spec: Mapping[str, Any], trial: Mapping[str, Any], objectives: S
     return f"""# {spec['name']} — trial {tid}
 
 A `{spec['space']}` model (space version {architecture['space_version']}) found by `nas` with strategy
-`{spec['strategy']}`, for the task `{spec['task']['kind']}` on `{d['spec']}` (input shape
+`{spec['strategy']}`, trained with the Keras backend `{architecture['backend']}`, for the task `{spec['task']['kind']}` on `{d['spec']}` (input shape
 {tuple(spec['task']['input_shape'])}{f", {spec['task']['num_classes']} classes" if spec['task'].get('num_classes') else ''}).
 
 ## What was searched
@@ -337,6 +360,9 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
                        f"trials saved their best epoch have none); export it with --retrain")
 
     quiet_environment(verbose=False)  # before TensorFlow is imported; a user's own settings win
+    run_backend = spec.get("backend", "tensorflow")
+    backend = backends.check(export_backend(formats, run_backend))
+    backends.select(backend)
     import keras
 
     space = _space(spec)
@@ -408,6 +434,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         "weights": "retrained on train+validation" if retrain else "best epoch of the trial",
         "input_shape": list(spec["task"]["input_shape"]),
         "params": int(model.count_params()),
+        "backend": run_backend,
+        "export_backend": backend,
         "versions": spec.get("versions", {}),
     }
     metrics = {

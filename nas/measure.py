@@ -2,36 +2,41 @@
 
 Latency does not depend on the weights' values, so it is measured once, right after the model is built: it
 is then known for every epoch report, and a `--max-latency-ms` constraint rejects a model before any training.
+It goes through ``model.predict_on_batch``, the backend's compiled inference step (a ``tf.function`` under
+tensorflow, ``jax.jit`` under jax, eager under torch), so it is what a caller of the model would see.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 #: latency keys every trial reports
 LATENCY = "latency_ms"  # per sample, batch 1, median of REPEATS calls after WARMUP
 LATENCY_BATCH = "latency_ms_b256"  # per sample, batch 256 (throughput view)
+METRICS = (LATENCY, LATENCY_BATCH)
 WARMUP, REPEATS = 3, 15
 
 
-def latency(model: Any, x: np.ndarray) -> dict[str, float]:
-    """Median inference time per sample, in milliseconds, on the device TensorFlow runs the model on."""
-    import tensorflow as tf
+def needed(metric_names: Iterable[str], max_latency_ms: float | None) -> bool:
+    """Whether a search uses latency at all (an objective names it, or a constraint): measuring costs a
+    compiled inference function per trial, so searches that do not use it skip it."""
+    return bool(max_latency_ms) or any(m in METRICS for m in metric_names)
 
-    call = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+
+def latency(model: Any, x: np.ndarray) -> dict[str, float]:
+    """Median inference time per sample, in milliseconds, on the device the backend runs the model on."""
 
     def median_ms(batch: np.ndarray, repeats: int) -> float:
-        t = tf.convert_to_tensor(batch)
         for _ in range(WARMUP):
-            _ = np.asarray(call(t))  # materialise: include the device-to-host copy, as a caller would
+            model.predict_on_batch(batch)  # returns numpy: the device-to-host copy counts, as for a caller
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            _ = np.asarray(call(t))
+            model.predict_on_batch(batch)
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1000.0 / len(batch)
 

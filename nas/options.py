@@ -1,7 +1,8 @@
 """What a search is asked to do: its options, their accepted values, and what a trial is handed.
 
 - ``SearchOptions``: every option of ``nas search`` (the CLI builds one; ``check`` validates it).
-- The choice lists the CLI offers (``SCHEDULERS``, ``DISTRIBUTED_MODES``, ``TASK_KINDS``, ``DATA_SOURCES``).
+- The choice lists the CLI offers (``BACKENDS``, ``SCHEDULERS``, ``DISTRIBUTED_MODES``, ``TASK_KINDS``,
+  ``DATA_SOURCES``).
 - ``TrialSetup``: the frozen, typed part of the options every trial needs, sent to the Ray workers once.
 - ``Budget``: the trial budget of a search, counted in one place.
 - ``SearchResult``: what a finished (or interrupted) search returns.
@@ -13,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from nas.backends import BACKENDS
+from nas.backends import default as default_backend
 from nas.data import BUILTIN as DATA_SOURCES
 from nas.errors import NasError
+from nas.measure import needed
 from nas.objective import Objective
 from nas.task import TASK_KINDS, Task
 
@@ -22,7 +26,7 @@ SCHEDULERS = ("none", "asha", "hyperband", "median")
 DISTRIBUTED_MODES = ("none", "horovod", "mirrored")
 STORAGE_HELP = "directory holding runs (default: $NAS_STORAGE or ~/nas-runs)"
 
-__all__ = ["DATA_SOURCES", "DISTRIBUTED_MODES", "RESUME_MAY_CHANGE", "SCHEDULERS", "STORAGE_HELP", "TASK_KINDS",
+__all__ = ["BACKENDS", "DATA_SOURCES", "DISTRIBUTED_MODES", "RESUME_MAY_CHANGE", "SCHEDULERS", "STORAGE_HELP", "TASK_KINDS",
            "Budget", "SearchOptions", "SearchResult", "TrialSetup"]
 
 
@@ -59,6 +63,7 @@ class SearchOptions:
     distributed: str = "none"  # none | horovod | mirrored
     scale_lr: bool = False  # horovod: multiply the learning rate by the number of ranks
     max_worker_rss_mb: float | str = "auto"  # replace reused workers above this RSS ("auto": 1.5x fresh; "off")
+    backend: str | None = None  # tensorflow | jax | torch (None: $KERAS_BACKEND, else tensorflow)
     verbose: bool = False
 
     def check(self) -> None:
@@ -98,6 +103,12 @@ class SearchOptions:
         if self.workers_per_trial > 1 and self.distributed != "horovod":
             raise NasError(f"--workers-per-trial {self.workers_per_trial} needs --distributed horovod "
                            f"(--distributed mirrored uses the GPUs of one worker: raise --gpus-per-trial instead)")
+        backend = self.backend or default_backend()
+        if backend not in BACKENDS:
+            raise NasError(f"--backend {backend!r} is not valid; accepted: {', '.join(BACKENDS)}")
+        if self.distributed != "none" and backend != "tensorflow":
+            raise NasError(f"--distributed {self.distributed} is TensorFlow-only; it needs --backend tensorflow "
+                           f"(this search asks for --backend {backend})")
         if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
             raise NasError(
                 f"--gpus-per-trial {self.gpus_per_trial!r} is not valid; give 0, a fraction below 1, or a whole number"
@@ -123,6 +134,7 @@ class TrialSetup:
     task: Task
     epochs: int
     objective: Objective  # trials save their model at their best epoch by it
+    backend: str = "tensorflow"
     space_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int | None = 0
     run_dir: str = ""  # "": a trial outside a run (writes no checkpoint)
@@ -133,14 +145,17 @@ class TrialSetup:
     scale_lr: bool = False
     max_params: int | None = None
     max_latency_ms: float | None = None
+    measure_latency: bool = True  # only searches whose objectives or constraints use latency pay for it
 
     @classmethod
-    def of(cls, opts: SearchOptions, task: Task, objective: Objective, run_dir: Path | str) -> "TrialSetup":
-        return cls(space=opts.space, task=task, epochs=opts.epochs, objective=objective,
+    def of(cls, opts: SearchOptions, task: Task, objectives: list[Objective], run_dir: Path | str) -> "TrialSetup":
+        return cls(space=opts.space, task=task, epochs=opts.epochs, objective=objectives[0],
+                   backend=opts.backend or default_backend(),
                    space_options=dict(opts.space_options), seed=opts.seed, run_dir=str(run_dir),
                    cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                    workers_per_trial=opts.workers_per_trial, distributed=opts.distributed, scale_lr=opts.scale_lr,
-                   max_params=opts.max_params, max_latency_ms=opts.max_latency_ms)
+                   max_params=opts.max_params, max_latency_ms=opts.max_latency_ms,
+                   measure_latency=needed([o.metric for o in objectives], opts.max_latency_ms))
 
 
 @dataclass

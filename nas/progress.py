@@ -33,6 +33,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def device_text(rec: dict[str, Any]) -> str:
+    """`` on NVIDIA H100 (peak 1,234 MB)`` for a trial that trained on a GPU; nothing on a CPU."""
+    device = rec.get("device")
+    if not device or device in ("cpu", "unknown"):
+        return ""
+    peak = (rec.get("metrics") or {}).get("gpu_mem_peak_mb")
+    return f" on {device}" + (f" (peak {peak:,.0f} MB)" if isinstance(peak, (int, float)) else "")
+
+
 class LinePrinter:
     """One line per finished trial with its objective and the best so far.
 
@@ -72,7 +81,7 @@ class LinePrinter:
         return (
             f"[{self.done}/{self.total}] trial {rec['trial_id']}: {m}={format_value(v)}  {best}  "
             f"epochs={metrics.get('epochs')} params={int(metrics.get('params', 0)):,} "
-            f"{float(metrics.get('train_time_s') or 0):.1f}s  {format_config(rec['config'])}"
+            f"{float(metrics.get('train_time_s') or 0):.1f}s{device_text(rec)}  {format_config(rec['config'])}"
         )
 
     def __call__(self, kind: str, rec: dict[str, Any]) -> None:
@@ -113,6 +122,7 @@ class LivePrinter(LinePrinter):
                 "last": (rec.get("history") or [{}])[-1],
                 "started": rec.get("started") or time.time(),
                 "config": rec.get("config") or {},
+                "device": device_text(rec).removeprefix(" on "),
             }
         line = self.line(kind, rec)
         if line is not None:
@@ -170,7 +180,9 @@ class LivePrinter(LinePrinter):
             grid.add_row(Text(f"best {m.metric} ({m.mode}): no trial finished yet", style="dim"))
         if self.running:
             t = Table(box=None, padding=(0, 2), show_edge=False, header_style="dim")
-            for name, width in (("trial", 5), ("epoch", 8), (m.metric, max(8, len(m.metric))), ("time", 7)):
+            columns = [("trial", 5), ("epoch", 8), (m.metric, max(8, len(m.metric))), ("time", 7)]
+            gpu = any(r["device"] for r in self.running.values())
+            for name, width in columns + ([("device", 12)] if gpu else []):
                 t.add_column(name, justify="right", no_wrap=True, min_width=width)
             t.add_column("config", overflow="ellipsis", no_wrap=True,
                          max_width=max(20, self.console.width - 40 - len(m.metric)))
@@ -179,7 +191,8 @@ class LivePrinter(LinePrinter):
                 if r["epoch"] == 0:
                     epoch = "building"
                 t.add_row(tid, epoch, format_value(r["last"].get(m.metric, "-")),
-                          format_duration(now - float(r["started"])), format_config(r["config"]))
+                          format_duration(now - float(r["started"])), *([r["device"]] if gpu else []),
+                          format_config(r["config"]))
             grid.add_row(t)
         elif self.done < self.total:
             grid.add_row(Text("waiting for the next trial to start ...", style="dim"))

@@ -13,12 +13,13 @@ import inspect
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
-
-import keras_tuner as kt
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import PluginError
 from nas.objective import Objective
+
+if TYPE_CHECKING:
+    import keras_tuner as kt
 
 SPACES = "nas.search_spaces"
 STRATEGIES = "nas.strategies"
@@ -106,7 +107,7 @@ def _options(cls: type, options: dict[str, Any], kind: str, ref: str, fixed: set
 
 def create_strategy(
     name: str,
-    space: kt.HyperParameters,
+    space: "kt.HyperParameters",
     objective: str | Objective | list[str | Objective] = "val_accuracy:max",
     seed: int | None = None,
     **options: Any,
@@ -127,3 +128,22 @@ def create_space(name: str, task: Any, **options: Any) -> Any:
 def summary(cls: type) -> str:
     doc = inspect.getdoc(cls) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def describe(group: str, name: str) -> str:
+    """A registered plugin's one-line summary, read from its source without importing it (importing a space
+    imports Keras and its framework: seconds, for a listing). Falls back to importing it."""
+    import ast
+
+    target = available(group).get(name, "")
+    module, _, attr = target.partition(":")
+    try:
+        origin = importlib.util.find_spec(module).origin
+        tree = ast.parse(Path(origin).read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name == attr:
+                doc = ast.get_docstring(node) or ""
+                return doc.strip().splitlines()[0] if doc.strip() else ""
+    except Exception:  # no source at hand (a compiled module, a namespace package): import it
+        pass
+    return summary(load(group, name))

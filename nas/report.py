@@ -16,7 +16,7 @@ from nas.progress import format_duration, interactive
 from nas.results import format_config, format_value, pareto_front, rank
 from nas.store import STATUSES, ExperimentStore, default_storage
 
-_SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "started", "finished")
+_SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "device", "started", "finished")
 
 
 def _slim(t: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,6 +46,7 @@ def status_json(store: ExperimentStore) -> dict[str, Any]:
         "directory": str(store.root),
         "space": spec["space"],
         "strategy": spec["strategy"],
+        "backend": spec.get("backend", "tensorflow"),
         "objective": objectives[0].to_json(),
         "objectives": [o.to_json() for o in objectives],
         "budget": {"trials": spec["trials"], "epochs": spec["epochs"]},
@@ -86,8 +87,8 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         f"{c['pending']} pending of {data['budget']['trials']} ({data['remaining']} remaining), "
         f"{data['budget']['epochs']} epochs each; elapsed {format_duration(data.get('elapsed_s'))}"
     )
-    header = f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, objective " + \
-        ", ".join(map(str, objectives))
+    header = f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, backend {data['backend']}, " \
+        f"objective " + ", ".join(map(str, objectives))
     metrics = [o.metric for o in objectives]
     failed = [t for t in data["trials"] if t["status"] == "failed"]
     if rich:

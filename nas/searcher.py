@@ -301,6 +301,7 @@ class TrialRecorder(Callback):
         if result.get("workers"):
             rec["workers"] = int(result["workers"])
         rec["gpu_ids"] = result.get("gpu_ids", "")
+        rec["device"] = result.get("device") or rec.get("device")  # "cpu", or the GPU's name
         rec.setdefault("fit_started", result.get("fit_started"))
         rec["pid"], rec["worker_rss_mb"] = result.get("pid"), result.get("worker_rss_mb")
         if self.recycler is not None:

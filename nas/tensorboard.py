@@ -1,17 +1,22 @@
 """TensorBoard logs with the HParams plugin: ``tensorboard --logdir <run>/tensorboard``.
 
 - In each trial (``TrialLogger``, called from the trial runner's per-epoch report): the trial's hyperparameters
-  (``hp.hparams``) and every per-epoch metric as a scalar, in ``<run>/tensorboard/<trial_id>/``.
+  (the HParams plugin's session start) and every per-epoch metric as a scalar, in ``<run>/tensorboard/<trial_id>/``.
 - Once per run, by the driver (``write_hparams_config``): the experiment's configuration, with every
   hyperparameter's domain and the metrics, in ``<run>/tensorboard/``; the HParams table and
   parallel-coordinates view then list all hyperparameters, including those a trial did not use.
 
 Logging never fails a trial or a search: errors are swallowed (a trial's result matters more than its log).
+
+Written with the ``tensorboard`` package's own protobufs and event-file writer, without TensorFlow: the same
+files TensorFlow's ``tf.summary`` writes (scalars as tensor summaries of the scalar plugin, HParams plugin
+data), from a jax or torch worker as well, and without importing TensorFlow into one.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -32,6 +37,23 @@ def _hp_value(v: Any) -> Any:
         return str(v)
 
 
+class _Events:
+    """An event file in ``directory`` (the writer PyTorch's and TensorBoard's own summary APIs use)."""
+
+    def __init__(self, directory: Path) -> None:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self.writer = EventFileWriter(str(directory))
+
+    def add(self, summary: Any, step: int = 0) -> None:
+        from tensorboard.compat.proto import event_pb2
+
+        self.writer.add_event(event_pb2.Event(summary=summary, step=int(step), wall_time=time.time()))
+
+    def close(self) -> None:
+        self.writer.close()  # flushes
+
+
 class TrialLogger:
     """Per-trial writer: hyperparameters once, then ``log(epoch, metrics)`` every epoch."""
 
@@ -39,47 +61,44 @@ class TrialLogger:
         self.dir = log_dir(run_dir, trial_id)
         self.trial_id = str(trial_id)
         self.values = {k: _hp_value(v) for k, v in values.items()}
-        self.writer: Any = None
+        self.events: _Events | None = None
         self.broken = False
 
     def _open(self) -> None:
-        import tensorflow as tf
-        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import summary_v2
 
-        self.writer = tf.summary.create_file_writer(str(self.dir))
-        with self.writer.as_default():
-            hp.hparams(self.values, trial_id=self.trial_id)
+        self.events = _Events(self.dir)
+        self.events.add(summary_v2.hparams_pb(self.values, trial_id=self.trial_id))
 
     def log(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         if self.broken:
             return
         try:
-            import tensorflow as tf
+            from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
-            if self.writer is None:
+            if self.events is None:
                 self._open()
-            with self.writer.as_default():
-                for k, v in metrics.items():
-                    if k in SKIP or isinstance(v, (str, bool)) or v is None:
-                        continue
-                    f = float(v)
-                    if math.isfinite(f):
-                        tf.summary.scalar(k, f, step=int(epoch))
-            self.writer.flush()
+            for k, v in metrics.items():
+                if k in SKIP or isinstance(v, (str, bool)) or v is None:
+                    continue
+                f = float(v)
+                if math.isfinite(f):
+                    self.events.add(scalar_pb(k, f), step=epoch)
+            self.events.writer.flush()
         except Exception:  # noqa: BLE001 - logging must never fail a trial
             self.broken = True
 
     def close(self) -> None:
-        if self.writer is not None:
+        if self.events is not None:
             try:
-                self.writer.close()
+                self.events.close()
             except Exception:  # noqa: BLE001
                 pass
 
 
 def _domain(param: Any) -> Any:
     import keras_tuner as kt
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
     if isinstance(param, kt.engine.hyperparameters.Boolean):
         return hp.Discrete([False, True])
@@ -99,8 +118,7 @@ def write_hparams_config(run_dir: str | Path, space: Any, metrics: Iterable[str]
     """The experiment summary: every hyperparameter of ``space`` (a ``keras_tuner.HyperParameters``) with its
     domain, and ``metrics`` (objectives first). Returns the directory, or None when it could not be written."""
     try:
-        import tensorflow as tf
-        from tensorboard.plugins.hparams import api as hp
+        from tensorboard.plugins.hparams import summary_v2 as hp
 
         hparams = []
         for p in space.space:
@@ -109,10 +127,9 @@ def write_hparams_config(run_dir: str | Path, space: Any, metrics: Iterable[str]
         names = list(dict.fromkeys([*objectives, *metrics]))
         ms = [hp.Metric(m, display_name=m + (" (objective)" if m in objectives else "")) for m in names]
         root = log_dir(run_dir)
-        writer = tf.summary.create_file_writer(str(root))
-        with writer.as_default():
-            hp.hparams_config(hparams=hparams, metrics=ms)
-        writer.close()
+        events = _Events(root)
+        events.add(hp.hparams_config_pb(hparams=hparams, metrics=ms))
+        events.close()
         return root
     except Exception:  # noqa: BLE001 - a missing log must never fail a search
         return None

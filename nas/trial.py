@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+from nas import backends
 from nas import params as P
 from nas.artifacts import BestModelSaver
 from nas.measure import LATENCY, latency
@@ -22,6 +23,8 @@ from nas.worker import (
     configure_framework,
     distribution_scope,
     epoch_fields,
+    epoch_order,
+    epoch_seed,
     load_checkpoint,
     rss_mb,
     save_checkpoint,
@@ -36,7 +39,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     from ray import tune
 
     assert setup is not None and data is not None
-    configure_framework(setup.cpus_per_trial)
+    configure_framework(setup)
     import keras
 
     trial_id, values = split_config(config)
@@ -53,10 +56,11 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     n_params = int(model.count_params())
     if setup.max_params and n_params > setup.max_params:
         raise TrialInfeasible(f"infeasible: {n_params:,} parameters > --max-params {int(setup.max_params):,}")
-    speed = latency(model, prepared.x_val[:1])
+    speed = latency(model, prepared.x_val[:1]) if setup.measure_latency else {}
     if setup.max_latency_ms and speed[LATENCY] > setup.max_latency_ms:
         raise TrialInfeasible(f"infeasible: latency {speed[LATENCY]:.4g} ms > --max-latency-ms "
                               f"{setup.max_latency_ms:g}")
+    backends.reset_peak_memory(setup.backend)
     started = time.perf_counter()
     initial_epoch = int(resumed["epoch"]) if resumed else 0
     if resumed:
@@ -70,6 +74,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
             check_finite(metrics, epoch + 1)  # the exception ends fit
             metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
             metrics.update(speed)
+            metrics.update(backends.device_info(setup.backend))
             metrics.update(epoch_fields(epoch + 1, n_params, started, fit_started, initial_epoch, rss_mb(),
                                         os.environ.get("CUDA_VISIBLE_DEVICES", "")))
             if setup.distributed == "mirrored":
@@ -81,19 +86,17 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
 
     if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
         tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
-        if initial_epoch >= setup.epochs:
-            return
 
-    space.fit(
-        hp,
-        model,
-        prepared.x_train,
-        prepared.y_train,
-        validation_data=(prepared.x_val, prepared.y_val),
-        epochs=setup.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=[Report()],
-        verbose=0,
-    )
+    # One fit call per epoch, on an order of the examples that depends only on (trial seed, epoch), with the
+    # global seeds set from them too: what decides an epoch is then its number and the checkpointed state
+    # (weights, optimizer, the layers' random state), so a resumed trial trains the epochs an uninterrupted one
+    # would. (Keras' own shuffle draws from random state carried across epochs, which no checkpoint holds.)
+    seed = trial_seed(setup.seed, trial_id)
+    x, y = prepared.x_train, prepared.y_train
+    for epoch in range(initial_epoch, setup.epochs):
+        keras.utils.set_random_seed(epoch_seed(seed, epoch))
+        order = epoch_order(seed, epoch, len(x))
+        space.fit(hp, model, x[order], y[order], validation_data=(prepared.x_val, prepared.y_val),
+                  epochs=epoch + 1, initial_epoch=epoch, shuffle=False, callbacks=[Report()], verbose=0)
     tb.close()
     del model

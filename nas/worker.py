@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas import backends
+
 if TYPE_CHECKING:
     from nas.options import TrialSetup
 
@@ -48,13 +50,25 @@ def artifact_dir(run_dir: str | Path, trial_id: str) -> Path:
     return Path(run_dir) / "trials" / str(trial_id)
 
 
+def random_states(model: Any) -> list[Any]:
+    """The model's random-number state beside its weights: the state of every layer's seed generator (dropout,
+    noise), which ``get_weights`` leaves out. Restored with the weights, a resumed trial draws the same dropout
+    masks an uninterrupted one would."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.non_trainable_variables if id(v) not in weights]
+
+
 def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, Any]) -> None:
-    """The model's and optimizer's variables after ``epoch``, in one file replaced atomically: a kill at any
-    moment leaves either the previous or the new checkpoint, never half of one."""
-    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(model.get_weights())}
+    """The model's and optimizer's variables (and the layers' random state) after ``epoch``, in one file replaced
+    atomically: a kill at any moment leaves either the previous or the new checkpoint, never half of one."""
+    weights = model.get_weights()
+    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(weights)}
     opt_vars = list(getattr(model.optimizer, "variables", []) or [])
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(opt_vars)})
-    meta = {"epoch": int(epoch), "metrics": metrics, "n_weights": len(model.get_weights()), "n_opt": len(opt_vars)}
+    states = random_states(model)
+    arrays.update({f"s{i}": np.asarray(v.numpy()) for i, v in enumerate(states)})
+    meta = {"epoch": int(epoch), "metrics": metrics, "n_weights": len(weights), "n_opt": len(opt_vars),
+            "n_states": len(states)}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
     tmp = out_dir / f".{CHECKPOINT}.{os.getpid()}.tmp.npz"
     with open(tmp, "wb") as f:
@@ -65,8 +79,9 @@ def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, An
 
 
 def load_checkpoint(out_dir: Path, model: Any) -> dict[str, Any] | None:
-    """Restore ``model`` (weights and optimizer state) from the trial's last checkpoint; None when there is
-    none or it cannot be used (then the trial starts from epoch 0 and the file is left as it is)."""
+    """Restore ``model`` (weights, optimizer state, the layers' random state) from the trial's last checkpoint;
+    None when there is none or it cannot be used (then the trial starts from epoch 0 and the file is left as
+    it is)."""
     path = out_dir / CHECKPOINT
     if not path.is_file():
         return None
@@ -75,20 +90,34 @@ def load_checkpoint(out_dir: Path, model: Any) -> dict[str, Any] | None:
             meta = json.loads(bytes(f["meta"]).decode())
             weights = [f[f"w{i}"] for i in range(meta["n_weights"])]
             opt = [f[f"o{i}"] for i in range(meta["n_opt"])]
+            states = [f[f"s{i}"] for i in range(meta.get("n_states", 0))]
         model.set_weights(weights)
         if opt:
             model.optimizer.build(model.trainable_variables)
             for var, value in zip(model.optimizer.variables, opt):
                 var.assign(value)
+        for var, value in zip(random_states(model), states):
+            var.assign(value)
         return meta
     except Exception as e:  # a corrupted or incompatible file: train from scratch, keep the file for inspection
         print(f"nas: checkpoint {path} is unusable ({type(e).__name__}: {e}); trial restarts from epoch 0")
         return None
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order a trial sees its ``n`` training examples in at ``epoch``: a function of the trial's seed and
+    the epoch alone, so an epoch trained after a resume is the epoch an uninterrupted trial trains."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def trial_seed(seed: int | None, trial_id: str) -> int:
     base = 0 if seed is None else int(seed)
     return (base * 1_000_003 + int(trial_id or 0) * 7919 + 17) % (2**31 - 1)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The global seed (Python, numpy, the framework, Keras) set before ``epoch`` of a trial seeded ``seed``."""
+    return (seed * 1_000_003 + epoch * 7919 + 101) % (2**31 - 1)
 
 
 def rss_mb() -> float:
@@ -137,25 +166,12 @@ def epoch_fields(epoch: int, params: int, started: float, fit_started: float, re
     }
 
 
-def configure_framework(cpus: float) -> None:
-    """TensorFlow's threads follow the trial's CPUs; GPU memory is taken as needed, so fractional GPUs share a
-    card. Once per worker process."""
-    if _worker.get("tf"):
+def configure_framework(setup: TrialSetup) -> None:
+    """The trial's framework (``setup.backend``) on the trial's CPUs and share of a GPU; once per worker."""
+    if _worker.get("configured") == setup.backend:
         return
-    import tensorflow as tf
-
-    threads = max(1, int(math.floor(cpus)))
-    try:  # only possible before TensorFlow runs its first op in this process
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    except RuntimeError:
-        pass
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:  # take GPU memory as needed, so fractional GPUs can share a card
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass
-    _worker["tf"] = True
+    backends.configure(setup.backend, setup.cpus_per_trial, setup.gpus_per_trial)
+    _worker["configured"] = setup.backend
 
 
 def space_and_data(setup: TrialSetup, data: Any) -> tuple[Any, Any, Any]:

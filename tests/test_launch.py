@@ -72,3 +72,18 @@ def test_kuberay_manifest() -> None:
         limits = g["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert int(limits["nvidia.com/gpu"]) >= 1 and g["maxReplicas"] >= g["minReplicas"] >= 0
     assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_gpu_images_and_configs_have_a_jax_variant() -> None:
+    """TensorFlow with CUDA stays the default; a jax-with-CUDA variant is one build argument / one line away."""
+    import tomllib
+
+    extras = tomllib.loads((LAUNCH.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("tensorflow[and-cuda]") for d in extras["gpu"])
+    assert any(d.startswith("jax[cuda12]") for d in extras["gpu-jax"])
+    docker = (LAUNCH / "docker" / "Dockerfile").read_text()
+    assert "ARG BACKEND=tensorflow" in docker and '".[gpu-jax]"' in docker and '".[gpu]"' in docker
+    assert "ENV KERAS_BACKEND=$BACKEND" in docker  # the image's searches default to its backend
+    for path in CLUSTER_YAMLS:
+        text = path.read_text()
+        assert '-e ".[gpu]"' in text and '-e ".[gpu-jax]"' in text and "--backend jax" in text, path
