@@ -63,6 +63,8 @@ def select(backend: str) -> None:
                            f"{current!r}; start a new process (or set KERAS_BACKEND={backend} before importing keras)")
         return
     os.environ["KERAS_BACKEND"] = backend
+    if backend == "jax":  # whatever touches a GPU in this process takes what it needs, never most of the card
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def keep_driver_off_gpus(backend: str) -> None:
