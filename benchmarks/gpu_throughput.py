@@ -146,6 +146,8 @@ def main() -> None:
         sys.exit(f"plain fit failed:\n{child.stderr[-4000:]}")
     raw = json.loads(child.stdout.strip().splitlines()[-1])
     raw_rate = steady_rate(args.samples, raw["epoch_s"])
+    print(f"plain model.fit: {raw_rate:,.0f} samples/s (epochs {', '.join(f'{t:.2f}' for t in raw['epoch_s'])} s)",
+          flush=True)
     extra = ["--num-gpus", str(args.num_gpus)] if args.num_gpus is not None else []
 
     rows = []
@@ -164,6 +166,7 @@ def main() -> None:
                      "aggregate": sum(rates), "trials_per_hour": 3600 * k / window, "search_wall_s": wall,
                      "device": recs[0].get("device"), "gpu_mem_peak_mb": max(
                          (r["metrics"].get("gpu_mem_peak_mb") or 0) for r in recs)})
+        print(f"--gpus-per-trial {fraction:g}: {json.dumps(rows[-1])}", flush=True)
 
     base = rows[0]["aggregate"]
     lines = [f"device: {rows[0]['device']}; backend {args.backend}; data {source}, {args.samples:,} training "
