@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nas import backends
-from nas.artifacts import BEST_INFO, BEST_MODEL
+from nas.artifacts import BEST_INFO, BEST_MODEL, BEST_WEIGHTS
 from nas.errors import NasError, RunError
 from nas.objective import Objective
 from nas.ray_runtime import quiet_environment
@@ -355,7 +355,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     trial = choose_trial(store, objectives, opts.trial, log)
     tid = str(trial["trial_id"])
     saved = artifact_dir(store.root, tid) / BEST_MODEL
-    if not opts.retrain and not saved.is_file():
+    weights = artifact_dir(store.root, tid) / BEST_WEIGHTS  # a trial cut short before writing best.keras has these
+    if not opts.retrain and not saved.is_file() and not weights.is_file():
         raise RunError(f"trial {tid} of run {store.name!r} saved no model ({saved} is missing; runs made before "
                        f"trials saved their best epoch have none); export it with --retrain")
 
@@ -373,7 +374,15 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         model, history = _retrain(spec, space, prepared, trial, epochs, log)
         retrain = {"epochs": epochs, "history": history, "seed": spec.get("seed")}
     else:
-        model = keras.models.load_model(saved)
+        if saved.is_file():
+            model = keras.models.load_model(saved)
+        else:  # its configuration rebuilt by its space, with the best epoch's weights
+            from nas import params as P
+
+            model = space.build(P.to_hp(space.hyperparameters(), trial["config"]))
+            with np.load(weights) as f:
+                model.set_weights([f[f"w{i}"] for i in range(len(f.files))])
+            saved = weights
         log(f"loaded trial {tid}'s best-epoch model ({trial['metrics'].get('best_epoch')} of "
             f"{trial['metrics'].get('epochs')} epochs) from {saved}")
 

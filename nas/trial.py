@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nas import backends
 from nas import params as P
-from nas.artifacts import BestModelSaver
+from nas.artifacts import BackgroundWriter, BestModelSaver
 from nas.measure import LATENCY, latency
 from nas.options import TrialSetup
 from nas.tensorboard import TrialLogger
@@ -20,6 +21,7 @@ from nas.worker import (
     TrialInfeasible,
     artifact_dir,
     check_finite,
+    checkpoint_arrays,
     configure_framework,
     distribution_scope,
     epoch_fields,
@@ -27,10 +29,10 @@ from nas.worker import (
     epoch_seed,
     load_checkpoint,
     rss_mb,
-    save_checkpoint,
     space_and_data,
     split_config,
     trial_seed,
+    write_checkpoint,
 )
 
 
@@ -65,7 +67,8 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     initial_epoch = int(resumed["epoch"]) if resumed else 0
     if resumed:
         started -= float(resumed["metrics"].get("train_time_s", 0.0))  # training time accumulates across resumes
-    saver = BestModelSaver(out_dir, setup.objective)  # best-epoch model, for `nas export`
+    writer = BackgroundWriter()  # checkpoints and best weights are written while the next epoch trains
+    saver = BestModelSaver(out_dir, setup.objective, writer)  # best-epoch model, for `nas export`
     tb = TrialLogger(setup.run_dir, trial_id, values)  # <run>/tensorboard/<id>/: HParams + per-epoch scalars
 
     class Report(keras.callbacks.Callback):
@@ -79,24 +82,51 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
                                         os.environ.get("CUDA_VISIBLE_DEVICES", "")))
             if setup.distributed == "mirrored":
                 metrics["replicas"] = int(self.model.distribute_strategy.num_replicas_in_sync)
-            save_checkpoint(out_dir, self.model, epoch + 1, metrics)
-            saver.update(self.model, metrics)  # before reporting: once the trial is recorded, its model is there
+            snapshot = checkpoint_arrays(self.model, epoch + 1, metrics)
+            writer.submit("checkpoint", lambda: write_checkpoint(out_dir, snapshot))
+            saver.update([snapshot[f"w{i}"] for i in range(n_weights)], metrics)
             tb.log(epoch + 1, metrics)
             tune.report(metrics)
-
-    if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
-        tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
 
     # One fit call per epoch, on an order of the examples that depends only on (trial seed, epoch), with the
     # global seeds set from them too: what decides an epoch is then its number and the checkpointed state
     # (weights, optimizer, the layers' random state), so a resumed trial trains the epochs an uninterrupted one
     # would. (Keras' own shuffle draws from random state carried across epochs, which no checkpoint holds.)
+    # The next epoch's reordered copy of the data is made while this one trains.
     seed = trial_seed(setup.seed, trial_id)
     x, y = prepared.x_train, prepared.y_train
-    for epoch in range(initial_epoch, setup.epochs):
-        keras.utils.set_random_seed(epoch_seed(seed, epoch))
+    n_weights = len(model.weights)
+
+    def reordered(epoch: int) -> tuple[Any, Any]:
         order = epoch_order(seed, epoch, len(x))
-        space.fit(hp, model, x[order], y[order], validation_data=(prepared.x_val, prepared.y_val),
-                  epochs=epoch + 1, initial_epoch=epoch, shuffle=False, callbacks=[Report()], verbose=0)
-    tb.close()
+        return x[order], y[order]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="nas-data") as ahead:
+        try:
+            upcoming = ahead.submit(reordered, initial_epoch)
+            if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
+                tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
+            for epoch in range(initial_epoch, setup.epochs):
+                xe, ye = upcoming.result()
+                if epoch + 1 < setup.epochs:
+                    upcoming = ahead.submit(reordered, epoch + 1)
+                keras.utils.set_random_seed(epoch_seed(seed, epoch))
+                space.fit(hp, model, xe, ye, validation_data=(prepared.x_val, prepared.y_val),
+                          epochs=epoch + 1, initial_epoch=epoch, shuffle=False, callbacks=[Report()], verbose=0)
+                del xe, ye
+        except SystemExit:  # Ray Tune ended the trial (a scheduler stopped it early): it completed, keep its model
+            _finish(writer, saver, model)
+            raise
+        else:
+            _finish(writer, saver, model)
+        finally:
+            writer.close()
+            tb.close()
     del model
+
+
+def _finish(writer: BackgroundWriter, saver: BestModelSaver, model: Any) -> None:
+    """The end of a trial that completed: every epoch file written (an error writing one fails the trial), and
+    ``best.keras`` from the best epoch's weights."""
+    writer.flush()
+    saver.finish(model)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas import backends
+from nas.artifacts import write_arrays
 
 if TYPE_CHECKING:
     from nas.options import TrialSetup
@@ -58,9 +59,9 @@ def random_states(model: Any) -> list[Any]:
     return [v for v in model.non_trainable_variables if id(v) not in weights]
 
 
-def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, Any]) -> None:
-    """The model's and optimizer's variables (and the layers' random state) after ``epoch``, in one file replaced
-    atomically: a kill at any moment leaves either the previous or the new checkpoint, never half of one."""
+def checkpoint_arrays(model: Any, epoch: int, metrics: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A host copy of everything a checkpoint holds after ``epoch``: weights, optimizer variables, the layers'
+    random state, and what epoch it is with its metrics. Cheap; writing it is ``write_checkpoint``."""
     weights = model.get_weights()
     arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(weights)}
     opt_vars = list(getattr(model.optimizer, "variables", []) or [])
@@ -70,12 +71,17 @@ def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, An
     meta = {"epoch": int(epoch), "metrics": metrics, "n_weights": len(weights), "n_opt": len(opt_vars),
             "n_states": len(states)}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
-    tmp = out_dir / f".{CHECKPOINT}.{os.getpid()}.tmp.npz"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out_dir / CHECKPOINT)
+    return arrays
+
+
+def write_checkpoint(out_dir: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``resume.npz``, replaced atomically: a kill at any moment leaves the previous checkpoint or the new one."""
+    write_arrays(out_dir / CHECKPOINT, arrays)
+
+
+def save_checkpoint(out_dir: Path, model: Any, epoch: int, metrics: dict[str, Any]) -> None:
+    """The model's checkpoint after ``epoch``, written now."""
+    write_checkpoint(out_dir, checkpoint_arrays(model, epoch, metrics))
 
 
 def load_checkpoint(out_dir: Path, model: Any) -> dict[str, Any] | None:

@@ -47,6 +47,30 @@ def test_trials_save_their_best_epoch_model(run) -> None:
         info = json.loads((d / "best.json").read_text())
         assert info["epoch"] == t["metrics"]["best_epoch"]
         assert info["metrics"]["val_accuracy"] == pytest.approx(t["metrics"]["val_accuracy"])
+        # best.keras (written when the trial ends) holds the best epoch's weights (written as it happened)
+        import keras
+
+        with np.load(d / "best.npz") as f:
+            saved = [f[f"w{i}"] for i in range(len(f.files))]
+        model = keras.models.load_model(d / "best.keras")
+        assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved))
+
+
+def test_export_from_the_best_weights_of_a_trial_cut_before_its_end(run, tmp_path: Path) -> None:
+    """A trial whose thread was ended before it wrote best.keras still exports its best epoch."""
+    import keras
+
+    cli, status = run
+    d = cli.storage / "exp" / "trials" / status["best"]["trial_id"]
+    moved = tmp_path / "best.keras"
+    (d / "best.keras").rename(moved)
+    try:
+        out = cli("export", "exp", "--format", "keras", "--out", str(tmp_path / "m")).stdout
+        assert "best.npz" in out and "every format verified" in out, out
+        exported = keras.models.load_model(tmp_path / "m" / "model.keras").get_weights()
+        assert all(np.array_equal(a, b) for a, b in zip(keras.models.load_model(moved).get_weights(), exported))
+    finally:
+        moved.rename(d / "best.keras")
 
 
 def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None:
