@@ -1,29 +1,33 @@
-"""Gaussian-process Bayesian optimisation (scikit-learn's ``GaussianProcessRegressor``), for small budgets.
+"""Gaussian-process Bayesian optimisation for small budgets (tens to a few hundred trials).
 
-Why hand-assembled: Optuna's ``GPSampler`` needs PyTorch (not a dependency of nas), and KerasTuner's
-``BayesianOptimizationOracle`` is slow (seconds per proposal) and has no conditional or categorical kernel. The
-model is scikit-learn's (a dependency already); only the encoding, the target transform and the acquisition
-search are written here.
+Written here rather than taken from a library, and why: Optuna's ``GPSampler`` needs PyTorch (not a dependency
+of nas); KerasTuner's ``BayesianOptimizationOracle`` takes seconds per proposal and treats a categorical as an
+ordinal; scikit-learn's ``GaussianProcessRegressor`` has no kernel whose length scale is shared by the one-hot
+columns of one categorical parameter (an overlap kernel), which is what made the model learn architecture
+tables (NAS-Bench-201) from a few dozen trials, and its generic kernel gradients cost several times more. The
+model is ~60 lines of numpy/scipy (scipy comes with scikit-learn); the rest is encoding and acquisition search.
 
 * Encoding: every non-fixed parameter becomes columns in [0, 1]: Int/Float scaled linearly (or in log space for
-  log sampling), ordered numeric Choice by rank, unordered Choice one-hot, Boolean 0/1. An inactive conditional
-  parameter is encoded as -0.5 (one-hot: all zeros), so configurations of different shapes are apart.
+  log sampling), ordered numeric Choice and Boolean by rank, unordered Choice one-hot (at 1/sqrt(2), so two
+  different values are at distance 1 like the two ends of a numeric range). An inactive conditional parameter
+  is encoded as -0.5 (one-hot: all zeros), so configurations of different shapes are apart.
 * Target: the primary objective's score (larger is better) through a rank-based normal-score transform (a
   Gaussian copula): robust to losses spanning orders of magnitude and to outliers; a failed trial ranks below
   every finished one. Several objectives: a random ParEGO (augmented Chebyshev) scalarisation of the
-  objectives' ranks per proposal.
-* Model: Matern-5/2 kernel with one length scale per column, a signal variance and a white-noise term (trials
-  are noisy), fitted by maximum marginal likelihood with L-BFGS, warm-started from the last fit; the fit is
-  redone on a schedule (every trial early, then each time the history grew by ``refit`` (fraction)), in
-  between the kernel is reused and only conditioned on the new data (one Cholesky).
-* Acquisition: expected improvement over the best transformed score, maximised over a candidate pool of random
-  configurations plus every one-parameter neighbour of the best observed ones, followed by a greedy local
-  search (one-parameter moves) from the best candidates, as in SMAC. Already-proposed configurations are
-  excluded. Pending (asynchronous) trials enter as "kriging believer" points at the model's mean.
+  objectives' ranks, drawn per proposal.
+* Model: a zero-mean GP with a Matern-5/2 kernel, ONE length scale per parameter (shared by a categorical's
+  one-hot columns), a signal variance and a white-noise variance (trials are noisy), fitted by maximum a
+  posteriori marginal likelihood (a wide log-normal prior on the length scales) with L-BFGS-B, warm-started
+  from the last fit. The fit is redone while the history grows by ``refit`` (a fraction) or 25 trials; in
+  between the kernel is kept and only conditioned on the new data (one Cholesky).
+* Acquisition: expected improvement of the noise-free function over the best transformed score, maximised over
+  ``candidates`` random configurations plus every one-parameter neighbour of the five best observed ones,
+  then a greedy one-parameter local search from the two best candidates (as SMAC does). Configurations already
+  proposed are excluded. Pending (asynchronous) trials enter as "kriging believer" points at the model's mean.
 * The first ``n_startup_trials`` proposals are random.
 
-State: the options and the fitted kernel parameters (floats, exact through JSON); the model itself is a pure
-function of the history, those parameters and the RNG, so ``set_state`` needs nothing else.
+State: the options and the fitted kernel parameters (floats, exact through JSON); the model is a pure function
+of the history, those parameters and the RNG, so ``set_state`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -110,13 +114,12 @@ class _Column:
         v = math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo))) if self.log else \
             self.lo + u * (self.hi - self.lo)
         p = self.param
-        if getattr(p, "step", None) is not None:  # snap to the stepped grid
+        if getattr(p, "step", None) is not None:  # snap to the stepped grid (KerasTuner: log steps are ratios)
             n = int(p._get_n_values())
-            vals = [P._cast(p, p._get_value_by_index(i)) for i in (0, n - 1)]
-            if self.log:
-                i = round(math.log(v / vals[0]) / math.log(p.step)) if p.step > 1 else 0
+            if p.sampling == "log" and p.step > 1:
+                i = round(math.log(v / self.lo) / math.log(p.step))
             else:
-                i = round((v - vals[0]) / p.step)
+                i = round((v - self.lo) / p.step)
             return P._cast(p, p._get_value_by_index(int(min(max(i, 0), n - 1))))
         return P._cast(p, v)
 
@@ -139,7 +142,7 @@ class _Column:
 
 
 class GaussianProcessSearch(Strategy):
-    """Gaussian-process BO (scikit-learn): Matern ARD kernel, expected improvement, local acquisition search."""
+    """Gaussian-process BO: Matern kernel (a length scale per parameter), expected improvement, local search."""
 
     name = "gp"
 
@@ -149,7 +152,7 @@ class GaussianProcessSearch(Strategy):
         objective: str | Objective | list = "val_accuracy:max",
         seed: int | None = None,
         *,
-        n_startup_trials: int = 5,
+        n_startup_trials: int = 10,
         candidates: int = 64,
         refit: float = 0.2,
         xi: float = 0.0,
@@ -170,6 +173,7 @@ class GaussianProcessSearch(Strategy):
         self.columns = [_Column(p) for p in space.space if P.n_values(p) != 1]
         self.offsets = np.cumsum([0] + [c.width for c in self.columns])
         self.dim = int(self.offsets[-1])
+        self.parents = {c.name for p in space.space for c in getattr(p, "conditions", None) or []}
         self.groups = np.repeat(np.arange(len(self.columns)), [c.width for c in self.columns])
         self.theta: list[float] | None = None  # fitted kernel parameters (log scale, scikit-learn's theta)
         self.fitted_at = 0  # history length at the last hyperparameter fit
@@ -233,6 +237,7 @@ class GaussianProcessSearch(Strategy):
         return values
 
     def _neighbours(self, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every configuration one parameter away (conditional children of a changed parent re-completed)."""
         out = []
         for c in self.columns:
             if c.name not in values:
@@ -240,7 +245,7 @@ class GaussianProcessSearch(Strategy):
             for v in c.neighbours(values[c.name], self.rng):
                 child = dict(values)
                 child[c.name] = v
-                out.append(P.complete(self.space, child, self.rng))
+                out.append(P.complete(self.space, child, self.rng) if c.name in self.parents else child)
         return out
 
     def _ask(self) -> dict[str, Any] | None:
@@ -324,11 +329,10 @@ def _key(values: Mapping[str, Any]) -> tuple:
 
 
 class _GP:
-    """A zero-mean Gaussian process with a Matern-5/2 kernel, one length scale per column, a signal variance
+    """A zero-mean Gaussian process with a Matern-5/2 kernel, one length scale per parameter, a signal variance
     and a white-noise variance; ``theta`` = their logs. Fitted by maximum a posteriori marginal likelihood
     (a wide log-normal prior on the length scales keeps few-point fits sane) with L-BFGS-B and the analytic
-    gradient. Written in numpy: scikit-learn's GaussianProcessRegressor computes the same but its generic
-    kernel gradients made a proposal cost ~10x more."""
+    gradient."""
 
     def __init__(self, groups: np.ndarray, theta: list[float] | None) -> None:
         # one length scale per parameter: ``groups`` maps each column to its parameter (a one-hot parameter's
