@@ -156,6 +156,7 @@ class GaussianProcessSearch(Strategy):
         candidates: int = 64,
         refit: float = 0.2,
         xi: float = 0.0,
+        additive: bool = False,
     ) -> None:
         super().__init__(space, objective, seed)
         if not isinstance(n_startup_trials, int) or isinstance(n_startup_trials, bool) or n_startup_trials < 1:
@@ -170,12 +171,13 @@ class GaussianProcessSearch(Strategy):
         self.n_candidates = candidates
         self.refit = float(refit)
         self.xi = float(xi)
+        self.additive = bool(additive)
         self.columns = [_Column(p) for p in space.space if P.n_values(p) != 1]
         self.offsets = np.cumsum([0] + [c.width for c in self.columns])
         self.dim = int(self.offsets[-1])
         self.parents = {c.name for p in space.space for c in getattr(p, "conditions", None) or []}
         self.groups = np.repeat(np.arange(len(self.columns)), [c.width for c in self.columns])
-        self.theta: list[float] | None = None  # fitted kernel parameters (log scale, scikit-learn's theta)
+        self.theta: list[float] | None = None  # last fit: log length scales, log signal and noise variances
         self.fitted_at = 0  # history length at the last hyperparameter fit
 
     # -- encoding ---------------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ class GaussianProcessSearch(Strategy):
 
     # -- model ------------------------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, y: np.ndarray) -> "_GP":
-        gp = _GP(self.groups, self.theta)
+        gp = _GP(self.groups, self.theta, self.additive)
         n = len(self.history)
         if self.theta is None or n >= self.fitted_at * (1 + self.refit) or n - self.fitted_at >= 25:
             gp.fit(X, y)
@@ -250,7 +252,7 @@ class GaussianProcessSearch(Strategy):
 
     def _ask(self) -> dict[str, Any] | None:
         seen = {_key(o.values) for o in self.history} | {_key(v) for v in self.pending.values()}
-        data = self._targets() if len(self.history) >= self.n_startup_trials else None
+        data = self._targets() if len(self.history) >= self.n_startup_trials and self.columns else None
         if data is None:
             return self._random(seen)
         from scipy.stats import norm
@@ -305,7 +307,7 @@ class GaussianProcessSearch(Strategy):
     def _get_state(self) -> dict[str, Any]:
         return {
             "options": {"n_startup_trials": self.n_startup_trials, "candidates": self.n_candidates,
-                        "refit": self.refit, "xi": self.xi},
+                        "refit": self.refit, "xi": self.xi, "additive": self.additive},
             "theta": self.theta,
             "fitted_at": self.fitted_at,
         }
@@ -316,6 +318,7 @@ class GaussianProcessSearch(Strategy):
         self.n_candidates = int(o["candidates"])
         self.refit = float(o["refit"])
         self.xi = float(o["xi"])
+        self.additive = bool(o["additive"])
         self.theta = None if state["theta"] is None else [float(t) for t in state["theta"]]
         self.fitted_at = int(state["fitted_at"])
 
@@ -329,21 +332,27 @@ def _key(values: Mapping[str, Any]) -> tuple:
 
 
 class _GP:
-    """A zero-mean Gaussian process with a Matern-5/2 kernel, one length scale per parameter, a signal variance
-    and a white-noise variance; ``theta`` = their logs. Fitted by maximum a posteriori marginal likelihood
-    (a wide log-normal prior on the length scales keeps few-point fits sane) with L-BFGS-B and the analytic
-    gradient."""
+    """A zero-mean Gaussian process whose kernel is the sum of a Matern-5/2 kernel over all parameters and,
+    when ``additive``, a first-order additive one (the mean of one Matern-5/2 kernel per parameter, same length
+    scales): with a few dozen trials the additive part learns each parameter's main effect ("this operation is
+    good anywhere"), the joint part their interactions. One length scale per parameter, two signal variances,
+    a white-noise variance; ``theta`` = [log length scales, log joint variance, log noise, log additive
+    variance]. Fitted by maximum a posteriori marginal likelihood (a wide log-normal prior on the length scales
+    keeps few-point fits sane) with L-BFGS-B and the analytic gradient."""
 
-    def __init__(self, groups: np.ndarray, theta: list[float] | None) -> None:
+    def __init__(self, groups: np.ndarray, theta: list[float] | None, additive: bool = True) -> None:
         # one length scale per parameter: ``groups`` maps each column to its parameter (a one-hot parameter's
         # columns share one, as in an overlap kernel; per-column ones need far more data)
         self.groups = groups
+        self.additive = additive
         self.G = np.eye(int(groups.max()) + 1)[groups]  # [columns, parameters] indicator
         dim = self.dim = self.G.shape[1]
-        default = np.concatenate([np.full(dim, math.log(0.5)), [0.0, math.log(0.05)]])
-        self.theta = np.array(theta, float) if theta is not None else default
+        default = [math.log(0.5)] * dim + [0.0, math.log(0.05)] + ([0.0] if additive else [])
+        self.theta = np.array(theta if theta is not None else default, float)
         self.bounds = [(math.log(0.02), math.log(50.0))] * dim + [(math.log(0.05), math.log(20.0)),
                                                                    (math.log(1e-4), math.log(2.0))]
+        if additive:
+            self.bounds.append((math.log(0.01), math.log(20.0)))
 
     def _nlml(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, D: np.ndarray) -> tuple[float, np.ndarray]:
         d, n = self.dim, len(X)
@@ -354,6 +363,13 @@ class _GP:
         e = np.exp(-_S5 * r)
         M = (1 + _S5 * r + 5 / 3 * r * r) * e
         K = s2 * M + (nz + 1e-8) * np.eye(n)
+        if self.additive:
+            sa = math.exp(theta[d + 2]) / d
+            rp = np.sqrt(Dd)
+            ep = np.exp(-_S5 * rp)
+            Mp = (1 + _S5 * rp + 5 / 3 * Dd) * ep  # [n, n, parameters]
+            Kadd = sa * Mp.sum(-1)
+            K += Kadd
         try:
             L = np.linalg.cholesky(K)
         except np.linalg.LinAlgError:
@@ -367,12 +383,16 @@ class _GP:
         g[:d] = -0.5 * np.einsum("ij,ijk->k", W * (s2 * 5 / 3 * (1 + _S5 * r) * e), Dd) + prior / 2.0
         g[d] = -0.5 * (W * (s2 * M)).sum()
         g[d + 1] = -0.5 * nz * np.trace(W)
+        if self.additive:
+            g[:d] += -0.5 * np.einsum("ij,ijk->k", W, sa * 5 / 3 * (1 + _S5 * rp) * ep * Dd)
+            g[d + 2] = -0.5 * (W * Kadd).sum()
         return float(val), g
 
     def fit(self, X: np.ndarray, y: np.ndarray, maxiter: int = 50) -> None:
         from scipy.optimize import minimize
 
-        D = ((X[:, None, :] - X[None, :, :]) ** 2) @ self.G
+        n = len(X)
+        D = (((X[:, None, :] - X[None, :, :]) ** 2).reshape(n * n, -1) @ self.G).reshape(n, n, -1)
         r = minimize(self._nlml, self.theta, args=(X, y, D), jac=True, method="L-BFGS-B", bounds=self.bounds,
                      options={"maxiter": maxiter})
         if np.all(np.isfinite(r.x)):
@@ -380,14 +400,24 @@ class _GP:
 
     def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         A, B = A / self.ls, B / self.ls
-        d2 = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2 * A @ B.T, 0.0)
+        if self.additive:
+            diff2 = (A[:, None, :] - B[None, :, :]) ** 2
+            Dp = (diff2.reshape(-1, A.shape[1]) @ self.G).reshape(len(A), len(B), -1)  # [m, n, parameters]
+            rp = np.sqrt(Dp)
+            d2 = Dp.sum(-1)
+        else:
+            d2 = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2 * A @ B.T, 0.0)
         r = np.sqrt(d2)
-        return self.s2 * (1 + _S5 * r + 5 / 3 * d2) * np.exp(-_S5 * r)
+        K = self.s2 * (1 + _S5 * r + 5 / 3 * d2) * np.exp(-_S5 * r)
+        if self.additive:
+            K += self.sa * ((1 + _S5 * rp + 5 / 3 * Dp) * np.exp(-_S5 * rp)).sum(-1)
+        return K
 
     def condition(self, X: np.ndarray, y: np.ndarray) -> None:
         d = self.dim
         self.ls, self.s2 = np.exp(self.theta[:d])[self.groups], math.exp(self.theta[d])
         nz = math.exp(self.theta[d + 1])
+        self.sa = math.exp(self.theta[d + 2]) / d if self.additive else 0.0
         self.X = X
         K = self._k(X, X) + (nz + 1e-8) * np.eye(len(X))
         self.L = np.linalg.cholesky(K)
@@ -397,4 +427,5 @@ class _GP:
         """Posterior mean and standard deviation of the noise-free function."""
         Ks = self._k(Xs, self.X)
         v = solve_triangular(self.L, Ks.T, lower=True)
-        return Ks @ self.alpha, np.sqrt(np.maximum(self.s2 - (v * v).sum(0), 1e-12))
+        prior = self.s2 + self.sa * self.dim
+        return Ks @ self.alpha, np.sqrt(np.maximum(prior - (v * v).sum(0), 1e-12))
