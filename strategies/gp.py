@@ -156,7 +156,6 @@ class GaussianProcessSearch(Strategy):
         candidates: int = 64,
         refit: float = 0.2,
         xi: float = 0.0,
-        additive: bool = False,
     ) -> None:
         super().__init__(space, objective, seed)
         if not isinstance(n_startup_trials, int) or isinstance(n_startup_trials, bool) or n_startup_trials < 1:
@@ -171,7 +170,6 @@ class GaussianProcessSearch(Strategy):
         self.n_candidates = candidates
         self.refit = float(refit)
         self.xi = float(xi)
-        self.additive = bool(additive)
         self.columns = [_Column(p) for p in space.space if P.n_values(p) != 1]
         self.offsets = np.cumsum([0] + [c.width for c in self.columns])
         self.dim = int(self.offsets[-1])
@@ -220,7 +218,7 @@ class GaussianProcessSearch(Strategy):
 
     # -- model ------------------------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, y: np.ndarray) -> "_GP":
-        gp = _GP(self.groups, self.theta, self.additive)
+        gp = _GP(self.groups, self.theta)
         n = len(self.history)
         if self.theta is None or n >= self.fitted_at * (1 + self.refit) or n - self.fitted_at >= 25:
             gp.fit(X, y)
@@ -307,7 +305,7 @@ class GaussianProcessSearch(Strategy):
     def _get_state(self) -> dict[str, Any]:
         return {
             "options": {"n_startup_trials": self.n_startup_trials, "candidates": self.n_candidates,
-                        "refit": self.refit, "xi": self.xi, "additive": self.additive},
+                        "refit": self.refit, "xi": self.xi},
             "theta": self.theta,
             "fitted_at": self.fitted_at,
         }
@@ -318,7 +316,6 @@ class GaussianProcessSearch(Strategy):
         self.n_candidates = int(o["candidates"])
         self.refit = float(o["refit"])
         self.xi = float(o["xi"])
-        self.additive = bool(o["additive"])
         self.theta = None if state["theta"] is None else [float(t) for t in state["theta"]]
         self.fitted_at = int(state["fitted_at"])
 
@@ -332,27 +329,21 @@ def _key(values: Mapping[str, Any]) -> tuple:
 
 
 class _GP:
-    """A zero-mean Gaussian process whose kernel is the sum of a Matern-5/2 kernel over all parameters and,
-    when ``additive``, a first-order additive one (the mean of one Matern-5/2 kernel per parameter, same length
-    scales): with a few dozen trials the additive part learns each parameter's main effect ("this operation is
-    good anywhere"), the joint part their interactions. One length scale per parameter, two signal variances,
-    a white-noise variance; ``theta`` = [log length scales, log joint variance, log noise, log additive
-    variance]. Fitted by maximum a posteriori marginal likelihood (a wide log-normal prior on the length scales
-    keeps few-point fits sane) with L-BFGS-B and the analytic gradient."""
+    """A zero-mean Gaussian process with a Matern-5/2 kernel, one length scale per parameter, a signal variance
+    and a white-noise variance; ``theta`` = their logs. Fitted by maximum a posteriori marginal likelihood
+    (a wide log-normal prior on the length scales keeps few-point fits sane) with L-BFGS-B and the analytic
+    gradient."""
 
-    def __init__(self, groups: np.ndarray, theta: list[float] | None, additive: bool = True) -> None:
+    def __init__(self, groups: np.ndarray, theta: list[float] | None) -> None:
         # one length scale per parameter: ``groups`` maps each column to its parameter (a one-hot parameter's
         # columns share one, as in an overlap kernel; per-column ones need far more data)
         self.groups = groups
-        self.additive = additive
         self.G = np.eye(int(groups.max()) + 1)[groups]  # [columns, parameters] indicator
         dim = self.dim = self.G.shape[1]
-        default = [math.log(0.5)] * dim + [0.0, math.log(0.05)] + ([0.0] if additive else [])
-        self.theta = np.array(theta if theta is not None else default, float)
+        default = np.concatenate([np.full(dim, math.log(0.5)), [0.0, math.log(0.05)]])
+        self.theta = np.array(theta, float) if theta is not None else default
         self.bounds = [(math.log(0.02), math.log(50.0))] * dim + [(math.log(0.05), math.log(20.0)),
                                                                    (math.log(1e-4), math.log(2.0))]
-        if additive:
-            self.bounds.append((math.log(0.01), math.log(20.0)))
 
     def _nlml(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray, D: np.ndarray) -> tuple[float, np.ndarray]:
         d, n = self.dim, len(X)
@@ -363,13 +354,6 @@ class _GP:
         e = np.exp(-_S5 * r)
         M = (1 + _S5 * r + 5 / 3 * r * r) * e
         K = s2 * M + (nz + 1e-8) * np.eye(n)
-        if self.additive:
-            sa = math.exp(theta[d + 2]) / d
-            rp = np.sqrt(Dd)
-            ep = np.exp(-_S5 * rp)
-            Mp = (1 + _S5 * rp + 5 / 3 * Dd) * ep  # [n, n, parameters]
-            Kadd = sa * Mp.sum(-1)
-            K += Kadd
         try:
             L = np.linalg.cholesky(K)
         except np.linalg.LinAlgError:
@@ -383,16 +367,12 @@ class _GP:
         g[:d] = -0.5 * np.einsum("ij,ijk->k", W * (s2 * 5 / 3 * (1 + _S5 * r) * e), Dd) + prior / 2.0
         g[d] = -0.5 * (W * (s2 * M)).sum()
         g[d + 1] = -0.5 * nz * np.trace(W)
-        if self.additive:
-            g[:d] += -0.5 * np.einsum("ij,ijk->k", W, sa * 5 / 3 * (1 + _S5 * rp) * ep * Dd)
-            g[d + 2] = -0.5 * (W * Kadd).sum()
         return float(val), g
 
     def fit(self, X: np.ndarray, y: np.ndarray, maxiter: int = 50) -> None:
         from scipy.optimize import minimize
 
-        n = len(X)
-        D = (((X[:, None, :] - X[None, :, :]) ** 2).reshape(n * n, -1) @ self.G).reshape(n, n, -1)
+        D = ((X[:, None, :] - X[None, :, :]) ** 2) @ self.G
         r = minimize(self._nlml, self.theta, args=(X, y, D), jac=True, method="L-BFGS-B", bounds=self.bounds,
                      options={"maxiter": maxiter})
         if np.all(np.isfinite(r.x)):
@@ -400,24 +380,14 @@ class _GP:
 
     def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         A, B = A / self.ls, B / self.ls
-        if self.additive:
-            diff2 = (A[:, None, :] - B[None, :, :]) ** 2
-            Dp = (diff2.reshape(-1, A.shape[1]) @ self.G).reshape(len(A), len(B), -1)  # [m, n, parameters]
-            rp = np.sqrt(Dp)
-            d2 = Dp.sum(-1)
-        else:
-            d2 = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2 * A @ B.T, 0.0)
+        d2 = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2 * A @ B.T, 0.0)
         r = np.sqrt(d2)
-        K = self.s2 * (1 + _S5 * r + 5 / 3 * d2) * np.exp(-_S5 * r)
-        if self.additive:
-            K += self.sa * ((1 + _S5 * rp + 5 / 3 * Dp) * np.exp(-_S5 * rp)).sum(-1)
-        return K
+        return self.s2 * (1 + _S5 * r + 5 / 3 * d2) * np.exp(-_S5 * r)
 
     def condition(self, X: np.ndarray, y: np.ndarray) -> None:
         d = self.dim
         self.ls, self.s2 = np.exp(self.theta[:d])[self.groups], math.exp(self.theta[d])
         nz = math.exp(self.theta[d + 1])
-        self.sa = math.exp(self.theta[d + 2]) / d if self.additive else 0.0
         self.X = X
         K = self._k(X, X) + (nz + 1e-8) * np.eye(len(X))
         self.L = np.linalg.cholesky(K)
@@ -427,5 +397,4 @@ class _GP:
         """Posterior mean and standard deviation of the noise-free function."""
         Ks = self._k(Xs, self.X)
         v = solve_triangular(self.L, Ks.T, lower=True)
-        prior = self.s2 + self.sa * self.dim
-        return Ks @ self.alpha, np.sqrt(np.maximum(prior - (v * v).sum(0), 1e-12))
+        return Ks @ self.alpha, np.sqrt(np.maximum(self.s2 - (v * v).sum(0), 1e-12))

@@ -210,7 +210,7 @@ def test_gp_one_length_scale_per_parameter():
     hp = _rewarded_space()  # 4 categoricals x 5 values: 20 one-hot columns, 4 length scales
     s = nas.create_strategy(GP, space=hp, seed=0)
     _drive(s, 12, metric=_reward)
-    assert s.dim == 20 and len(s.theta) == 4 + 3  # + joint and additive variances, noise
+    assert s.dim == 20 and len(s.theta) == 4 + 2  # + signal and noise variances
 
 
 def test_gp_finds_the_optimum_of_a_small_discrete_problem():
