@@ -3,9 +3,10 @@
 Written here rather than taken from a library, and why: Optuna's ``GPSampler`` needs PyTorch (not a dependency
 of nas); KerasTuner's ``BayesianOptimizationOracle`` takes seconds per proposal and treats a categorical as an
 ordinal; scikit-learn's ``GaussianProcessRegressor`` has no kernel whose length scale is shared by the one-hot
-columns of one categorical parameter (an overlap kernel), which is what made the model learn architecture
-tables (NAS-Bench-201) from a few dozen trials, and its generic kernel gradients cost several times more. The
-model is ~60 lines of numpy/scipy (scipy comes with scikit-learn); the rest is encoding and acquisition search.
+columns of one categorical parameter (an overlap kernel): with one length scale per one-hot column the model
+trailed TPE on the architecture tables (NAS-Bench-201) of benchmarks/strategies.py, with one per parameter it
+leads. The model is ~60 lines of numpy/scipy (scipy comes with scikit-learn); the rest is encoding and the
+acquisition search.
 
 * Encoding: every non-fixed parameter becomes columns in [0, 1]: Int/Float scaled linearly (or in log space for
   log sampling), ordered numeric Choice and Boolean by rank, unordered Choice one-hot (at 1/sqrt(2), so two
