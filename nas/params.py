@@ -21,7 +21,11 @@ Values = dict[str, Any]
 
 def is_active(param: Any, values: Mapping[str, Any]) -> bool:
     """Whether ``param``'s conditions hold for the (partial) ``values`` chosen so far."""
-    return all(c.is_active(dict(values)) for c in getattr(param, "conditions", []) or [])
+    conditions = getattr(param, "conditions", None)
+    if not conditions:  # the common case, and strategies call this for thousands of candidates per proposal
+        return True
+    values = dict(values)
+    return all(c.is_active(values) for c in conditions)
 
 
 def active_params(space: kt.HyperParameters, values: Mapping[str, Any]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -187,19 +188,70 @@ def test_evolution_rejects_bad_options():
         nas.create_strategy("evolution", space=toy_space(), population=4, sample=5)
 
 
+# -- gp -------------------------------------------------------------------------------------------------------
+GP = "strategies.gp:GaussianProcessSearch"  # registered as "gp" (pyproject.toml)
+
+
+def test_gp_passes_conformance_and_keeps_conditionals_valid():
+    check_strategy(GP)
+    hp = toy_space()
+    s = nas.create_strategy(GP, space=hp, seed=0, n_startup_trials=4)
+    props = _drive(s, 20)
+    for v in props:
+        P.validate(hp, v)
+    assert len({P.canonical(v) for v in props}) == len(props)  # never proposes a configuration twice
+
+
+def test_gp_one_length_scale_per_parameter():
+    hp = _rewarded_space()  # 4 categoricals x 5 values: 20 one-hot columns, 4 length scales
+    s = nas.create_strategy(GP, space=hp, seed=0)
+    _drive(s, 12, metric=_reward)
+    assert s.dim == 20 and len(s.theta) == 4 + 2  # + signal and noise variances
+
+
+def test_gp_finds_the_optimum_of_a_small_discrete_problem():
+    hp = kt.HyperParameters()
+    hp.Int("x", 0, 20)
+    hp.Choice("c", ["a", "b", "c", "d"])
+    s = nas.create_strategy(GP, space=hp, objective="loss:min", seed=0)
+    props = _drive(s, 30, metric=lambda v: (v["x"] - 13) ** 2 + (v["c"] != "c") * 5, key="loss")
+    assert {"x": 13, "c": "c"} in props
+
+
+def test_gp_several_objectives_failures_and_pending():
+    hp = toy_space()
+    objs = ["val_accuracy:max", "params:min"]
+    s = nas.create_strategy(GP, space=hp, objective=objs, seed=1, n_startup_trials=3)
+    for i in range(10):
+        p = s.ask()
+        s.tell(p.trial_id, None if i % 4 == 1 else {"val_accuracy": toy_metric(p.values), "params": p.values["depth"]})
+    batch = [s.ask() for _ in range(3)]  # several pending: kriging-believer points
+    assert len({P.canonical(p.values) for p in batch}) == 3
+    state = json.loads(json.dumps(s.get_state()))
+    again = nas.create_strategy(GP, space=hp, objective=objs, seed=9)
+    again.set_state(state)
+    assert again.ask().values == s.ask().values
+
+
+def test_gp_rejects_bad_options():
+    with pytest.raises(PluginError, match="n_startup_trials"):
+        nas.create_strategy(GP, space=toy_space(), n_startup_trials=0)
+
+
 # -- the benchmark --------------------------------------------------------------------------------------------
 def test_benchmark_smoke(tmp_path):
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "strategies.py"), "--datasets", "car", "--seeds", "2",
-        "--budgets", "10,25", "--ktbo-budget", "5", "--ktbo-seeds", "1", "--out", str(tmp_path),
+        "--budgets", "10,25", "--ktbo-budget", "5", "--ktbo-seeds", "1", "--out", str(tmp_path), "--cost-trials", "30",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     md = (tmp_path / "strategies.md").read_text()
-    for name in ("random", "grid", "bayes", "evolution", "rl", "optuna_tpe", "keras_tuner_bo"):
+    for name in ("random", "grid", "bayes", "evolution", "rl", "gp", "optuna_tpe", "keras_tuner_bo"):
         assert f"| {name} |" in md
+    assert "Milliseconds per proposal (ask + tell) at 30 trials" in md and "gp " in md.split("Milliseconds")[1]
     assert (tmp_path / "strategies.png").stat().st_size > 1000
-    rows = (tmp_path / "strategies.csv").read_text().splitlines()
-    assert rows[0].startswith("strategy,dataset,budget") and len(rows) > 10
+    rows = list(csv.reader((tmp_path / "strategies.csv").read_text().splitlines()))
+    assert rows[0][:3] == ["strategy", "dataset", "budget"] and len(rows) > 10
     for row in rows[1:]:
-        assert float(row.split(",")[3]) >= 0  # regret is never negative
+        assert float(row[3]) >= 0  # regret is never negative
