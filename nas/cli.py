@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run a search", epilog=EXAMPLES["search"], formatter_class=fmt)
     g = s.add_argument_group("what to search")
     g.add_argument("--space", default="mlp", help="search space: a registered name (see `nas list`), module:Class or file.py:Class (default: mlp)")
-    g.add_argument("--strategy", default="random", help="strategy: a registered name, module:Class or file.py:Class (default: random)")
+    g.add_argument("--strategy", default="gp", help="strategy: a registered name, module:Class or file.py:Class (default: gp, Gaussian-process BO)")
     g.add_argument("--strategy-option", dest="strategy_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="strategy option, repeatable (e.g. points=3 for grid)")
     g.add_argument("--space-option", dest="space_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="search-space option, repeatable")
     g.add_argument("--objective", dest="objectives", action="append", default=[], metavar="METRIC[:max|min]", help="what to optimise (default: the space's, val_accuracy:max for classification)")

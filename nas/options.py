@@ -33,7 +33,7 @@ __all__ = ["BACKENDS", "DATA_SOURCES", "DISTRIBUTED_MODES", "RESUME_MAY_CHANGE",
 @dataclass
 class SearchOptions:
     space: str = "mlp"
-    strategy: str = "random"
+    strategy: str = "gp"  # the best of the built-ins at every budget (benchmarks/strategies.py)
     data: str = "digits"
     target: str | None = None
     window: int | None = None

@@ -21,7 +21,7 @@ def _out(cli, capsys, monkeypatch, *args: str) -> str:
 def test_status_text_and_json(small_run, capsys, monkeypatch) -> None:
     cli, name, _ = small_run
     text = _out(cli, capsys, monkeypatch, "status", name)
-    assert f"run {name}: space mlp, strategy random, objective val_accuracy:max" in text
+    assert f"run {name}: space mlp, strategy gp, backend tensorflow, objective val_accuracy:max" in text
     assert "3 completed, 0 failed, 0 running, 0 pending of 3 (0 remaining)" in text and "elapsed " in text
     assert "top 3 by val_accuracy:max" in text and "rank" in text
     rows = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
@@ -42,7 +42,7 @@ def test_runs_lists_the_storage(small_run, capsys, monkeypatch) -> None:
     header, *rows = out.splitlines()
     assert header.split()[:5] == ["name", "space", "strategy", "state", "trials"]
     row = next(r for r in rows if r.startswith(name + " "))
-    assert "mlp" in row and "random" in row and "finished" in row and "3/3" in row and "val_accuracy:max" in row
+    assert "mlp" in row and " gp " in row and "finished" in row and "3/3" in row and "val_accuracy:max" in row
     runs = json.loads(_out(cli, capsys, monkeypatch, "runs", "--json"))
     assert runs[0]["name"] == name and runs[0]["completed"] == 3 and runs[0]["best"] > 0.1
 

@@ -63,8 +63,8 @@ def _session_processes(session_dir: str) -> list[int]:
 def test_kill_9_then_resume_is_exact(cli) -> None:
     budget, seed = 4, 11
     run = cli.storage / "killed"
-    proc = _start(cli, "search", "--trials", str(budget), "--epochs", "6", "--max-concurrent", "1",
-                  "--seed", str(seed), "--name", "killed")
+    proc = _start(cli, "search", "--strategy", "random", "--trials", str(budget), "--epochs", "6",
+                  "--max-concurrent", "1", "--seed", str(seed), "--name", "killed")
     before = _wait_for(run, proc, completed=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
