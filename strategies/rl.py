@@ -7,15 +7,16 @@ and so are parameters with a single choice (Fixed). Two controllers (option ``po
 
 * ``"lstm"`` — Zoph & Le's autoregressive controller: an LSTM whose input at each step is the embedding of the
   previous decision (a learned start vector first) and whose output feeds a per-parameter softmax head. The
-  cell is Keras' ``LSTMCell`` (gates i, f, c, o; sigmoid / tanh), written in TensorFlow ops inside one
-  module-level ``tf.function`` that computes the REINFORCE loss and its gradients with ``tf.GradientTape``; the
-  weights are passed in as tensors, so every controller with the same shape reuses one traced graph (Keras
-  layer objects would retrace and leak memory per strategy instance: a benchmark builds thousands). Sampling
-  runs the same equations in numpy (microseconds per decision; TensorFlow's per-call overhead would dominate),
-  drawing from ``self.rng`` so seeded runs are identical.
+  cell has Keras' ``LSTMCell`` equations (gates i, f, c, o; sigmoid / tanh). Sampling and the REINFORCE gradient
+  (backpropagation through time, written out in ``_lstm_loss_and_grads``) are numpy: microseconds per decision,
+  no framework in the driver, and the same on a machine that has only jax or torch. Sampling draws from
+  ``self.rng`` so seeded runs are identical.
 * ``"categorical"`` — one independent softmax (logits vector) per parameter, the policy NAS-Bench-101's authors
-  found better than the LSTM. Its gradient is closed-form (d log p_a / d logits = onehot(a) - p), so it is
-  numpy only: TensorFlow would add overhead and nothing else.
+  found better than the LSTM. Its gradient is closed-form (d log p_a / d logits = onehot(a) - p).
+
+``sample(rng)`` draws a configuration from the current policy without proposing it (no trial id, nothing
+pending, the strategy's own RNG untouched): what weight-sharing NAS trains its shared weights on (ENAS, Pham et
+al. 2018), one sampled child per minibatch, while ``ask``/``tell`` train the controller.
 
 REINFORCE: reward = the quantile of the trial's objective among all finished trials so far (normalised to
 [0, 1], direction-aware through ``self.score``; a failed trial gets 0), advantage = reward - an exponential
@@ -63,52 +64,87 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# -- the TensorFlow part of the LSTM controller ---------------------------------------------------------------
-_TF_LOSS = None
+# -- the LSTM controller's REINFORCE gradient, in numpy ----------------------------------------------------------
+def _lstm_loss_and_grads(weights: list[np.ndarray], actions: np.ndarray, adv: np.ndarray, pad: np.ndarray,
+                         entropy_weight: float) -> tuple[float, list[np.ndarray]]:
+    """The REINFORCE loss of a batch of episodes under the LSTM controller and its gradient in every weight.
 
+    loss = -mean_i(adv_i * sum_t log p(a_it)) - entropy_weight * mean_i(sum_t H_t), summed over the steps each
+    episode took (``actions[i, t] = -1``: parameter t was inactive; the LSTM state and input carry over it).
 
-def _tf_loss_and_grads() -> Any:
-    """One traced function for every LSTM controller (retraced only per distinct shape)."""
-    global _TF_LOSS
-    if _TF_LOSS is None:
-        import tensorflow as tf
+    Backpropagation through time written by hand: the controller is a few dozen steps of a small LSTM, and a
+    framework for its gradient would tie the strategy to one (TensorFlow's GradientTape made a jax or torch
+    driver import TensorFlow, and a GPU node without TensorFlow could not run it at all). Computed in float64;
+    ``tests/test_rl_numpy_lstm.py`` checks it against finite differences and against the TensorFlow version it
+    replaces.
+    """
+    x0, emb, wk, wr, b, wo, bo = (w.astype(np.float64) for w in weights)
+    actions = np.asarray(actions, np.int64)
+    adv = np.asarray(adv, np.float64)
+    n, steps = actions.shape
+    units = wr.shape[0]
+    h = np.zeros((n, units))
+    c = np.zeros((n, units))
+    x = np.tile(x0[None, :], (n, 1))
+    tape = []
+    loss = 0.0
+    for t in range(steps):
+        a_t = actions[:, t]
+        m = (a_t >= 0).astype(np.float64)[:, None]
+        a = np.maximum(a_t, 0)
+        z = x @ wk + h @ wr + b
+        zi, zf, zc, zo = np.split(z, 4, axis=1)
+        si, sf, so, tc = _sigmoid(zi), _sigmoid(zf), _sigmoid(zo), np.tanh(zc)
+        c2 = sf * c + si * tc
+        tc2 = np.tanh(c2)
+        h2 = so * tc2
+        logits = h2 @ wo[t] + bo[t] + pad[t]
+        logits = logits - logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        p = np.exp(logp)
+        plogp = np.where(p > 0, p * logp, 0.0)
+        ent = -plogp.sum(axis=1)
+        lp = logp[np.arange(n), a]
+        loss += float(-(adv * m[:, 0] * lp).mean() - entropy_weight * (m[:, 0] * ent).mean())
+        tape.append((x, h, c, a, m, si, sf, so, tc, c2, tc2, h2, p, logp, ent))
+        h = m * h2 + (1 - m) * h
+        c = m * c2 + (1 - m) * c
+        x = m * emb[t][a] + (1 - m) * x
 
-        @tf.function
-        def loss_and_grads(weights, actions, adv, pad, entropy_weight):  # type: ignore[no-untyped-def]
-            x0, emb, wk, wr, b, wo, bo = weights
-            with tf.GradientTape() as tape:
-                tape.watch(weights)
-                n = tf.shape(actions)[0]
-                units = tf.shape(wr)[0]
-                h = tf.zeros([n, units])
-                c = tf.zeros([n, units])
-                x = tf.tile(x0[None, :], [n, 1])
-                logp_sum = tf.zeros([n])
-                ent_sum = tf.zeros([n])
-                for t in range(actions.shape[1]):  # unrolled: one step per decision parameter
-                    a_t = actions[:, t]
-                    m = tf.cast(a_t >= 0, tf.float32)
-                    z = tf.matmul(x, wk) + tf.matmul(h, wr) + b
-                    zi, zf, zc, zo = tf.split(z, 4, axis=1)
-                    c2 = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zc)
-                    h2 = tf.sigmoid(zo) * tf.tanh(c2)
-                    logits = tf.matmul(h2, wo[t]) + bo[t] + pad[t]
-                    logp = tf.nn.log_softmax(logits)
-                    a = tf.maximum(a_t, 0)
-                    lp = tf.gather(logp, a, batch_dims=1)
-                    p = tf.exp(logp)
-                    ent = -tf.reduce_sum(tf.where(p > 0, p * logp, 0.0), axis=1)
-                    logp_sum += m * lp
-                    ent_sum += m * ent
-                    mc = m[:, None]
-                    h = mc * h2 + (1 - mc) * h
-                    c = mc * c2 + (1 - mc) * c
-                    x = mc * tf.gather(emb[t], a) + (1 - mc) * x
-                loss = -tf.reduce_mean(adv * logp_sum) - entropy_weight * tf.reduce_mean(ent_sum)
-            return loss, tape.gradient(loss, weights)
-
-        _TF_LOSS = loss_and_grads
-    return _TF_LOSS
+    grads = [np.zeros_like(w) for w in (x0, emb, wk, wr, b, wo, bo)]
+    g_x0, g_emb, g_wk, g_wr, g_b, g_wo, g_bo = grads
+    dh = np.zeros((n, units))  # d loss / d (h, c, x) after the step being undone
+    dc = np.zeros((n, units))
+    dx = np.zeros((n, units))
+    rows = np.arange(n)
+    for t in reversed(range(steps)):
+        x, h, c, a, m, si, sf, so, tc, c2, tc2, h2, p, logp, ent = tape[t]
+        # the step's input: the previous decision's embedding where the step was taken, else carried over
+        np.add.at(g_emb[t], a, m * dx)
+        dx_carry = (1 - m) * dx
+        # d loss / d logits: -adv/n * (onehot(a) - p) from log p(a), beta/n * p (log p + H) from -beta H
+        onehot = np.zeros_like(p)
+        onehot[rows, a] = 1.0
+        dlogits = (-adv[:, None] / n) * (onehot - p) + (entropy_weight / n) * np.where(
+            p > 0, p * (logp + ent[:, None]), 0.0)
+        dlogits *= m
+        g_wo[t] += h2.T @ dlogits
+        g_bo[t] += dlogits.sum(axis=0)
+        dh2 = m * dh + dlogits @ wo[t].T
+        dc2 = m * dc + dh2 * so * (1 - tc2 * tc2)
+        dzo = dh2 * tc2 * so * (1 - so)
+        dzi = dc2 * tc * si * (1 - si)
+        dzf = dc2 * c * sf * (1 - sf)
+        dzc = dc2 * si * (1 - tc * tc)
+        dz = np.concatenate([dzi, dzf, dzc, dzo], axis=1)
+        g_wk += x.T @ dz
+        g_wr += h.T @ dz
+        g_b += dz.sum(axis=0)
+        dh = (1 - m) * dh + dz @ wr.T
+        dc = (1 - m) * dc + dc2 * sf
+        dx = dx_carry + dz @ wk.T
+    g_x0 += dx.sum(axis=0)
+    return loss, [g.astype(w.dtype) for g, w in zip(grads, weights)]
 
 
 class _Adam:
@@ -208,7 +244,13 @@ class ReinforceSearch(Strategy):
 
         return [init(u), init(T, K, u), init(u, 4 * u), init(u, 4 * u), init(4 * u), init(T, u, K), init(T, K)]
 
-    def _sample(self) -> dict[str, Any]:
+    def sample(self, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """A configuration drawn from the current policy with ``rng`` (default: the strategy's own), without
+        proposing it: no trial id, nothing pending, nothing to tell."""
+        return {k: P.to_python(v) for k, v in self._sample(rng).items()}
+
+    def _sample(self, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        rng = self.rng if rng is None else rng
         values: dict[str, Any] = {}
         if self.policy == "lstm":
             x0, emb, wk, wr, b, wo, bo = (w.astype(np.float64) for w in self.weights)
@@ -232,7 +274,7 @@ class ReinforceSearch(Strategy):
                 c = _sigmoid(zf) * c + _sigmoid(zi) * np.tanh(zc)
                 h = _sigmoid(zo) * np.tanh(c)
                 logits = (h @ wo[t] + bo[t])[:k]
-            a = _draw(_softmax(logits), float(self.rng.random()))
+            a = _draw(_softmax(logits), float(rng.random()))
             values[p.name] = cands[a]
             if self.policy == "lstm":
                 x = emb[t, a]
@@ -279,18 +321,7 @@ class ReinforceSearch(Strategy):
 
     def _grads(self, actions: np.ndarray, adv: np.ndarray) -> list[np.ndarray]:
         if self.policy == "lstm":
-            import tensorflow as tf
-
-            fn = _tf_loss_and_grads()
-            weights = [tf.constant(w) for w in self.weights]
-            _, grads = fn(
-                weights,
-                tf.constant(actions, tf.int32),
-                tf.constant(adv, tf.float32),
-                tf.constant(self.pad),
-                tf.constant(self.entropy_weight, tf.float32),
-            )
-            return [g.numpy() for g in grads]
+            return _lstm_loss_and_grads(self.weights, actions, adv, self.pad, self.entropy_weight)[1]
         theta = self.weights[0]
         g = np.zeros_like(theta)
         n = len(actions)
