@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 from nas import backends
 from nas.errors import NasError
+from nas.estimation import ESTIMATIONS, SHARED
+from nas.estimation.settings import OPTIONS as SUPERNET_OPTIONS
 from nas.options import (
     BACKENDS,
     DATA_SOURCES,
@@ -27,6 +29,7 @@ EXAMPLES = {
   nas search --space mlp --strategy random --trials 8 --epochs 5
   nas search --space cnn --strategy rl --trials 50 --max-concurrent 4 --gpus-per-trial 0.5
   nas search --space cnn --strategy rl --backend jax --gpus-per-trial 0.125     # 8 trials share each GPU
+  nas search --space enas_cnn --estimation shared-weights --supernet-epochs 30 --top-k 5 --epochs 20   # ENAS
   nas search --space my_spaces.py:MySpace --data train.npz --objective val_loss:min
   nas search --space mlp --data prices.csv --target price --name prices --storage /shared/nas-runs
   nas search --address auto --workers-per-trial 4 --distributed horovod --gpus-per-trial 1 --storage /shared/nas-runs""",
@@ -95,10 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run a search", epilog=EXAMPLES["search"], formatter_class=fmt)
     g = s.add_argument_group("what to search")
     g.add_argument("--space", default="mlp", help="search space: a registered name (see `nas list`), module:Class or file.py:Class (default: mlp)")
-    g.add_argument("--strategy", default="gp", help="strategy: a registered name, module:Class or file.py:Class (default: gp, Gaussian-process BO)")
+    g.add_argument("--strategy", default=None, help="strategy: a registered name, module:Class or file.py:Class (default: gp, Gaussian-process BO; rl, ENAS's controller, with --estimation shared-weights)")
     g.add_argument("--strategy-option", dest="strategy_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="strategy option, repeatable (e.g. points=3 for grid)")
     g.add_argument("--space-option", dest="space_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="search-space option, repeatable")
     g.add_argument("--objective", dest="objectives", action="append", default=[], metavar="METRIC[:max|min]", help="what to optimise (default: the space's, val_accuracy:max for classification)")
+    w = s.add_argument_group("performance estimation (weight sharing: a supernet phase, then the top-k from scratch)")
+    w.add_argument("--estimation", choices=ESTIMATIONS, default="standalone",
+                   help="standalone: every trial trains from scratch (default); shared-weights: ENAS, one supernet "
+                        "whose shared weights judge the architectures the strategy samples (needs a space with a "
+                        "supernet, e.g. enas_cnn), then the top-k trained from scratch as the trials")
+    w.add_argument("--top-k", type=_positive_int, default=5,
+                   help="shared-weights: architectures trained from scratch after the supernet phase; they are the "
+                        "search's trials (default: 5)")
+    w.add_argument("--supernet-epochs", type=_positive_int, default=10, help="shared-weights: supernet epochs (default: 10)")
+    w.add_argument("--supernet-option", dest="supernet_options", action="append", type=_option, default=[],
+                   metavar="KEY=VALUE", help="shared-weights, repeatable: " + "; ".join(
+                       f"{k} ({v[2]}, default {v[0]})" for k, v in SUPERNET_OPTIONS.items()))
     d = s.add_argument_group("data")
     d.add_argument("--data", default="digits", help=f"{DATA_SOURCES[0]} (default, offline), {', '.join(DATA_SOURCES[1:])}, PATH.npz or PATH.csv")
     d.add_argument("--target", help="CSV column to predict")
@@ -244,7 +259,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.engine import run_search
 
     opts = SearchOptions(
-        space=args.space, strategy=args.strategy, data=args.data, target=args.target, window=args.window,
+        space=args.space, strategy=args.strategy or ("rl" if args.estimation == SHARED else "gp"),  # ENAS: rl
+        data=args.data, target=args.target, window=args.window,
         task=args.task, normal_class=args.normal_class, objectives=args.objectives, trials=args.trials,
         epochs=args.epochs, seed=args.seed, name=args.name, storage=args.storage, address=args.address,
         max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
@@ -254,7 +270,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, min_epochs=args.min_epochs, max_params=args.max_params,
         max_latency_ms=args.max_latency_ms,
         workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,
-        backend=args.backend,
+        backend=args.backend, estimation=args.estimation, top_k=args.top_k, supernet_epochs=args.supernet_epochs,
+        supernet_options=dict(args.supernet_options),
     )
     with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
         result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)

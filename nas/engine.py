@@ -21,6 +21,8 @@ from nas import params as P
 from nas.data import Dataset, load_data
 from nas.distributed import require_horovod, train_trial_horovod
 from nas.errors import NasError, RunError
+from nas.estimation import SHARED
+from nas.estimation.phase import shared_weights
 from nas.objective import Objective, parse_objectives
 from nas.options import (
     RESUME_MAY_CHANGE,
@@ -165,6 +167,8 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         "versions": package_versions(),
         "command": " ".join(sys.argv),
     }
+    if opts.estimation == SHARED:  # weight sharing: the supernet phase, whose top-k are the trials
+        strategy = shared_weights(opts, store, spec, data, task, space, objectives, env, announce)
     return _tune(opts, store, spec, data, task, strategy, objectives, env, printer_factory, announce, replay=[],
                  budget=Budget(opts.trials))
 
@@ -197,6 +201,8 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     cleanup_local_ray(store)
 
     data, task, space, objectives, strategy = prepare(opts)
+    if opts.estimation == SHARED:  # weight sharing: finish the supernet phase first (a no-op once it is done)
+        strategy = shared_weights(opts, store, spec, data, task, space, objectives, env, announce)
     state = store.strategy_state()
     if state is None:
         raise RunError(f"{store.strategy_path} is missing: the strategy's state cannot be restored")

@@ -18,6 +18,8 @@ from nas.backends import BACKENDS
 from nas.backends import default as default_backend
 from nas.data import BUILTIN as DATA_SOURCES
 from nas.errors import NasError
+from nas.estimation import ESTIMATIONS, SHARED
+from nas.estimation.settings import SupernetSettings
 from nas.measure import needed
 from nas.objective import Objective
 from nas.task import TASK_KINDS, Task
@@ -65,6 +67,11 @@ class SearchOptions:
     max_worker_rss_mb: float | str = "auto"  # replace reused workers above this RSS ("auto": 1.5x fresh; "off")
     backend: str | None = None  # tensorflow | jax | torch (None: $KERAS_BACKEND, else tensorflow)
     verbose: bool = False
+    # -- weight sharing (nas.estimation): a supernet phase, then the top-k trained from scratch as the trials
+    estimation: str = "standalone"  # standalone | shared-weights
+    top_k: int = 5
+    supernet_epochs: int = 10
+    supernet_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise ``NasError`` naming the first bad value and what is accepted."""
@@ -113,6 +120,12 @@ class SearchOptions:
             raise NasError(
                 f"--gpus-per-trial {self.gpus_per_trial!r} is not valid; give 0, a fraction below 1, or a whole number"
             )
+        # -- weight sharing (nas.estimation) --
+        if self.estimation not in ESTIMATIONS:
+            raise NasError(f"--estimation {self.estimation!r} is not valid; accepted: {', '.join(ESTIMATIONS)}")
+        if self.estimation == SHARED:
+            SupernetSettings.of(self.supernet_epochs, self.top_k, self.supernet_options)  # one line for a bad one
+            self.trials = self.top_k  # the trials are the top-k, trained from scratch after the supernet phase
 
     @property
     def ranks(self) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas.errors import NasError, RunError
+from nas.estimation.status import status_line, supernet_status
 from nas.objective import Objective
 from nas.progress import format_duration, interactive
 from nas.results import format_config, format_value, pareto_front, rank
@@ -60,6 +61,9 @@ def status_json(store: ExperimentStore) -> dict[str, Any]:
     }
     if len(objectives) > 1:
         out["pareto_front"] = [t["trial_id"] for t in pareto_front(trials, objectives)]
+    supernet = supernet_status(store.root)  # weight sharing (nas.estimation): its supernet phase
+    if supernet is not None:
+        out["estimation"], out["supernet"] = "shared-weights", supernet
     return out
 
 
@@ -87,6 +91,8 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         f"{c['pending']} pending of {data['budget']['trials']} ({data['remaining']} remaining), "
         f"{data['budget']['epochs']} epochs each; elapsed {format_duration(data.get('elapsed_s'))}"
     )
+    if data.get("supernet"):
+        summary += "\n" + status_line(data["supernet"])
     header = f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, backend {data['backend']}, " \
         f"objective " + ", ".join(map(str, objectives))
     metrics = [o.metric for o in objectives]
@@ -137,6 +143,9 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
 # -- nas runs ------------------------------------------------------------------------------------------------
 def run_state(data: Mapping[str, Any], stale_s: float = 600.0) -> str:
     c = data["counts"]
+    supernet = data.get("supernet")
+    if supernet and supernet.get("phase") == "supernet":  # weight sharing, before its trials
+        return "supernet" if time.time() - float(supernet.get("updated") or 0) < stale_s else "interrupted"
     if c["running"] or c["pending"]:
         # records say running: a live search rewrites them every epoch; an old one was interrupted
         d = Path(data["directory"]) / "trials"
