@@ -54,7 +54,7 @@ class ENASSpace(SearchSpace, SupernetSpace):
     input_kind = "image inputs of shape (H, W) or (H, W, C)"
     input_hint = "use --space mlp for flat features"
 
-    def __init__(self, task: Any, layers: int = 6, filters: int = 16, learning_rate: float = 1e-3,
+    def __init__(self, task: Any, layers: int = 6, filters: int = 16, learning_rate: float = 3e-3,
                  batch_size: int = 64) -> None:
         super().__init__(task)
         for opt, v in (("layers", layers), ("filters", filters), ("batch_size", batch_size)):

@@ -63,7 +63,8 @@ def test_a_shared_weights_search_leaves_a_normal_run(reference) -> None:
     run = cli.storage / "ref"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["options"]["estimation"] == "shared-weights" and spec["supernet"]["top_k"] == 2
-    assert spec["supernet"]["controller_options"] == {"policy": "lstm", "unique": False, "batch": 3}
+    assert spec["supernet"]["controller_options"] == {"policy": "lstm", "unique": False, "learning_rate": 0.03,
+                                                       "batch": 3}
     assert (run / "supernet" / "resume.npz").is_file() and (run / "supernet" / "controller.json").is_file()
     exp = cli("export", "ref", "--format", "keras", "--out", str(cli.cwd / "exp"), timeout=300).stdout
     assert "every format verified" in exp, exp

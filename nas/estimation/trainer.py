@@ -247,3 +247,29 @@ class SupernetTrainer:
         """Shared-weight metrics of given architectures on the whole validation set (benchmarks: rank
         correlation with from-scratch accuracy)."""
         return [self.evaluate(v) for v in configurations]
+
+
+def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
+    """A stored run's supernet and controller as its last checkpoint left them, in this process (its backend
+    must be the run's): e.g. to evaluate architectures with the run's shared weights."""
+    from nas.data import load_data
+    from nas.store import read_json
+    from nas.task import Task
+
+    run_dir = Path(run_dir)
+    spec = read_json(run_dir / "spec.json")
+    d = spec["data"]
+    data = load_data(d["spec"], target=d.get("target"), window=d.get("window"), seed=spec.get("seed") or 0)
+    objectives = [Objective(**o) for o in spec["objectives"]]
+    opts = spec["options"]
+    setup = TrialSetup(space=spec["space"], task=Task.from_json(spec["task"]), epochs=int(spec["epochs"]),
+                       objective=objectives[0], backend=spec.get("backend", "tensorflow"),
+                       space_options=dict(spec.get("space_options") or {}), seed=spec.get("seed"),
+                       run_dir=str(run_dir), cpus_per_trial=opts.get("cpus_per_trial", 1.0))
+    sn = spec["supernet"]
+    settings = SupernetSettings.from_json({k: v for k, v in sn.items() if k not in ("controller", "controller_options")})
+    trainer = SupernetTrainer(setup, data, settings, sn["controller"], sn["controller_options"],
+                              [o.to_json() for o in objectives])
+    if trainer.restore()["epoch"] == 0:
+        raise FileNotFoundError(f"{supernet_dir(run_dir) / 'resume.npz'}: no supernet checkpoint to evaluate with")
+    return trainer
