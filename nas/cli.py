@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas import backends
 from nas.errors import NasError
 from nas.options import (
     BACKENDS,
@@ -210,11 +209,7 @@ def _report(result: Any, storage: str | None) -> int:
 
 
 def _resume(name: str, storage: str | None, changes: dict[str, Any]) -> int:
-    from nas.store import ExperimentStore
-
-    spec = ExperimentStore.open(name, storage).spec()
-    backends.select(backends.check(spec.get("backend") or "tensorflow"))  # before Keras is imported
-    from nas.engine import resume_search
+    from nas.engine import resume_search  # imports no Keras: the run's backend is selected before it is
 
     with Progress(epochs=None) as progress:
         result = resume_search(name, storage, changes, printer_factory=progress.factory, announce=progress.announce)
@@ -240,8 +235,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
         return _resume(args.name, args.storage, changes)
 
-    backends.select(backends.check(args.backend))  # before anything imports Keras: the driver uses only it
-    from nas.engine import run_search
+    from nas.engine import run_search  # imports no Keras: the search selects its backend before it does
 
     opts = SearchOptions(
         space=args.space, strategy=args.strategy, data=args.data, target=args.target, window=args.window,

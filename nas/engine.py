@@ -34,11 +34,11 @@ from nas.ray_runtime import (
     cleanup_local_ray,
     package_versions,
     quiet_environment,
-    ray_session,
+    EarlyRay,
     record_local_ray,
     trial_resources,
 )
-from nas.registry import SPACES, create_space, create_strategy, load
+from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, load
 from nas.results import rank
 from nas.store import ExperimentStore, check_name, default_storage, generate_name
 from nas.task import is_classification, make_task
@@ -47,15 +47,22 @@ Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, Budget], Printer]
 
 
-def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
-    """Load data, build the space and strategy, check the objective: everything that can fail before Ray."""
+def check_and_load(opts: SearchOptions) -> Dataset:
+    """What can fail without Keras: the options, the plugins' names, the data (loaded and checked). Runs before Ray
+    starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
     opts.backend = backends.check(opts.backend)
     backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
     if opts.distributed == "horovod":  # one line saying how to install it
         require_horovod()
-    space_cls = load(SPACES, opts.space)  # an unknown space fails before any data is loaded
-    data = load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
+    check_ref(SPACES, opts.space)
+    check_ref(STRATEGIES, opts.strategy)
+    return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
+
+
+def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objective], Any]:
+    """Build the task, space and strategy and check the objective (imports Keras and the framework)."""
+    space_cls = load(SPACES, opts.space)
     kind = opts.task or _default_task(space_cls, data)
     task = make_task(data, kind, normal_class=opts.normal_class)
     space = create_space(opts.space, task=task, **opts.space_options)
@@ -64,7 +71,7 @@ def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
     backends.keep_driver_off_gpus(opts.backend)
     check_objectives(space, data, objectives)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
-    return data, task, space, objectives, strategy
+    return task, space, objectives, strategy
 
 
 #: what every trial reports besides the model's own metrics
@@ -138,9 +145,18 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         raise RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
                        f"or continue it with `nas resume {name}`")
 
-    data, task, space, objectives, strategy = prepare(opts)
-    announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-             f"{opts.epochs} epochs on {opts.data}")
+    data = check_and_load(opts)
+    with _early_ray(opts, env) as ray:  # Ray starts while Keras is imported and the search prepared
+        task, space, objectives, strategy = prepare(opts, data)
+        announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
+                 f"{opts.epochs} epochs on {opts.data}")
+        return _new_run(opts, store, name, data, task, space, objectives, strategy, env, ray, printer_factory,
+                        announce)
+
+
+def _new_run(opts: SearchOptions, store: ExperimentStore, name: str, data: Any, task: Any, space: Any,
+             objectives: list[Objective], strategy: Any, env: dict[str, str], ray: EarlyRay,
+             printer_factory: PrinterFactory | None, announce: Callable[[str], None]) -> SearchResult:
     opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
     spec = {
         "name": name,
@@ -165,7 +181,7 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         "versions": package_versions(),
         "command": " ".join(sys.argv),
     }
-    return _tune(opts, store, spec, data, task, strategy, objectives, env, printer_factory, announce, replay=[],
+    return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=[],
                  budget=Budget(opts.trials))
 
 
@@ -196,7 +212,15 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     env = quiet_environment(opts.verbose)
     cleanup_local_ray(store)
 
-    data, task, space, objectives, strategy = prepare(opts)
+    data = check_and_load(opts)
+    with _early_ray(opts, env) as ray:
+        task, space, objectives, strategy = prepare(opts, data)
+        return _resume(opts, store, spec, data, task, objectives, strategy, ray, printer_factory, announce)
+
+
+def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
+            objectives: list[Objective], strategy: Any, ray: EarlyRay, printer_factory: PrinterFactory | None,
+            announce: Callable[[str], None]) -> SearchResult:
     state = store.strategy_state()
     if state is None:
         raise RunError(f"{store.strategy_path} is missing: the strategy's state cannot be restored")
@@ -227,7 +251,7 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
         announce(f"run {store.name} already has its {done} trials; raise --trials to run more")
         return _result(store, objectives[0], 0.0, interrupted=False)
     announce(f"resuming run {store.name}: {done} of {opts.trials} trials done, {len(replay)} to continue")
-    return _tune(opts, store, spec, data, task, strategy, objectives, env, printer_factory, announce, replay=replay,
+    return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=replay,
                  budget=Budget(opts.trials, finished=done))
 
 
@@ -262,8 +286,14 @@ def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
     return None
 
 
+def _early_ray(opts: SearchOptions, env: dict[str, str]) -> EarlyRay:
+    """Ray for this search, started in the background; its workers run the backend on their share of a GPU."""
+    env = {**env, **backends.worker_env(opts.backend or backends.default(), opts.cpus_per_trial, opts.gpus_per_trial)}
+    return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env)
+
+
 def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any, strategy: Any,
-          objectives: list[Objective], env: dict[str, str], printer_factory: PrinterFactory | None,
+          objectives: list[Objective], ray: EarlyRay, printer_factory: PrinterFactory | None,
           announce: Callable[[str], None], replay: list, budget: Budget) -> SearchResult:
     from ray import tune
 
@@ -282,51 +312,50 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     printer = printer_factory(objectives[0], budget) if printer_factory else None
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)
-    env = {**env, **backends.worker_env(setup.backend, opts.cpus_per_trial, opts.gpus_per_trial)}
-    with ray_session(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):
-        concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
-        store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind
-        if not opts.address:
-            record_local_ray(store)
-        if not replay and not budget.finished:
-            announce(f"run {store.name} -> {store.root}")
-        recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
-        searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay, recycler=recycler,
-                                    budget=budget)
-        recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
-                                 max_epochs=opts.epochs, recycler=recycler)
-        ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed
+    ray.wait()
+    concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
+    store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind
+    if not opts.address:
+        record_local_ray(store)
+    if not replay and not budget.finished:
+        announce(f"run {store.name} -> {store.root}")
+    recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
+    searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay, recycler=recycler,
+                                budget=budget)
+    recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
+                             max_epochs=opts.epochs, recycler=recycler)
+    ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed
 
-        def resources(config: dict[str, Any]) -> Any:  # a pure function of the config: Tune may call a copy
-            return trial_resources(ranks, cpus, gpus, mode, generation=config.get(GENERATION_KEY, 0))
+    def resources(config: dict[str, Any]) -> Any:  # a pure function of the config: Tune may call a copy
+        return trial_resources(ranks, cpus, gpus, mode, generation=config.get(GENERATION_KEY, 0))
 
-        run = train_trial_horovod if opts.distributed == "horovod" else train_trial
-        trainable = tune.with_resources(tune.with_parameters(run, data=data, setup=setup), resources)
-        sessions = store.root / "ray"
-        session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=make_scheduler(opts, objectives[0]),
-                num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=session,
-                storage_path=str(sessions.resolve()),
-                verbose=2 if opts.verbose else 0,
-                callbacks=[recorder, LostTrials(searcher, announce, recorder)],
-                stop=guard,
-                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            ),
-        )
-        try:
-            tuner.fit()
-        finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
-            write_hparams_config(store.root, strategy.space, run_metrics(store.trials()),
-                                 [o.metric for o in objectives])
+    run = train_trial_horovod if opts.distributed == "horovod" else train_trial
+    trainable = tune.with_resources(tune.with_parameters(run, data=data, setup=setup), resources)
+    sessions = store.root / "ray"
+    session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=make_scheduler(opts, objectives[0]),
+            num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
+            max_concurrent_trials=concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=session,
+            storage_path=str(sessions.resolve()),
+            verbose=2 if opts.verbose else 0,
+            callbacks=[recorder, LostTrials(searcher, announce, recorder)],
+            stop=guard,
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
+        write_hparams_config(store.root, strategy.space, run_metrics(store.trials()),
+                             [o.metric for o in objectives])
     interrupted = not budget.spent and not searcher.exhausted and not guard.tripped
     if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint
         for rec in store.trials():

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import signal
+import threading
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -93,23 +94,24 @@ def _quiet_raylet_errors(verbose: bool) -> Iterator[None]:
 def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
                 num_gpus: int | None = None, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """Connect to ``address`` or start a local Ray bound to 127.0.0.1 (dashboard on localhost only);
-    shut down on exit only what this call started."""
+    shut down on exit only what this call started. ``env`` reaches every worker: through Ray's runtime environment
+    on a cluster; a local Ray's processes inherit it (set while it starts), because Ray gives trial actors the
+    idle workers it starts ahead only when the job has no runtime environment of its own: each trial then starts
+    in a worker that is already running."""
     import ray
 
-    runtime_env = {"env_vars": dict(env or {})}
     kwargs: dict[str, Any] = dict(
         log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.ERROR,
-        runtime_env=runtime_env,
         ignore_reinit_error=True,
     )
     if address:
         try:
-            info = ray.init(address=address, **kwargs)
+            info = ray.init(address=address, runtime_env={"env_vars": dict(env or {})}, **kwargs)
         except Exception as e:  # ConnectionError, TimeoutError, ValueError for a malformed address
             raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r}: {e}") from None
     else:
-        with _loopback_only():
+        with _loopback_only(), _environment(env or {}):
             info = ray.init(
                 address="local",  # always our own instance: a bare ray.init() joins any cluster `ray start` left
                 num_cpus=num_cpus,
@@ -124,6 +126,66 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
             yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
         finally:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process while a local Ray starts (its processes inherit it), then put back."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class EarlyRay:
+    """Starts (or joins) Ray in a background thread while the driver prepares the search (imports the framework,
+    builds the space, checks the objective): the two take seconds each and overlap. ``wait()`` returns the session
+    once it is up (or raises why it is not); ``close()`` ends it.
+
+    A thread of its own, alive for the whole session, because Ray ties the processes it starts to the thread that
+    started them (they get SIGKILL when that thread exits, PR_SET_PDEATHSIG)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.info: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, name="nas-ray", daemon=True)
+        self._thread.start()
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            with ray_session(*args, **kwargs) as info:
+                self.info = info
+                self._ready.set()
+                self._stop.wait()
+        except BaseException as e:  # noqa: BLE001 - handed to the driver's thread by wait()
+            self.error = e
+        finally:
+            self._ready.set()
+
+    def wait(self) -> dict[str, Any]:
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.info is not None
+        return self.info
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "EarlyRay":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

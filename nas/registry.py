@@ -56,6 +56,22 @@ def _attr(module: Any, attr: str, where: str) -> Any:
         raise PluginError(f"{where!r} has no {attr!r}; classes there: {', '.join(names) or 'none'}") from None
 
 
+def check_ref(group: str, ref: str) -> None:
+    """Fail on a plugin that cannot exist, without importing it (a space's import loads Keras and its framework):
+    an unregistered name or a missing file."""
+    kind = _KIND[group]
+    if not isinstance(ref, str) or not ref:
+        raise PluginError(f"{kind} name {ref!r} is not valid")
+    target, sep, _ = ref.rpartition(":")
+    if not sep:
+        if ref not in available(group):
+            raise PluginError(f"unknown {kind} {ref!r}; registered: {', '.join(available(group)) or 'none'} "
+                              f"(or give module:Class or path/to/file.py:Class)")
+    elif target.endswith(".py") or "/" in target or "\\" in target:
+        if not Path(target).is_file():
+            raise PluginError(f"plugin file {target!r} does not exist")
+
+
 def load(group: str, ref: str) -> type:
     """A plugin class from a registered name, ``module:Class`` or ``file.py:Class``."""
     kind = _KIND[group]
