@@ -57,6 +57,8 @@ def check_and_load(opts: SearchOptions) -> Dataset:
         require_horovod()
     check_ref(SPACES, opts.space)
     check_ref(STRATEGIES, opts.strategy)
+    if opts.objectives:
+        parse_objectives(opts.objectives)
     return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
 
 
