@@ -122,23 +122,90 @@ def _options(cls: type, options: dict[str, Any], kind: str, ref: str, fixed: set
 
 
 def create_strategy(
-    name: str,
+    name: Any,
     space: "kt.HyperParameters",
     objective: str | Objective | list[str | Objective] = "val_accuracy:max",
     seed: int | None = None,
     **options: Any,
 ) -> Any:
-    """A strategy by registered name (or ``module:Class`` / ``file.py:Class``) over ``space``."""
-    cls = load(STRATEGIES, name)
-    _options(cls, options, "strategy", name, {"space", "objective", "seed"})
-    return cls(space=space, objective=objective, seed=seed, **options)
+    """A strategy by registered name (or ``module:Class`` / ``file.py:Class`` / a saved ``.pkl``) over ``space``;
+    a ``nas.Strategy`` subclass is made the same way, and an instance is used as it is."""
+    from nas.strategy import Strategy
+
+    plugin = _plugin(STRATEGIES, name)
+    if isinstance(plugin, Strategy):
+        return plugin
+    _options(plugin, options, "strategy", _label(name), {"space", "objective", "seed"})
+    return plugin(space=space, objective=objective, seed=seed, **options)
 
 
-def create_space(name: str, task: Any, **options: Any) -> Any:
-    """A search space by registered name (or ``module:Class`` / ``file.py:Class``) built for ``task``."""
-    cls = load(SPACES, name)
-    _options(cls, options, "space", name, {"task"})
-    return cls(task=task, **options)
+def create_space(name: Any, task: Any, **options: Any) -> Any:
+    """A search space by registered name (or ``module:Class`` / ``file.py:Class`` / a saved ``.pkl``) built for
+    ``task``; a ``nas.SearchSpace`` subclass is made the same way, an instance is used as it is, and any other
+    ``keras_tuner.HyperModel`` becomes a ``nas.space.HyperModelSpace``."""
+    from nas.space import HyperModelSpace, SearchSpace
+
+    plugin = _plugin(SPACES, name)
+    if isinstance(plugin, SearchSpace):
+        return plugin
+    if not inspect.isclass(plugin):  # a KerasTuner HyperModel (checked by _plugin)
+        return HyperModelSpace(task, plugin, **options)
+    _options(plugin, options, "space", _label(name), {"task"})
+    return plugin(task=task, **options)
+
+
+def _plugin(group: str, ref: Any) -> Any:
+    """A plugin class (from a reference, or given), or an instance given or saved in a ``.pkl`` file."""
+    import keras_tuner as kt
+
+    from nas.space import SearchSpace
+    from nas.strategy import Strategy
+
+    base = SearchSpace if group == SPACES else Strategy
+    if isinstance(ref, str) and ref.endswith(".pkl"):
+        import cloudpickle
+
+        path = Path(ref)
+        if not path.is_file():
+            raise PluginError(f"{_KIND[group]} file {ref!r} does not exist")
+        with open(path, "rb") as f:
+            ref = cloudpickle.load(f)
+    if isinstance(ref, str):
+        return load(group, ref)
+    if inspect.isclass(ref):
+        _check_class(group, _label(ref), ref)
+        return ref
+    if isinstance(ref, base) or (group == SPACES and isinstance(ref, kt.HyperModel)):
+        return ref
+    wanted = "nas.SearchSpace or keras_tuner.HyperModel" if group == SPACES else "nas.Strategy"
+    raise PluginError(f"{_KIND[group]} {ref!r} is not a {wanted} (class or instance) nor a name")
+
+
+def _label(ref: Any) -> str:
+    if isinstance(ref, str):
+        return ref
+    cls = ref if inspect.isclass(ref) else type(ref)
+    return cls.__name__
+
+
+def reference(plugin: Any, path: Path) -> str:
+    """What a run records to find ``plugin`` again: the reference itself when it is one, ``module:Class`` for a
+    class importable from its module, else the object (a class from ``__main__``, an instance) saved to ``path``
+    with cloudpickle (which keeps a notebook's classes by value) and that file's path."""
+    if isinstance(plugin, str):
+        return plugin
+    if inspect.isclass(plugin) and plugin.__module__ not in ("__main__", "__mp_main__"):
+        try:
+            if getattr(importlib.import_module(plugin.__module__), plugin.__qualname__, None) is plugin:
+                return f"{plugin.__module__}:{plugin.__qualname__}"
+        except ImportError:
+            pass
+    import cloudpickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        cloudpickle.dump(plugin, f)
+    return str(path.resolve())
 
 
 def summary(cls: type) -> str:
