@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -242,9 +243,22 @@ def _remove(path: Path) -> None:
 
 
 # -- side files -----------------------------------------------------------------------------------------------
+SUMMARY_WIDTH = 120
+
+
 def _summary(model: Any) -> str:
+    """``model.summary()`` at full width. Keras renders it with rich, whose console is 80 columns wide when
+    it is not a terminal (cutting off "Param #" whatever ``line_length`` says) unless ``COLUMNS`` says more."""
     lines: list[str] = []
-    model.summary(print_fn=lambda s, **kw: lines.append(s), line_length=100)
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(SUMMARY_WIDTH)
+    try:
+        model.summary(print_fn=lambda s, **kw: lines.append(s), line_length=SUMMARY_WIDTH)
+    finally:
+        if before is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = before
     return "\n".join(lines) + "\n"
 
 
