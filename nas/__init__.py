@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from nas.errors import DataError, NasError, PluginError, ResourceError, RunError
+from nas.errors import DataError, NasError, PluginError, ResourceError, RunError, StorageError
 from nas.objective import Objective, parse_objective
 from nas.registry import create_space, create_strategy
 from nas.space import SearchSpace
@@ -32,6 +32,7 @@ __all__ = [
     "ResourceError",
     "RunError",
     "SearchSpace",
+    "StorageError",
     "Strategy",
     "Task",
     "__version__",

@@ -44,6 +44,8 @@ def test_trials_save_their_best_epoch_model(run) -> None:
     for t in status["trials"]:
         d = cli.storage / "exp" / "trials" / t["trial_id"]
         assert (d / "best.keras").is_file()
+        # completed for good: its mid-trial checkpoint is dropped (--keep-checkpoints keeps it)
+        assert not (d / "resume.npz").exists() and not list(d.glob("*.npz")), sorted(p.name for p in d.iterdir())
         info = json.loads((d / "best.json").read_text())
         assert info["epoch"] == t["metrics"]["best_epoch"]
         assert info["metrics"]["val_accuracy"] == pytest.approx(t["metrics"]["val_accuracy"])
@@ -74,7 +76,11 @@ def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None
     for text in ("## What was searched", "## How this model was chosen", "best of 2 completed trials",
                  "val_accuracy", "keras.models.load_model(\"model.keras\")", "model.onnx"):
         assert text in card, text
-    assert "Total params" in (out_dir / "summary.txt").read_text()
+    summary = (out_dir / "summary.txt").read_text()
+    assert "Total params" in summary and "Param #" in summary, summary
+    rows = [ln for ln in summary.splitlines() if ln[:1] in "┏┃┡│├└"]
+    assert rows and all(ln[-1] in "┓┃┩│┤┘" for ln in rows), summary  # every row whole: nothing cut at 80 columns
+    assert f"{best['metrics']['params']:,.0f}" in summary
 
     # A fresh Python with only keras and numpy imported (not nas): loads with no custom objects, and the model
     # is the trial's best epoch: it reproduces the recorded validation accuracy.
