@@ -132,10 +132,13 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     storage = open_storage(opts.storage)  # a writable directory, before anything starts
     name = check_name(opts.name) if opts.name else generate_name(opts.space, opts.strategy)
     store = ExperimentStore(storage / name)
+    taken = RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
+                     f"or continue it with `{store.command('resume')}`")
+    if store.exists():  # a finished or interrupted run: left untouched (a running one is named by its lock below)
+        raise taken
     with owning(store.root, name, announce, fresh=lambda: not store.exists()) as lock:
         if store.exists() or store.has_files(ignore=LOCK_FILES):
-            raise RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
-                           f"or continue it with `{store.command('resume')}`")
+            raise taken
         data, task, space, objectives, strategy = prepare(opts)
         announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
                  f"{opts.epochs} epochs on {opts.data}")

@@ -109,7 +109,7 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
         t = store.trial(str(trial_id))
         if t.get("status") != "completed":
             raise RunError(f"trial {trial_id!r} of run {store.name!r} is {t.get('status')}, not completed; "
-                           f"export a completed trial (see `nas status {store.name}`)")
+                           f"export a completed trial (see `{store.command('status')}`)")
         return t
     trials = store.trials()
     if len(objectives) > 1:
@@ -121,10 +121,11 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
             values = " ".join(f"{o.metric}={format_value(o.value(t['metrics']))}" for o in objectives)
             log(f"  trial {t['trial_id']}: {values}  {format_config(t['config'])}")
         raise RunError(f"run {store.name!r} has several objectives and {len(front)} non-dominated trials "
-                       f"(listed above); choose one with --trial ID")
+                       f"(listed above); choose one with --trial ID, e.g. "
+                       f"`{store.command('export', '--trial', str(front[0]['trial_id']))}`")
     ranked = rank(trials, objectives[0])
     if not ranked:
-        raise RunError(f"run {store.name!r} has no completed trial to export (see `nas status {store.name}`)")
+        raise RunError(f"run {store.name!r} has no completed trial to export (see `{store.command('status')}`)")
     return dict(ranked[0])
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nas.errors import RunError
+from nas.errors import NasError, RunError, StorageError
 from nas.store import read_json, write_json
 
 LOCK_FILE = "driver.lock"
@@ -64,6 +64,7 @@ class RunLock:
         self.owner: dict[str, Any] = {}
         self.unsupported: str | None = None  # why the storage refused a lock (the driver runs without one)
         self.outcome: str | None = None  # how the driver ended: finished | stopped | interrupted | error
+        self.previous: dict[str, Any] = {}  # the last driver's record, put back when this one is refused
 
     @property
     def path(self) -> Path:
@@ -97,18 +98,22 @@ class RunLock:
                 break
             os.close(fd)
         self.fd = fd
+        self.previous = read_owner(self.root)
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                       "command": " ".join(sys.argv)}
         write_json(self.root / OWNER_FILE, self.owner)
         return self
 
-    def release(self, outcome: str | None = None, remove: bool = False) -> None:
+    def release(self, outcome: str | None = None, remove: bool = False, restore: bool = False) -> None:
         """Say how the driver ended (``outcome``) and let go; ``remove``: also delete both files (a new run that
-        failed before writing anything)."""
+        failed before writing anything); ``restore``: put the previous driver's record back (this one was
+        refused before it changed anything)."""
         if self.fd is None:
             return
         try:
-            if remove:
+            if restore and self.previous:
+                write_json(self.root / OWNER_FILE, self.previous)
+            elif remove:
                 for name in FILES:  # while still holding it (see the inode check in ``acquire``)
                     (self.root / name).unlink(missing_ok=True)
             elif outcome:
@@ -165,7 +170,8 @@ def owning(root: Path, name: str, announce: Callable[[str], None],
            fresh: Callable[[], bool] = lambda: False) -> Iterator[RunLock]:
     """Hold the run's lock for the ``with`` block (the driver's whole life), telling the user once when the
     storage cannot lock. ``fresh()`` true when the block fails: a new run that wrote nothing yet, whose lock
-    files and (then empty) directory are removed, leaving no trace of the attempt."""
+    files and (then empty) directory are removed, leaving no trace of the attempt; a driver refused for bad
+    input puts the previous driver's record back."""
     lock = RunLock(root, name).acquire()
     if lock.unsupported:
         announce(f"warning: {lock.unsupported}; nothing stops a second driver on run {name!r}")
@@ -176,6 +182,8 @@ def owning(root: Path, name: str, announce: Callable[[str], None],
             lock.release(remove=True)
             with contextlib.suppress(OSError):
                 Path(root).rmdir()  # only if empty
+        elif isinstance(e, NasError) and not isinstance(e, StorageError):  # refused: the run is as it was
+            lock.release(restore=True)
         else:
             lock.release("interrupted" if isinstance(e, KeyboardInterrupt) else "error")
         raise

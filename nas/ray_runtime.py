@@ -169,7 +169,10 @@ def connect(address: str, timeout: float, kwargs: dict[str, Any]) -> Any:
     A loopback address (``127.0.0.1:PORT``): Ray replaces it by this machine's network address before
     connecting. Right for a head listening on every interface (what ``ray start`` does on Linux); a cluster
     listening on 127.0.0.1 only is joined in Ray's single-machine mode instead (``_loopback_only``), which keeps
-    the driver on 127.0.0.1.
+    the driver on 127.0.0.1. Token authentication is Ray's to decide: a given address gets no token unless
+    ``RAY_AUTH_MODE=token`` (``ray start`` turns it on whenever ``~/.ray/auth_token`` exists); the error says so.
+
+    Unless verbose, what Ray's C++ client writes to stderr while it retries is hidden: the error says it all.
     """
     import ray
 
@@ -196,13 +199,15 @@ def connect(address: str, timeout: float, kwargs: dict[str, Any]) -> Any:
     if threading.current_thread() is threading.main_thread():
         # what ray.init does when it runs in the main thread (it runs in another one here): SIGTERM exits cleanly
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+    quiet = not kwargs.get("log_to_driver")
     with _loopback_only() if loopback_only else contextlib.nullcontext():
+        muted = _mute_native_stderr() if quiet else None
         thread = threading.Thread(target=init, name="nas-ray-connect", daemon=True)
         thread.start()
         thread.join(max(0.1, deadline - time.monotonic()))
-    if thread.is_alive():  # left behind, blocked in Ray's retries; the process ends with the error
-        if not kwargs.get("log_to_driver"):
-            _mute_native_stderr()
+        if muted is not None and not thread.is_alive():
+            _unmute_native_stderr(muted)
+    if thread.is_alive():  # left behind, blocked in Ray's retries, muted; the process ends with the error
         raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r} within {timeout:g} s "
                             f"(--connect-timeout): something answers there but not as a Ray head; {CAUSES}")
     if "error" in box:
@@ -211,20 +216,29 @@ def connect(address: str, timeout: float, kwargs: dict[str, Any]) -> Any:
     return box["info"]
 
 
-def _mute_native_stderr() -> None:
-    """Send what native code writes to file descriptor 2 to /dev/null from now on, while Python's own
-    ``sys.stderr`` keeps the real one. A thread blocked in ``ray.init`` cannot be stopped, and Ray's C++ client
-    goes on logging its retries (``rpc_client.h: Failed to connect to GCS ...``) to descriptor 2 until the
-    process exits, after our one-line error."""
+def _mute_native_stderr() -> tuple[int, Any] | None:
+    """Send what is written to file descriptor 2 to /dev/null, while Python's own ``sys.stderr`` keeps the real
+    one; returns what ``_unmute_native_stderr`` needs. Ray's C++ client logs every retry of a failing connection
+    there (``gcs_client.cc: Failed to get cluster ID ...``), and a thread blocked in ``ray.init`` cannot be
+    stopped: it goes on logging until the process exits, after our one-line error."""
     try:
         sys.stderr.flush()
         real = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
-        sys.stderr = os.fdopen(real, "w", buffering=1)
+        before, sys.stderr = sys.stderr, os.fdopen(os.dup(real), "w", buffering=1)
+        return real, before
     except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): leave it
-        pass
+        return None
+
+
+def _unmute_native_stderr(muted: tuple[int, Any]) -> None:
+    real, before = muted
+    sys.stderr.flush()
+    os.dup2(real, 2)
+    os.close(real)
+    sys.stderr = before
 
 
 def _connect_error(error: BaseException) -> str:

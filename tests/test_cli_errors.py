@@ -146,3 +146,14 @@ def test_cluster_address_that_never_answers_fails_after_connect_timeout(cli) -> 
     assert f"cannot connect to the Ray cluster at --address {address!r} within 4 s (--connect-timeout)" in err, err
     assert len(err.splitlines()) == 1, err
     assert not (cli.storage / "mute").exists()
+
+
+def test_a_taken_name_points_to_a_command_that_works(cli, capsys, monkeypatch, tmp_path) -> None:
+    storage = tmp_path / "elsewhere"  # not the default storage ($NAS_STORAGE here)
+    (storage / "dup24").mkdir(parents=True)
+    (storage / "dup24" / "spec.json").write_text("{}")
+    code, out, err = cli.inprocess("search", "--name", "dup24", "--storage", str(storage), capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 2 and f"or continue it with `nas resume dup24 --storage {storage}`" in err, err
+    assert (storage / "dup24" / "spec.json").read_text() == "{}" and out == ""
+    assert [p.name for p in (storage / "dup24").iterdir()] == ["spec.json"]  # untouched

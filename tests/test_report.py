@@ -22,7 +22,8 @@ def test_status_text_and_json(small_run, capsys, monkeypatch) -> None:
     cli, name, _ = small_run
     text = _out(cli, capsys, monkeypatch, "status", name)
     assert f"run {name}: space mlp, strategy random, objective val_accuracy:max" in text
-    assert "3 completed, 0 failed, 0 running, 0 pending of 3 (0 remaining)" in text and "elapsed " in text
+    assert "3 completed, 0 failed, 0 running, 0 pending of 3 (0 remaining)" in text
+    assert "; searched " in text and " since created)" in text and "\nstate: finished\n" in text
     assert "top 3 by val_accuracy:max" in text and "rank" in text
     rows = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
     assert len(rows) == 3
@@ -30,8 +31,9 @@ def test_status_text_and_json(small_run, capsys, monkeypatch) -> None:
 
     data = json.loads(_out(cli, capsys, monkeypatch, "status", name, "--json"))  # the --json contract, plus added keys
     assert set(data) >= {"name", "space", "strategy", "objective", "trials", "best", "counts", "budget",
-                         "elapsed_s", "remaining", "created"}
-    assert data["counts"]["completed"] == 3 and data["remaining"] == 0 and data["elapsed_s"] > 0
+                         "elapsed_s", "remaining", "created", "state", "wall_s", "driver", "next"}
+    assert data["counts"]["completed"] == 3 and data["remaining"] == 0 and 0 < data["elapsed_s"] <= data["wall_s"]
+    assert data["state"] == "finished" and data["driver"]["outcome"] == "finished" and data["next"] is None
     best_row = rows[0].split()
     assert best_row[1] == data["best"]["trial_id"]
 
