@@ -15,10 +15,22 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from nas.errors import DataError, NasError, PluginError, ResourceError, RunError, StorageError
 from nas.objective import Objective, parse_objective
-from nas.registry import create_space, create_strategy
-from nas.space import SearchSpace
-from nas.strategy import Observation, Proposal, Strategy
-from nas.task import Task
+
+# The rest import keras_tuner, hence TensorFlow (seconds): loaded on first use, so that commands which only read
+# runs (`nas runs`, `nas status`) start in a moment.
+_LAZY = {"create_space": "nas.registry", "create_strategy": "nas.registry", "SearchSpace": "nas.space",
+         "Observation": "nas.strategy", "Proposal": "nas.strategy", "Strategy": "nas.strategy", "Task": "nas.task"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

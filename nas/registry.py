@@ -127,9 +127,7 @@ def _options(cls: type, options: dict[str, Any], kind: str, ref: str, fixed: set
     accepted = [n for n in names if n not in fixed]
     bad = sorted(set(options) - set(accepted))
     if bad:
-        flag = "--space-option" if kind == "space" else "--strategy-option"
-        raise PluginError(f"{kind} {ref!r} has no option {', '.join(bad)} ({flag}); accepted: "
-                          f"{', '.join(accepted) or 'none'}")
+        raise PluginError(f"{kind} {ref!r} has no option {', '.join(bad)}; accepted: {', '.join(accepted) or 'none'}")
 
 
 def create_strategy(

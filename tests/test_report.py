@@ -84,3 +84,19 @@ def test_plot_errors(small_run, capsys, monkeypatch, tmp_path) -> None:
     code, _, err = cli.inprocess("plot", "empty", "--storage", str(tmp_path / "other"), capsys=capsys,
                                  monkeypatch=monkeypatch)
     assert code != 0 and "no completed trial" in err and "Traceback" not in err
+
+
+def test_reading_runs_imports_no_tensorflow(small_run) -> None:
+    """`nas runs` and `nas status` only read files: they start in a moment, without TensorFlow, Keras or Ray."""
+    import subprocess
+    import sys
+
+    cli, name, _ = small_run
+    code = ("import sys\nfrom nas.cli import main\n"
+            f"assert main(['runs']) == 0 and main(['status', {name!r}]) == 0 and main(['status', {name!r}, '--json']) == 0\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner', 'ray') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cli.cwd, env=cli.env(),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{name} " in proc.stdout and "state: finished" in proc.stdout
