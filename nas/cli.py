@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.errors import NasError
+from nas.errors import NasError, StorageError
 from nas.options import (
     DATA_SOURCES,
     DISTRIBUTED_MODES,
@@ -19,6 +20,8 @@ from nas.options import (
 )
 from nas.progress import Progress
 from nas.results import format_config, format_value
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT}
 
 EXAMPLES = {
     "search": """examples:
@@ -364,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug or an environment problem: one line here, the traceback with --debug
         if args.debug:
             raise
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # full, read-only or over-quota storage
+            print(f"nas: error: cannot write {e.filename or 'the storage'}: {e.strerror}; free space or fix the "
+                  f"storage (nothing written before was changed)", file=sys.stderr)
+            return StorageError.exit_code
         first = (str(e).strip().splitlines() or [""])[0][:300]
         print(f"nas: internal error: {type(e).__name__}: {first} (run `nas --debug {args.command} ...` for the "
               f"traceback)", file=sys.stderr)

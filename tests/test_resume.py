@@ -66,7 +66,7 @@ def _session_processes(session_dir: str) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, name)]
 
 
-def test_kill_9_then_resume_is_exact(cli) -> None:
+def test_kill_9_then_resume_is_exact(cli, capsys, monkeypatch) -> None:
     budget, seed = 4, 11
     run = cli.storage / "killed"
     proc = _start(cli, "search", "--trials", str(budget), "--epochs", "6", "--max-concurrent", "1",
@@ -82,9 +82,11 @@ def test_kill_9_then_resume_is_exact(cli) -> None:
     session_dir = json.loads((run / "ray" / "local.json").read_text())["session_dir"]
 
     # at once (no clock to wait out): the driver is gone, so the run is interrupted and nothing runs
-    row = next(ln for ln in cli("runs").stdout.splitlines() if ln.startswith("killed "))
-    assert row.split()[3] == "interrupted", row
-    status = cli.status("killed")
+    code, out, _ = cli.inprocess("runs", capsys=capsys, monkeypatch=monkeypatch)
+    row = next(ln for ln in out.splitlines() if ln.startswith("killed "))
+    assert code == 0 and row.split()[3] == "interrupted", row
+    code, out, _ = cli.inprocess("status", "killed", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    status = json.loads(out)
     assert status["state"] == "interrupted" and status["counts"]["running"] == 0, status["counts"]
     assert status["next"] == "nas resume killed"
 
@@ -195,7 +197,7 @@ class BestFirst(MLPSpace):
 '''
 
 
-def test_ctrl_c_saves_state_and_says_how_to_resume(cli, tmp_path: Path) -> None:
+def test_ctrl_c_saves_state_and_says_how_to_resume(cli, tmp_path: Path, capsys, monkeypatch) -> None:
     """Ctrl-C in a run outside the default storage: stdout says interrupted and how to go on (a command that
     works when pasted), the run reads interrupted at once, the resumed session's "best so far" counts the
     earlier session's trials, and the searching time leaves out the idle time between sessions."""
@@ -219,17 +221,22 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(cli, tmp_path: Path) -> None:
     assert all(r["status"] in ("completed", "pending") for r in recs.values()), recs
 
     # at once, from the lock and the records (no clock): interrupted, nothing running, the way on
-    status = json.loads(cli("status", "interrupted", "--storage", str(storage), "--json").stdout)
+    def status_of(*args: str) -> str:
+        code, out, err = cli.inprocess("status", "interrupted", "--storage", str(storage), *args, capsys=capsys,
+                                       monkeypatch=monkeypatch)
+        assert code == 0, err
+        return out
+
+    status = json.loads(status_of("--json"))
     assert status["state"] == "interrupted" and status["counts"]["running"] == 0 and status["next"] == resume
-    assert f"state: interrupted; continue with: {resume}" in cli("status", "interrupted", "--storage",
-                                                                  str(storage)).stdout
+    assert f"state: interrupted; continue with: {resume}" in status_of()
     time.sleep(6)  # the run lies idle
 
     second_session_start = time.time()
     out = cli(*shlex.split(resume)[1:]).stdout  # the printed command, as pasted
     lines = [ln for ln in out.splitlines() if "] trial " in ln]
     assert len(lines) == 1 and lines[0].startswith("[2/2] trial 1: val_accuracy="), out
-    status = json.loads(cli("status", "interrupted", "--storage", str(storage), "--json").stdout)
+    status = json.loads(status_of("--json"))
     by_id = {t["trial_id"]: t for t in status["trials"]}
     assert [by_id[i]["status"] for i in ("0", "1")] == ["completed", "completed"]
     good, bad = by_id["0"]["metrics"]["val_accuracy"], by_id["1"]["metrics"]["val_accuracy"]
@@ -266,8 +273,8 @@ def _start_marked(cli, marker: str, *args: str) -> subprocess.Popen:
 
 
 def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
-    """5 kill -9 of the driver at random moments (starting Ray, between trials, mid-epoch), concurrency 2 with
-    ASHA, a resume after each: the budget completes, no trial id twice, no completed trial re-run, trials continue
+    """5 kill -9 of the driver (one surely mid-trial, four at random moments), concurrency 2 with ASHA, a resume
+    after each: the budget completes, no trial id twice, no completed trial re-run, trials continue
     from their last epoch, and nothing of the killed drivers' Ray is left."""
     budget, epochs = 8, 4
     run = cli.storage / "scale"
@@ -277,9 +284,9 @@ def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
     completed_at_kill: dict[str, dict] = {}
     running_at_kill: dict[str, list[int]] = {}
     for k in range(1, 6):
-        if k == 1:  # once surely mid-trial, then at random moments of a driver's life: the interpreter, Ray, trials
+        if k == 1:  # surely mid-trial
             _wait_for(run, proc, completed=1)
-        else:
+        else:  # random moments of a driver's life: the interpreter, starting Ray, trials
             time.sleep(rng.uniform(3, 35))
         assert proc.poll() is None, f"driver {k - 1} ended before its kill: {proc.communicate()}"
         proc.send_signal(signal.SIGKILL)
@@ -307,9 +314,9 @@ def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
         if tid not in completed_at_kill:
             assert [h["epoch"] for h in after[tid]["history"]][:len(seen) - 1] == seen[:-1], tid
     assert any(r.get("resumed_from_epoch") for r in after.values()), "no trial was continued mid-way"
-    assert status["state"] == "finished"
     left = {k: _driver_processes(str(k)) for k in range(5)}  # the killed drivers' Ray processes
     assert not any(left.values()), left
+    assert status["state"] == "finished"
 
 
 def test_a_killed_worker_is_retried_from_its_checkpoint_or_recorded_failed(cli, tmp_path: Path) -> None:
@@ -374,6 +381,15 @@ def test_storage_that_cannot_be_written_mid_run_stops_with_one_line_and_resumes(
                         for r in done if f"{r['trial_id']}.json" in files and
                         json.loads(files[f"{r['trial_id']}.json"])["status"] == "completed")
     del spec, strategy
+
+    # still full when resumed: the same kind of line, nothing changed
+    before = {p: p.read_bytes() for p in run.rglob("*.json")}
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "resume", "full"], cwd=cli.cwd, env=cli.env(),
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100)))
+    assert proc.returncode == 2 and proc.stderr.startswith(f"nas: error: cannot write {run}/"), proc.stderr
+    assert "File too large" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*.json")} == before
 
     cli("resume", "full")
     status = cli.status("full")
