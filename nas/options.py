@@ -116,7 +116,7 @@ class SearchOptions:
 #: options a resumed search may change; any other option given must equal the stored one
 RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
                      "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "max_worker_rss_mb",
-                     "storage", "name", "connect_timeout")
+                     "storage", "name", "connect_timeout", "keep_checkpoints")
 
 
 @dataclass(frozen=True)
