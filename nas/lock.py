@@ -101,7 +101,12 @@ class RunLock:
         self.previous = read_owner(self.root)
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                       "command": " ".join(sys.argv)}
-        write_json(self.root / OWNER_FILE, self.owner)
+        try:
+            write_json(self.root / OWNER_FILE, self.owner)
+        except BaseException:  # e.g. a full storage: let go at once
+            self.fd = None
+            os.close(fd)
+            raise
         return self
 
     def release(self, outcome: str | None = None, remove: bool = False, restore: bool = False) -> None:
