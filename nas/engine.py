@@ -20,7 +20,9 @@ from nas import backends
 from nas import params as P
 from nas.data import Dataset, load_data
 from nas.distributed import require_horovod, train_trial_horovod
-from nas.errors import NasError, RunError
+from nas.errors import NasError, RunError, StorageError
+from nas.lock import FILES as LOCK_FILES
+from nas.lock import owning
 from nas.objective import Objective, parse_objectives
 from nas.options import (
     RESUME_MAY_CHANGE,
@@ -40,7 +42,7 @@ from nas.ray_runtime import (
 )
 from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, load
 from nas.results import rank
-from nas.store import ExperimentStore, check_name, default_storage, generate_name
+from nas.store import ExperimentStore, check_name, generate_name, open_storage
 from nas.task import is_classification, make_task
 
 Printer = Callable[[str, dict[str, Any]], None]
@@ -140,24 +142,27 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     """Run a whole search and return its trials; the store holds everything written along the way."""
     announce = announce or (lambda s: None)
     env = quiet_environment(opts.verbose)
-    storage = Path(opts.storage).expanduser() if opts.storage else default_storage()
+    storage = open_storage(opts.storage)  # a writable directory, before anything starts
     name = check_name(opts.name) if opts.name else generate_name(opts.space, opts.strategy)
     store = ExperimentStore(storage / name)
-    if store.exists() or (store.root.exists() and any(store.root.iterdir())):
-        raise RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
-                       f"or continue it with `nas resume {name}`")
-
-    data = check_and_load(opts)
-    with _early_ray(opts, env) as ray:  # Ray starts while Keras is imported and the search prepared
-        task, space, objectives, strategy = prepare(opts, data)
-        announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-                 f"{opts.epochs} epochs on {opts.data}")
-        return _new_run(opts, store, name, data, task, space, objectives, strategy, env, ray, printer_factory,
-                        announce)
+    taken = RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
+                     f"or continue it with `{store.command('resume')}`")
+    if store.exists():  # a finished or interrupted run: left untouched (a running one is named by its lock below)
+        raise taken
+    with owning(store.root, name, announce, fresh=lambda: not store.exists()) as lock:
+        if store.exists() or store.has_files(ignore=LOCK_FILES):
+            raise taken
+        data = check_and_load(opts)
+        with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
+            task, space, objectives, strategy = prepare(opts, data)
+            announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
+                     f"{opts.epochs} epochs on {opts.data}")
+            return lock.done(_new_run(opts, store, name, data, task, space, objectives, strategy, ray,
+                                      printer_factory, announce))
 
 
 def _new_run(opts: SearchOptions, store: ExperimentStore, name: str, data: Any, task: Any, space: Any,
-             objectives: list[Objective], strategy: Any, env: dict[str, str], ray: EarlyRay,
+             objectives: list[Objective], strategy: Any, ray: EarlyRay,
              printer_factory: PrinterFactory | None, announce: Callable[[str], None]) -> SearchResult:
     opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
     spec = {
@@ -198,7 +203,14 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     searched (space, strategy, data, objective, epochs, seed) is refused.
     """
     announce = announce or (lambda s: None)
-    store = ExperimentStore.open(name, storage)
+    store = ExperimentStore.open(name, open_storage(storage, create=False))
+    with owning(store.root, store.name, announce) as lock:  # one driver per run; a killed one left no lock
+        return lock.done(_reopen(store, changes, printer_factory, announce))
+
+
+def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_factory: PrinterFactory | None,
+            announce: Callable[[str], None]) -> SearchResult:
+    name = store.name
     spec = store.spec()
     if "options" not in spec:
         raise RunError(f"{store.spec_path} has no 'options' entry; this run cannot be resumed")
@@ -215,7 +227,7 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     cleanup_local_ray(store)
 
     data = check_and_load(opts)
-    with _early_ray(opts, env) as ray:
+    with _early_ray(opts, env, store) as ray:
         task, space, objectives, strategy = prepare(opts, data)
         return _resume(opts, store, spec, data, task, objectives, strategy, ray, printer_factory, announce)
 
@@ -232,6 +244,12 @@ def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], d
         raise RunError(f"{store.strategy_path} cannot be used to resume ({type(e).__name__}: {e}); "
                        f"nothing was changed") from None
     records = {t["trial_id"]: t for t in store.trials()}
+    told = {o.trial_id: o.metrics for o in strategy.history}
+    for rec in records.values():  # the strategy was told, but the driver died before the record said so
+        if rec["status"] not in ("completed", "failed") and rec["trial_id"] in told:
+            rec.update(status="completed" if told[rec["trial_id"]] is not None else "failed",
+                       finished=rec.get("updated"))
+            store.write_trial(rec)
     replay = []
     for trial_id, values in list(strategy.pending.items()):
         rec = records.get(trial_id)
@@ -250,7 +268,8 @@ def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], d
     spec.setdefault("resumed", []).append(time.time())
     store.write_strategy_state(strategy.get_state())
     if opts.trials == done:
-        announce(f"run {store.name} already has its {done} trials; raise --trials to run more")
+        announce(f"run {store.name} already has its {done} trials; to run more, raise the budget: "
+                 f"{store.command('resume', '--trials', str(done + 10))}")
         return _result(store, objectives[0], 0.0, interrupted=False)
     announce(f"resuming run {store.name}: {done} of {opts.trials} trials done, {len(replay)} to continue")
     return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=replay,
@@ -288,10 +307,11 @@ def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
     return None
 
 
-def _early_ray(opts: SearchOptions, env: dict[str, str]) -> EarlyRay:
+def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore) -> EarlyRay:
     """Ray for this search, started in the background; its workers run the backend on their share of a GPU."""
     env = {**env, **backends.worker_env(opts.backend or backends.default(), opts.cpus_per_trial, opts.gpus_per_trial)}
-    return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env)
+    return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env, opts.connect_timeout,
+                    run_dir=store.root)
 
 
 def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any, strategy: Any,
@@ -312,20 +332,22 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
 
     setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
     printer = printer_factory(objectives[0], budget) if printer_factory else None
+    for rec in store.trials() if printer else []:  # earlier sessions' trials count for "best so far"
+        printer("earlier", rec)
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)
     ray.wait()
     concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
-    store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind
+    store.start_session(spec)  # writes the spec only now: a request Ray can never run leaves no half-made run
     if not opts.address:
         record_local_ray(store)
     if not replay and not budget.finished:
         announce(f"run {store.name} -> {store.root}")
     recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
-    searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay, recycler=recycler,
-                                budget=budget)
+    searcher = StrategySearcher(strategy, on_state=lambda state: guard.write(store.write_strategy_state, state),
+                                replay=replay, recycler=recycler, budget=budget)
     recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
-                             max_epochs=opts.epochs, recycler=recycler)
+                             max_epochs=opts.epochs, recycler=recycler, keep_checkpoints=opts.keep_checkpoints)
     ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed
 
     def resources(config: dict[str, Any]) -> Any:  # a pure function of the config: Tune may call a copy
@@ -356,8 +378,12 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     try:
         tuner.fit()
     finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
-        write_hparams_config(store.root, strategy.space, run_metrics(store.trials()),
-                             [o.metric for o in objectives])
+        guard.write(write_hparams_config, store.root, strategy.space, run_metrics(store.trials()),
+                    [o.metric for o in objectives])
+        store.end_session(spec)
+    if guard.storage:  # full or read-only storage: what was written before stays, and the run resumes
+        raise StorageError(f"{guard.storage}; the search stopped and every record written before is intact; "
+                           f"free space or fix the storage, then continue with: {store.command('resume')}")
     interrupted = not budget.spent and not searcher.exhausted and not guard.tripped
     if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint
         for rec in store.trials():

@@ -109,13 +109,39 @@ def _check_class(group: str, ref: str, obj: Any) -> None:
     base = SearchSpace if group == SPACES else Strategy
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise PluginError(f"{_KIND[group]} {ref!r} is {obj!r}, not a subclass of nas.{base.__name__}")
+    missing = sorted(getattr(obj, "__abstractmethods__", ()))
+    if missing:
+        needs = {"_ask": "_ask(self) -> dict of values or None", "declare": "declare(self, hp)",
+                 "build_model": "build_model(self, hp) -> compiled keras.Model"}
+        raise PluginError(f"{_KIND[group]} {ref!r} ({obj.__module__}.{obj.__qualname__}) does not implement "
+                          f"{', '.join(missing)}; a {_KIND[group]} plugin must define "
+                          f"{', '.join(needs.get(m, m) for m in missing)} (see nas.{base.__name__})")
+
+
+def _accepted(cls: type) -> list[str] | None:
+    """The keyword options ``cls(...)`` accepts, along its ``__init__`` chain: a class taking ``**kwargs`` passes
+    them on to the next ``__init__`` up; our base classes take none (None: the chain ends in a ``**kwargs`` we
+    cannot see through)."""
+    from nas.space import SearchSpace
+    from nas.strategy import Strategy
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name != "self" and p.name not in names]
+        if klass in (SearchSpace, Strategy) or not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
 
 
 def _options(cls: type, options: dict[str, Any], kind: str, ref: str, fixed: set[str]) -> None:
-    sig = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+    names = _accepted(cls)
+    if names is None:
         return
-    accepted = [n for n in sig.parameters if n not in fixed | {"self"}]
+    accepted = [n for n in names if n not in fixed]
     bad = sorted(set(options) - set(accepted))
     if bad:
         raise PluginError(f"{kind} {ref!r} has no option {', '.join(bad)}; accepted: {', '.join(accepted) or 'none'}")
