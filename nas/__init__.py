@@ -24,6 +24,7 @@ _WHERE = {
     "NasError": "nas.errors",
     "PluginError": "nas.errors",
     "ResourceError": "nas.errors",
+    "StorageError": "nas.errors",
     "RunError": "nas.errors",
     "Objective": "nas.objective",
     "parse_objective": "nas.objective",

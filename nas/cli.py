@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas import backends
-from nas.errors import NasError
+from nas.errors import NasError, StorageError
 from nas.estimation import ESTIMATIONS, SHARED
 from nas.estimation.settings import OPTIONS as SUPERNET_OPTIONS
 from nas.options import (
@@ -23,6 +23,8 @@ from nas.options import (
 )
 from nas.progress import Progress
 from nas.results import format_config, format_value
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT}
 
 EXAMPLES = {
     "search": """examples:
@@ -72,6 +74,16 @@ def _option(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return key, value
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
 
 
 def _failure_flags(group: Any, defaults: bool = True) -> None:
@@ -136,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Keras backend every trial trains with (default: $KERAS_BACKEND, else tensorflow); jax is the "
                         "fast one on GPUs")
     r.add_argument("--address", help="an existing Ray cluster (default: start a local Ray on 127.0.0.1)")
+    r.add_argument("--connect-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="fail when the cluster of --address cannot be reached within this time (default: 30)")
     r.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: as many as resources allow)")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: 1")
     r.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU (default: 0)")
@@ -151,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = s.add_argument_group("output")
     o.add_argument("--name", help="run name (default: generated and printed)")
     o.add_argument("--storage", help=STORAGE_HELP)
+    o.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep a completed trial's mid-trial checkpoint (trials/<id>/resume.npz); default: only "
+                        "its best-epoch model stays")
     o.add_argument("--verbose", action="store_true", help="show Ray's and TensorFlow's own logs")
     o.add_argument("--resume", action="store_true", help="continue the run named by --name (as `nas resume NAME`)")
 
@@ -161,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--trials", type=int, help="raise the budget (total trials, finished ones included)")
     rs.add_argument("--max-concurrent", type=_positive_int)
     rs.add_argument("--address", help="the Ray cluster to continue on (default: a local Ray)")
+    rs.add_argument("--connect-timeout", type=_seconds, metavar="SECONDS",
+                    help="fail when the cluster of --address cannot be reached within this time (default: 30)")
     rs.add_argument("--cpus-per-trial", type=float)
     rs.add_argument("--gpus-per-trial", type=float)
     _failure_flags(rs, defaults=False)
@@ -199,46 +218,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- search -------------------------------------------------------------------------------------------------
-def _report(result: Any, storage: str | None) -> int:
+def _report(result: Any) -> int:
+    """The summary on stdout: finished, stopped early or interrupted, and the command that comes next (which
+    names --storage when the run is not in the default storage, so it works when pasted)."""
+    from nas.store import storage_flag
+
     done = sum(t["status"] == "completed" for t in result.trials)
     failed = sum(t["status"] == "failed" for t in result.trials)
-    print(f"finished: {done} completed, {failed} failed in {result.wall_s:.1f}s")
+    where = storage_flag(Path(result.directory).parent)
+    ended = "interrupted" if result.interrupted else "stopped early" if result.stopped else "finished"
+    print(f"{ended}: {done} completed, {failed} failed in {result.wall_s:.1f}s")
     if result.best:
         b = result.best
         metrics = {k: v for k, v in b["metrics"].items() if k not in ("node",)}
-        print(f"best trial {b['trial_id']}: {result.objective.metric}={format_value(metrics.get(result.objective.metric))}")
+        so_far = " so far" if result.interrupted or result.stopped else ""
+        print(f"best trial{so_far} {b['trial_id']}: {result.objective.metric}="
+              f"{format_value(metrics.get(result.objective.metric))}")
         print(f"  config:  {format_config(b['config'])}")
         print(f"  metrics: {format_config(metrics)}")
     else:
         print("no trial completed")
     print(f"results: {result.directory}")
-    where = f" --storage {storage}" if storage else ""
+    resume = f"nas resume {result.name}{where}"
     if result.stopped:
         print(f"stopped early: {result.stopped}", file=sys.stderr)
-        print(f"fix the cause, then continue with: nas resume {result.name}{where}", file=sys.stderr)
+        print(f"fix the cause, then continue with: {resume}", file=sys.stderr)
+        print(f"next: fix the cause, then continue with: {resume}")
         return 3
     if result.interrupted:
-        print(f"interrupted: state saved; continue with: nas resume {result.name}{where}", file=sys.stderr)
+        print(f"interrupted: state saved; continue with: {resume}", file=sys.stderr)
+        print(f"next: continue with: {resume}")
         return 130
     print(f"next: nas status {result.name}{where}")
     return 0 if result.best else 1
 
 
 def _resume(name: str, storage: str | None, changes: dict[str, Any]) -> int:
-    from nas.store import ExperimentStore
-
-    spec = ExperimentStore.open(name, storage).spec()
-    backends.select(backends.check(spec.get("backend") or "tensorflow"))  # before Keras is imported
-    from nas.engine import resume_search
+    from nas.engine import resume_search  # imports no Keras: the run's backend is selected before it is
 
     with Progress(epochs=None) as progress:
         result = resume_search(name, storage, changes, printer_factory=progress.factory, announce=progress.announce)
-    return _report(result, storage)
+    return _report(result)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     changes = {k: getattr(args, k) for k in ("trials", "max_concurrent", "address", "cpus_per_trial",
-                                             "gpus_per_trial", "max_failures", "max_consecutive_failures", "max_worker_rss_mb")
+                                             "gpus_per_trial", "max_failures", "max_consecutive_failures",
+                                             "max_worker_rss_mb", "connect_timeout")
                if getattr(args, k, None) is not None}
     if args.verbose:
         changes["verbose"] = True
@@ -255,8 +281,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
         return _resume(args.name, args.storage, changes)
 
-    backends.select(backends.check(args.backend))  # before anything imports Keras: the driver uses only it
-    from nas.engine import run_search
+    from nas.engine import run_search  # imports no Keras: the search selects its backend before it does
 
     opts = SearchOptions(
         space=args.space, strategy=args.strategy or ("rl" if args.estimation == SHARED else "gp"),  # ENAS: rl
@@ -272,10 +297,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,
         backend=args.backend, estimation=args.estimation, top_k=args.top_k, supernet_epochs=args.supernet_epochs,
         supernet_options=dict(args.supernet_options),
+        connect_timeout=args.connect_timeout, keep_checkpoints=args.keep_checkpoints,
     )
     with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
         result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)
-    return _report(result, args.storage)
+    return _report(result)
 
 
 # -- status, runs, plot --------------------------------------------------------------------------------------
@@ -364,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug or an environment problem: one line here, the traceback with --debug
         if args.debug:
             raise
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:  # full, read-only or over-quota storage
+            print(f"nas: error: cannot write {e.filename or 'the storage'}: {e.strerror}; free space or fix the "
+                  f"storage (nothing written before was changed)", file=sys.stderr)
+            return StorageError.exit_code
         first = (str(e).strip().splitlines() or [""])[0][:300]
         print(f"nas: internal error: {type(e).__name__}: {first} (run `nas --debug {args.command} ...` for the "
               f"traceback)", file=sys.stderr)

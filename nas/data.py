@@ -133,20 +133,30 @@ def _npz(path: Path, val_fraction: float, seed: int) -> Dataset:
             )
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise DataError(f"data file {str(path)!r} must have both x_val and y_val, or neither")
-    x, y = arrays["x_train"], arrays["y_train"]
-    _check_numeric(x, f"{path}: x_train")
-    _check_pair(x, y, f"{path}: x_train/y_train")
-    if "x_val" in arrays:
-        xv, yv = arrays["x_val"], arrays["y_val"]
-        _check_numeric(xv, f"{path}: x_val")
-        _check_pair(xv, yv, f"{path}: x_val/y_val")
+    return from_arrays(arrays["x_train"], arrays["y_train"], arrays.get("x_val"), arrays.get("y_val"),
+                       source=str(path), val_fraction=val_fraction, seed=seed)
+
+
+def from_arrays(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                source: str = "arrays", val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """A checked data set from arrays (an .npz file's, or a Python caller's); without validation arrays a seeded
+    ``val_fraction`` of the training ones is held out."""
+    x, y = np.asarray(x), np.asarray(y)
+    _check_numeric(x, f"{source}: x_train")
+    _check_pair(x, y, f"{source}: x_train/y_train")
+    if (x_val is None) != (y_val is None):
+        raise DataError(f"{source}: give both validation inputs and labels, or neither")
+    if x_val is not None:
+        xv, yv = np.asarray(x_val), np.asarray(y_val)
+        _check_numeric(xv, f"{source}: x_val")
+        _check_pair(xv, yv, f"{source}: x_val/y_val")
         if xv.shape[1:] != x.shape[1:]:
-            raise DataError(f"{path}: x_val shape {xv.shape[1:]} differs from x_train shape {x.shape[1:]}")
+            raise DataError(f"{source}: x_val shape {xv.shape[1:]} differs from x_train shape {x.shape[1:]}")
         parts = (x, y, xv, yv)
     else:
         parts = _split(x, y, val_fraction, seed)
     parts = (parts[0].astype("float32"), _labels(parts[1]), parts[2].astype("float32"), _labels(parts[3]))
-    return Dataset(*parts, source=str(path))
+    return Dataset(*parts, source=source)
 
 
 def _csv(path: Path, target: str | None, window: int | None, val_fraction: float, seed: int) -> Dataset:

@@ -20,9 +20,11 @@ from nas import backends
 from nas import params as P
 from nas.data import Dataset, load_data
 from nas.distributed import require_horovod, train_trial_horovod
-from nas.errors import NasError, RunError
+from nas.errors import NasError, RunError, StorageError
 from nas.estimation import SHARED
 from nas.estimation.phase import shared_weights
+from nas.lock import FILES as LOCK_FILES
+from nas.lock import owning
 from nas.objective import Objective, parse_objectives
 from nas.options import (
     RESUME_MAY_CHANGE,
@@ -36,28 +38,37 @@ from nas.ray_runtime import (
     cleanup_local_ray,
     package_versions,
     quiet_environment,
-    ray_session,
+    EarlyRay,
     record_local_ray,
     trial_resources,
 )
-from nas.registry import SPACES, create_space, create_strategy, load
+from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, load
 from nas.results import rank
-from nas.store import ExperimentStore, check_name, default_storage, generate_name
+from nas.store import ExperimentStore, check_name, generate_name, open_storage
 from nas.task import is_classification, make_task
 
 Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, Budget], Printer]
 
 
-def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
-    """Load data, build the space and strategy, check the objective: everything that can fail before Ray."""
+def check_and_load(opts: SearchOptions) -> Dataset:
+    """What can fail without Keras: the options, the plugins' names, the data (loaded and checked). Runs before Ray
+    starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
     opts.backend = backends.check(opts.backend)
     backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
     if opts.distributed == "horovod":  # one line saying how to install it
         require_horovod()
-    space_cls = load(SPACES, opts.space)  # an unknown space fails before any data is loaded
-    data = load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
+    check_ref(SPACES, opts.space)
+    check_ref(STRATEGIES, opts.strategy)
+    if opts.objectives:
+        parse_objectives(opts.objectives)
+    return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
+
+
+def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objective], Any]:
+    """Build the task, space and strategy and check the objective (imports Keras and the framework)."""
+    space_cls = load(SPACES, opts.space)
     kind = opts.task or _default_task(space_cls, data)
     task = make_task(data, kind, normal_class=opts.normal_class)
     space = create_space(opts.space, task=task, **opts.space_options)
@@ -66,7 +77,7 @@ def prepare(opts: SearchOptions) -> tuple[Any, Any, Any, list[Objective], Any]:
     backends.keep_driver_off_gpus(opts.backend)
     check_objectives(space, data, objectives)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
-    return data, task, space, objectives, strategy
+    return task, space, objectives, strategy
 
 
 #: what every trial reports besides the model's own metrics
@@ -133,16 +144,28 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     """Run a whole search and return its trials; the store holds everything written along the way."""
     announce = announce or (lambda s: None)
     env = quiet_environment(opts.verbose)
-    storage = Path(opts.storage).expanduser() if opts.storage else default_storage()
+    storage = open_storage(opts.storage)  # a writable directory, before anything starts
     name = check_name(opts.name) if opts.name else generate_name(opts.space, opts.strategy)
     store = ExperimentStore(storage / name)
-    if store.exists() or (store.root.exists() and any(store.root.iterdir())):
-        raise RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
-                       f"or continue it with `nas resume {name}`")
+    taken = RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
+                     f"or continue it with `{store.command('resume')}`")
+    if store.exists():  # a finished or interrupted run: left untouched (a running one is named by its lock below)
+        raise taken
+    with owning(store.root, name, announce, fresh=lambda: not store.exists()) as lock:
+        if store.exists() or store.has_files(ignore=LOCK_FILES):
+            raise taken
+        data = check_and_load(opts)
+        with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
+            task, space, objectives, strategy = prepare(opts, data)
+            announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
+                     f"{opts.epochs} epochs on {opts.data}")
+            return lock.done(_new_run(opts, store, name, data, task, space, objectives, strategy, ray,
+                                      printer_factory, announce))
 
-    data, task, space, objectives, strategy = prepare(opts)
-    announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-             f"{opts.epochs} epochs on {opts.data}")
+
+def _new_run(opts: SearchOptions, store: ExperimentStore, name: str, data: Any, task: Any, space: Any,
+             objectives: list[Objective], strategy: Any, ray: EarlyRay,
+             printer_factory: PrinterFactory | None, announce: Callable[[str], None]) -> SearchResult:
     opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
     spec = {
         "name": name,
@@ -168,8 +191,8 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         "command": " ".join(sys.argv),
     }
     if opts.estimation == SHARED:  # weight sharing: the supernet phase, whose top-k are the trials
-        strategy = shared_weights(opts, store, spec, data, task, space, objectives, env, announce)
-    return _tune(opts, store, spec, data, task, strategy, objectives, env, printer_factory, announce, replay=[],
+        strategy = shared_weights(opts, store, spec, data, task, space, objectives, ray, announce)
+    return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=[],
                  budget=Budget(opts.trials))
 
 
@@ -184,7 +207,14 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     searched (space, strategy, data, objective, epochs, seed) is refused.
     """
     announce = announce or (lambda s: None)
-    store = ExperimentStore.open(name, storage)
+    store = ExperimentStore.open(name, open_storage(storage, create=False))
+    with owning(store.root, store.name, announce) as lock:  # one driver per run; a killed one left no lock
+        return lock.done(_reopen(store, changes, printer_factory, announce))
+
+
+def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_factory: PrinterFactory | None,
+            announce: Callable[[str], None]) -> SearchResult:
+    name = store.name
     spec = store.spec()
     if "options" not in spec:
         raise RunError(f"{store.spec_path} has no 'options' entry; this run cannot be resumed")
@@ -200,9 +230,17 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     env = quiet_environment(opts.verbose)
     cleanup_local_ray(store)
 
-    data, task, space, objectives, strategy = prepare(opts)
-    if opts.estimation == SHARED:  # weight sharing: finish the supernet phase first (a no-op once it is done)
-        strategy = shared_weights(opts, store, spec, data, task, space, objectives, env, announce)
+    data = check_and_load(opts)
+    with _early_ray(opts, env, store) as ray:
+        task, space, objectives, strategy = prepare(opts, data)
+        if opts.estimation == SHARED:  # weight sharing: finish the supernet phase first (a no-op once it is done)
+            strategy = shared_weights(opts, store, spec, data, task, space, objectives, ray, announce)
+        return _resume(opts, store, spec, data, task, objectives, strategy, ray, printer_factory, announce)
+
+
+def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
+            objectives: list[Objective], strategy: Any, ray: EarlyRay, printer_factory: PrinterFactory | None,
+            announce: Callable[[str], None]) -> SearchResult:
     state = store.strategy_state()
     if state is None:
         raise RunError(f"{store.strategy_path} is missing: the strategy's state cannot be restored")
@@ -212,6 +250,12 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
         raise RunError(f"{store.strategy_path} cannot be used to resume ({type(e).__name__}: {e}); "
                        f"nothing was changed") from None
     records = {t["trial_id"]: t for t in store.trials()}
+    told = {o.trial_id: o.metrics for o in strategy.history}
+    for rec in records.values():  # the strategy was told, but the driver died before the record said so
+        if rec["status"] not in ("completed", "failed") and rec["trial_id"] in told:
+            rec.update(status="completed" if told[rec["trial_id"]] is not None else "failed",
+                       finished=rec.get("updated"))
+            store.write_trial(rec)
     replay = []
     for trial_id, values in list(strategy.pending.items()):
         rec = records.get(trial_id)
@@ -230,10 +274,11 @@ def resume_search(name: str, storage: str | None = None, changes: dict[str, Any]
     spec.setdefault("resumed", []).append(time.time())
     store.write_strategy_state(strategy.get_state())
     if opts.trials == done:
-        announce(f"run {store.name} already has its {done} trials; raise --trials to run more")
+        announce(f"run {store.name} already has its {done} trials; to run more, raise the budget: "
+                 f"{store.command('resume', '--trials', str(done + 10))}")
         return _result(store, objectives[0], 0.0, interrupted=False)
     announce(f"resuming run {store.name}: {done} of {opts.trials} trials done, {len(replay)} to continue")
-    return _tune(opts, store, spec, data, task, strategy, objectives, env, printer_factory, announce, replay=replay,
+    return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=replay,
                  budget=Budget(opts.trials, finished=done))
 
 
@@ -268,8 +313,15 @@ def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
     return None
 
 
+def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore) -> EarlyRay:
+    """Ray for this search, started in the background; its workers run the backend on their share of a GPU."""
+    env = {**env, **backends.worker_env(opts.backend or backends.default(), opts.cpus_per_trial, opts.gpus_per_trial)}
+    return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env, opts.connect_timeout,
+                    run_dir=store.root)
+
+
 def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any, strategy: Any,
-          objectives: list[Objective], env: dict[str, str], printer_factory: PrinterFactory | None,
+          objectives: list[Objective], ray: EarlyRay, printer_factory: PrinterFactory | None,
           announce: Callable[[str], None], replay: list, budget: Budget) -> SearchResult:
     from ray import tune
 
@@ -286,53 +338,58 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
 
     setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
     printer = printer_factory(objectives[0], budget) if printer_factory else None
+    for rec in store.trials() if printer else []:  # earlier sessions' trials count for "best so far"
+        printer("earlier", rec)
     started = time.time()
     guard = FailureGuard(opts.max_consecutive_failures)
-    env = {**env, **backends.worker_env(setup.backend, opts.cpus_per_trial, opts.gpus_per_trial)}
-    with ray_session(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):
-        concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
-        store.write_spec(spec)  # only now: a request Ray can never run leaves no half-made run behind
-        if not opts.address:
-            record_local_ray(store)
-        if not replay and not budget.finished:
-            announce(f"run {store.name} -> {store.root}")
-        recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
-        searcher = StrategySearcher(strategy, on_state=store.write_strategy_state, replay=replay, recycler=recycler,
-                                    budget=budget)
-        recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
-                                 max_epochs=opts.epochs, recycler=recycler)
-        ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed
+    ray.wait()
+    concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
+    store.start_session(spec)  # writes the spec only now: a request Ray can never run leaves no half-made run
+    if not opts.address:
+        record_local_ray(store)
+    if not replay and not budget.finished:
+        announce(f"run {store.name} -> {store.root}")
+    recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
+    searcher = StrategySearcher(strategy, on_state=lambda state: guard.write(store.write_strategy_state, state),
+                                replay=replay, recycler=recycler, budget=budget)
+    recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
+                             max_epochs=opts.epochs, recycler=recycler, keep_checkpoints=opts.keep_checkpoints)
+    ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed
 
-        def resources(config: dict[str, Any]) -> Any:  # a pure function of the config: Tune may call a copy
-            return trial_resources(ranks, cpus, gpus, mode, generation=config.get(GENERATION_KEY, 0))
+    def resources(config: dict[str, Any]) -> Any:  # a pure function of the config: Tune may call a copy
+        return trial_resources(ranks, cpus, gpus, mode, generation=config.get(GENERATION_KEY, 0))
 
-        run = train_trial_horovod if opts.distributed == "horovod" else train_trial
-        trainable = tune.with_resources(tune.with_parameters(run, data=data, setup=setup), resources)
-        sessions = store.root / "ray"
-        session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=make_scheduler(opts, objectives[0]),
-                num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=session,
-                storage_path=str(sessions.resolve()),
-                verbose=2 if opts.verbose else 0,
-                callbacks=[recorder, LostTrials(searcher, announce, recorder)],
-                stop=guard,
-                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            ),
-        )
-        try:
-            tuner.fit()
-        finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
-            write_hparams_config(store.root, strategy.space, run_metrics(store.trials()),
-                                 [o.metric for o in objectives])
+    run = train_trial_horovod if opts.distributed == "horovod" else train_trial
+    trainable = tune.with_resources(tune.with_parameters(run, data=data, setup=setup), resources)
+    sessions = store.root / "ray"
+    session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=make_scheduler(opts, objectives[0]),
+            num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
+            max_concurrent_trials=concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=session,
+            storage_path=str(sessions.resolve()),
+            verbose=2 if opts.verbose else 0,
+            callbacks=[recorder, LostTrials(searcher, announce, recorder)],
+            stop=guard,
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
+        guard.write(write_hparams_config, store.root, strategy.space, run_metrics(store.trials()),
+                    [o.metric for o in objectives])
+        store.end_session(spec)
+    if guard.storage:  # full or read-only storage: what was written before stays, and the run resumes
+        raise StorageError(f"{guard.storage}; the search stopped and every record written before is intact; "
+                           f"free space or fix the storage, then continue with: {store.command('resume')}")
     interrupted = not budget.spent and not searcher.exhausted and not guard.tripped
     if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint
         for rec in store.trials():

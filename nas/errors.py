@@ -27,3 +27,7 @@ class RunError(NasError):
 
 class ResourceError(NasError):
     """Ray can never satisfy the resources asked for."""
+
+
+class StorageError(NasError):
+    """The storage cannot hold runs: not a directory, not writable, full, or read-only."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -131,7 +132,7 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
         t = store.trial(str(trial_id))
         if t.get("status") != "completed":
             raise RunError(f"trial {trial_id!r} of run {store.name!r} is {t.get('status')}, not completed; "
-                           f"export a completed trial (see `nas status {store.name}`)")
+                           f"export a completed trial (see `{store.command('status')}`)")
         return t
     trials = store.trials()
     if len(objectives) > 1:
@@ -143,10 +144,11 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
             values = " ".join(f"{o.metric}={format_value(o.value(t['metrics']))}" for o in objectives)
             log(f"  trial {t['trial_id']}: {values}  {format_config(t['config'])}")
         raise RunError(f"run {store.name!r} has several objectives and {len(front)} non-dominated trials "
-                       f"(listed above); choose one with --trial ID")
+                       f"(listed above); choose one with --trial ID, e.g. "
+                       f"`{store.command('export', '--trial', str(front[0]['trial_id']))}`")
     ranked = rank(trials, objectives[0])
     if not ranked:
-        raise RunError(f"run {store.name!r} has no completed trial to export (see `nas status {store.name}`)")
+        raise RunError(f"run {store.name!r} has no completed trial to export (see `{store.command('status')}`)")
     return dict(ranked[0])
 
 
@@ -265,9 +267,22 @@ def _remove(path: Path) -> None:
 
 
 # -- side files -----------------------------------------------------------------------------------------------
+SUMMARY_WIDTH = 120
+
+
 def _summary(model: Any) -> str:
+    """``model.summary()`` at full width. Keras renders it with rich, whose console is 80 columns wide when
+    it is not a terminal (cutting off "Param #" whatever ``line_length`` says) unless ``COLUMNS`` says more."""
     lines: list[str] = []
-    model.summary(print_fn=lambda s, **kw: lines.append(s), line_length=100)
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(SUMMARY_WIDTH)
+    try:
+        model.summary(print_fn=lambda s, **kw: lines.append(s), line_length=SUMMARY_WIDTH)
+    finally:
+        if before is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = before
     return "\n".join(lines) + "\n"
 
 

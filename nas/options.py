@@ -66,6 +66,8 @@ class SearchOptions:
     scale_lr: bool = False  # horovod: multiply the learning rate by the number of ranks
     max_worker_rss_mb: float | str = "auto"  # replace reused workers above this RSS ("auto": 1.5x fresh; "off")
     backend: str | None = None  # tensorflow | jax | torch (None: $KERAS_BACKEND, else tensorflow)
+    connect_timeout: float = 30.0  # seconds to reach the Ray cluster of --address before failing
+    keep_checkpoints: bool = False  # keep a completed trial's mid-trial checkpoint (trials/<id>/resume.npz)
     verbose: bool = False
     # -- weight sharing (nas.estimation): a supernet phase, then the top-k trained from scratch as the trials
     estimation: str = "standalone"  # standalone | shared-weights
@@ -99,6 +101,8 @@ class SearchOptions:
                 raise NasError(f"--max-worker-rss-mb {self.max_worker_rss_mb!r} is not valid; give a number of MB "
                                f"> 0, 'auto' (1.5x a fresh worker's) or 'off'")
             self.max_worker_rss_mb = float(self.max_worker_rss_mb)
+        if not isinstance(self.connect_timeout, (int, float)) or not self.connect_timeout > 0:
+            raise NasError(f"--connect-timeout {self.connect_timeout!r} is not valid; give a number of seconds > 0")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise NasError(f"--max-concurrent {self.max_concurrent!r} is not valid; give an integer >= 1")
         if not self.cpus_per_trial > 0:
@@ -136,7 +140,7 @@ class SearchOptions:
 #: options a resumed search may change; any other option given must equal the stored one
 RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
                      "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "max_worker_rss_mb",
-                     "storage", "name")
+                     "storage", "name", "connect_timeout", "keep_checkpoints")
 
 
 @dataclass(frozen=True)

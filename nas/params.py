@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-import keras_tuner as kt
 import numpy as np
 
 from nas.errors import NasError
+
+if TYPE_CHECKING:  # annotations only: strategies and the engine use these helpers without importing Keras
+    import keras_tuner as kt
 
 Values = dict[str, Any]
 

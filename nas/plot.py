@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from nas.errors import RunError
 from nas.objective import Objective
 from nas.results import pareto_front, rank, sort_by_id
@@ -75,13 +77,39 @@ def _declared_range(h: Mapping[str, Any]) -> tuple[float, float] | None:
         return None
 
 
+def _log_ticks(lo: float, hi: float, integer: bool) -> list[float]:
+    """A few labelled ticks across a log range: powers of ten over two decades or more, powers of two for an
+    integer range that has them, else 4 geometric steps. Matplotlib's own log ticks label minor ticks on a range
+    under two decades ("10²1×4×10²" on a 16..128 range)."""
+    if hi / lo >= 100:
+        return [10.0 ** k for k in range(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)]
+    if integer:
+        twos = [2.0 ** k for k in range(math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9) + 1)]
+        if 2 <= len(twos) <= 6:
+            return twos
+    steps = [float(v) for v in np.geomspace(lo, hi, 4)]
+    return sorted({float(round(v)) for v in steps}) if integer else steps
+
+
 def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: Path | str) -> Path:
     """Write the run's PNG to ``out`` and return its path."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(spec, trials)
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
+    """The run's figure (matplotlib, Agg): what ``plot_run`` writes."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     objectives = [Objective(**o) for o in spec["objectives"]]
     obj = objectives[0]
@@ -172,12 +200,16 @@ def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: 
             lo_hi = _declared_range(h)
             if log:
                 a.set_xscale("log")
-                if lo_hi and lo_hi[0] > 0:
-                    a.set_xlim(lo_hi[0] / 1.5, lo_hi[1] * 1.5)
+                lo, hi = lo_hi if lo_hi and lo_hi[0] > 0 else (min(xs_h), max(xs_h))
+                a.set_xlim(lo / 1.5, hi * 1.5)
+                if hi > lo:
+                    ticks = _log_ticks(lo, hi, h.get("type") == "int")
+                    a.set_xticks(ticks, [f"{t:g}" for t in ticks])
+                a.xaxis.set_minor_formatter(NullFormatter())
             elif lo_hi:  # the whole declared range, so the unexplored part shows
                 pad = 0.05 * ((lo_hi[1] - lo_hi[0]) or 1.0)
                 a.set_xlim(lo_hi[0] - pad, lo_hi[1] + pad)
-            if h.get("type") == "int":
+            if h.get("type") == "int" and not log:
                 a.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             order = _choice_order(h, vals)
@@ -203,12 +235,7 @@ def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: 
             a.set_ylabel(obj.metric, fontsize=9)
         else:
             a.tick_params(labelleft=False)
-    if hps:
-        fig.text(0.995, 0.005, f"lower panels: {obj.metric} vs each hyperparameter; red star = best trial",
-                 ha="right", va="bottom", fontsize=9, color="#444444")
-
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    if hps:  # a figure label: the layout keeps room for it below the panels
+        fig.supxlabel(f"lower panels: {obj.metric} vs each hyperparameter; red star = best trial", x=0.995,
+                      ha="right", fontsize=9, color="#444444")
+    return fig

@@ -1,7 +1,8 @@
 """What a user sees while a search runs.
 
 The engine calls a printer ``printer(kind, rec)`` from Ray Tune's driver loop with ``kind`` one of
-``started | epoch | completed | failed`` and the trial's record (see ``nas.searcher.TrialRecorder``).
+``started | epoch | completed | failed`` and the trial's record (see ``nas.searcher.TrialRecorder``), and, before
+a resumed search starts, ``earlier`` for each trial earlier sessions recorded (the best so far counts them).
 
 - ``LinePrinter``: one line per finished trial; what CI logs, redirected output and the tests see.
 - ``LivePrinter``: the same lines, printed above a live area (rich) showing trials done / running / failed /
@@ -65,8 +66,17 @@ class LinePrinter:
     def done(self) -> int:
         return self.budget.finished
 
+    def _consider(self, rec: dict[str, Any]) -> float | None:
+        """A completed trial's objective, kept as the best so far when it is."""
+        v = self.objective.value(rec.get("metrics") or {})
+        if v is not None and (self.best is None or self.objective.better(v, self.best[0])):
+            self.best = (v, rec["trial_id"], dict(rec.get("config") or {}))
+        return v
+
     def line(self, kind: str, rec: dict[str, Any]) -> str | None:
         """A finished trial's line (None for other events)."""
+        if kind == "earlier" and rec.get("status") == "completed":
+            self._consider(rec)
         if kind not in ("completed", "failed"):
             return None
         m = self.objective.metric
@@ -74,9 +84,7 @@ class LinePrinter:
             self.failed += 1
             return f"[{self.done}/{self.total}] trial {rec['trial_id']} failed: {rec.get('error')}"
         metrics = rec.get("metrics") or {}
-        v = self.objective.value(metrics)
-        if v is not None and (self.best is None or self.objective.better(v, self.best[0])):
-            self.best = (v, rec["trial_id"], dict(rec.get("config") or {}))
+        v = self._consider(rec)
         best = f"best {format_value(self.best[0])} (trial {self.best[1]})" if self.best else "no best yet"
         return (
             f"[{self.done}/{self.total}] trial {rec['trial_id']}: {m}={format_value(v)}  {best}  "

@@ -7,10 +7,15 @@ Nothing here imports TensorFlow; Ray is imported only by the functions that need
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import platform
 import signal
+import socket
+import sys
+import threading
+import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -91,25 +96,26 @@ def _quiet_raylet_errors(verbose: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
-                num_gpus: int | None = None, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    """Connect to ``address`` or start a local Ray bound to 127.0.0.1 (dashboard on localhost only);
-    shut down on exit only what this call started."""
+                num_gpus: int | None = None, env: dict[str, str] | None = None,
+                connect_timeout: float = 30.0, run_dir: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Connect to ``address`` (failing within ``connect_timeout`` seconds when it cannot) or start a local Ray
+    bound to 127.0.0.1 (dashboard on localhost only); shut down on exit only what this call started.
+    ``env`` reaches every worker: through Ray's runtime environment on a cluster; a local Ray's processes inherit
+    it (set while it starts), because Ray gives trial actors the idle workers it starts ahead only when the job has
+    no runtime environment of its own: each trial then starts in a worker that is already running.
+    ``run_dir``: every process of the local Ray carries it in its environment (``RUN_MARK``), so that what a
+    killed driver leaves behind is found however early it was killed (``cleanup_local_ray``)."""
     import ray
 
-    runtime_env = {"env_vars": dict(env or {})}
     kwargs: dict[str, Any] = dict(
         log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.ERROR,
-        runtime_env=runtime_env,
         ignore_reinit_error=True,
     )
     if address:
-        try:
-            info = ray.init(address=address, **kwargs)
-        except Exception as e:  # ConnectionError, TimeoutError, ValueError for a malformed address
-            raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r}: {e}") from None
+        info = connect(address, connect_timeout, {**kwargs, "runtime_env": {"env_vars": dict(env or {})}})
     else:
-        with _loopback_only():
+        with _loopback_only(), _environment(env or {}), _marked(run_dir):
             info = ray.init(
                 address="local",  # always our own instance: a bare ray.init() joins any cluster `ray start` left
                 num_cpus=num_cpus,
@@ -124,6 +130,192 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
             yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
         finally:
             ray.shutdown()
+
+
+# -- joining a cluster -----------------------------------------------------------------------------------------
+CAUSES = ("is its head running (`ray start --head`), is PORT its GCS port (`ray start --port`, default 6379), "
+          "can this machine reach it (firewall, VPN, SSH tunnel)?")
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """The host and port of a GCS address ``HOST:PORT``; None for ``auto``, ``ray://`` and anything else."""
+    if "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    return (host.strip("[]"), int(port)) if sep and host and port.isdigit() else None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _reachable(host: str, port: int, timeout: float) -> OSError | None:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except OSError as e:
+        return e
+
+
+def connect(address: str, timeout: float, kwargs: dict[str, Any]) -> Any:
+    """``ray.init(address=...)`` that fails within ``timeout`` seconds with one line naming the address.
+
+    Ray's own connection retries for minutes (20 tries of up to 35 s each against an address where nothing
+    answers) and has no single deadline, so: a plain TCP connection to the GCS port first (refused or unreachable
+    fails at once), then ``ray.init`` in a thread given what is left of the deadline.
+
+    A loopback address (``127.0.0.1:PORT``): Ray replaces it by this machine's network address before
+    connecting. Right for a head listening on every interface (what ``ray start`` does on Linux); a cluster
+    listening on 127.0.0.1 only is joined in Ray's single-machine mode instead (``_loopback_only``), which keeps
+    the driver on 127.0.0.1. Token authentication is Ray's to decide: a given address gets no token unless
+    ``RAY_AUTH_MODE=token`` (``ray start`` turns it on whenever ``~/.ray/auth_token`` exists); the error says so.
+
+    Unless verbose, what Ray's C++ client writes to stderr while it retries is hidden: the error says it all.
+    """
+    import ray
+
+    deadline = time.monotonic() + timeout
+    target = host_port(address)
+    loopback_only = False
+    if target:
+        error = _reachable(*target, timeout)
+        if error is not None:
+            why = "timed out" if isinstance(error, socket.timeout) else (error.strerror or str(error))
+            raise ResourceError(f"cannot reach a Ray cluster at --address {address!r} ({why}); {CAUSES}")
+        if is_loopback(target[0]):
+            from ray.util import get_node_ip_address
+
+            loopback_only = _reachable(get_node_ip_address(), target[1], 2.0) is not None
+    box: dict[str, Any] = {}
+
+    def init() -> None:
+        try:
+            box["info"] = ray.init(address=address, **kwargs)
+        except BaseException as e:  # handed to the main thread
+            box["error"] = e
+
+    if threading.current_thread() is threading.main_thread():
+        # what ray.init does when it runs in the main thread (it runs in another one here): SIGTERM exits cleanly
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+    quiet = not kwargs.get("log_to_driver")
+    with _loopback_only() if loopback_only else contextlib.nullcontext():
+        muted = _mute_native_stderr() if quiet else None
+        thread = threading.Thread(target=init, name="nas-ray-connect", daemon=True)
+        thread.start()
+        thread.join(max(0.1, deadline - time.monotonic()))
+        if muted is not None and not thread.is_alive():
+            _unmute_native_stderr(muted)
+    if thread.is_alive():  # left behind, blocked in Ray's retries, muted; the process ends with the error
+        raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r} within {timeout:g} s "
+                            f"(--connect-timeout): something answers there but not as a Ray head; {CAUSES}")
+    if "error" in box:
+        raise ResourceError(f"cannot connect to the Ray cluster at --address {address!r}: "
+                            f"{_connect_error(box['error'])}") from None
+    return box["info"]
+
+
+def _mute_native_stderr() -> tuple[int, Any] | None:
+    """Send what is written to file descriptor 2 to /dev/null, while Python's own ``sys.stderr`` keeps the real
+    one; returns what ``_unmute_native_stderr`` needs. Ray's C++ client logs every retry of a failing connection
+    there (``gcs_client.cc: Failed to get cluster ID ...``), and a thread blocked in ``ray.init`` cannot be
+    stopped: it goes on logging until the process exits, after our one-line error."""
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        before, sys.stderr = sys.stderr, os.fdopen(os.dup(real), "w", buffering=1)
+        return real, before
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): leave it
+        return None
+
+
+def _unmute_native_stderr(muted: tuple[int, Any]) -> None:
+    real, before = muted
+    sys.stderr.flush()
+    os.dup2(real, 2)
+    os.close(real)
+    sys.stderr = before
+
+
+def _connect_error(error: BaseException) -> str:
+    """The most telling line of a failed ``ray.init``: the innermost cause, token authentication explained."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    text = " ".join(str(e) for e in chain)
+    if "InvalidAuthToken" in text or "AuthenticationError" in text or "auth" in type(chain[-1]).__name__.lower():
+        return ("the cluster asks for an authentication token: set RAY_AUTH_MODE=token (Ray reads the token from "
+                "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+    last = chain[-1]
+    first = (str(last).strip().splitlines() or [type(last).__name__])[0][:300]
+    return f"{type(last).__name__}: {first}; {CAUSES}"
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process while a local Ray starts (its processes inherit it), then put back."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class EarlyRay:
+    """Starts (or joins) Ray in a background thread while the driver prepares the search (imports the framework,
+    builds the space, checks the objective): the two take seconds each and overlap. ``wait()`` returns the session
+    once it is up (or raises why it is not); ``close()`` ends it.
+
+    A thread of its own, alive for the whole session, because Ray ties the processes it starts to the thread that
+    started them (they get SIGKILL when that thread exits, PR_SET_PDEATHSIG)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.info: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, name="nas-ray", daemon=True)
+        self._thread.start()
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            with ray_session(*args, **kwargs) as info:
+                self.info = info
+                self._ready.set()
+                self._stop.wait()
+        except BaseException as e:  # noqa: BLE001 - handed to the driver's thread by wait()
+            self.error = e
+        finally:
+            self._ready.set()
+
+    def wait(self) -> dict[str, Any]:
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.info is not None
+        return self.info
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "EarlyRay":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 @contextlib.contextmanager
@@ -145,6 +337,25 @@ def _loopback_only() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before_env
+
+
+RUN_MARK = "NAS_RUN_DIR"
+
+
+@contextlib.contextmanager
+def _marked(run_dir: Path | None) -> Iterator[None]:
+    """``RUN_MARK=<run directory>#<driver pid>`` in the environment while Ray starts its processes (they inherit
+    it, and the workers inherit it from the raylet), then put back."""
+    before = os.environ.get(RUN_MARK)
+    if run_dir is not None:
+        os.environ[RUN_MARK] = f"{Path(run_dir).resolve()}#{os.getpid()}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RUN_MARK, None)
+        else:
+            os.environ[RUN_MARK] = before
 
 
 def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: int = 1) -> int:
@@ -242,31 +453,49 @@ def record_local_ray(store: ExperimentStore) -> None:
 
 def cleanup_local_ray(store: ExperimentStore) -> list[int]:
     """Kill what a SIGKILL-ed driver's local Ray left behind (``ray::DashboardAgent`` and
-    ``ray::RuntimeEnvAgent`` outlive a SIGKILL-ed driver and ignore SIGTERM).
-    Only processes of that run's own Ray session, and only when its driver is gone."""
+    ``ray::RuntimeEnvAgent`` outlive a SIGKILL-ed driver and ignore SIGTERM): processes carrying the run's mark
+    (``RUN_MARK``, there however early the driver died) or using the session ``ray/local.json`` names, and only
+    those whose driver is gone (the caller also holds the run's lock, ``nas.lock``). Ray has no way to stop a
+    dead driver's local instance, hence this."""
+    prefix = f"{RUN_MARK}={store.root.resolve()}#".encode()
+    session = ""
     path = store.root / "ray" / "local.json"
-    if not path.is_file():
-        return []
-    try:
-        info = read_json(path)
-        session = Path(info["session_dir"]).name
-        os.kill(int(info["driver_pid"]), 0)
-        return []  # the driver still runs: leave its Ray alone
-    except (ProcessLookupError, PermissionError):
-        pass
-    except Exception:
-        return []
+    if path.is_file():
+        try:
+            info = read_json(path)
+            if not _alive(int(info["driver_pid"])):
+                session = Path(info["session_dir"]).name
+        except Exception:
+            session = ""
     killed = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
-        if session and uses_session(proc, session):
+        if _left_by_dead_driver(proc, prefix) or (session and uses_session(proc, session)):
             try:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed.append(int(proc.name))
             except OSError:
                 pass
     return killed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _left_by_dead_driver(proc: Path, prefix: bytes) -> bool:
+    try:
+        marks = [v for v in (proc / "environ").read_bytes().split(b"\0") if v.startswith(prefix)]
+    except OSError:
+        return False
+    return bool(marks) and marks[0][len(prefix):].isdigit() and not _alive(int(marks[0][len(prefix):]))
 
 
 def uses_session(proc: Path, session: str) -> bool:

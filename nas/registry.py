@@ -56,6 +56,22 @@ def _attr(module: Any, attr: str, where: str) -> Any:
         raise PluginError(f"{where!r} has no {attr!r}; classes there: {', '.join(names) or 'none'}") from None
 
 
+def check_ref(group: str, ref: str) -> None:
+    """Fail on a plugin that cannot exist, without importing it (a space's import loads Keras and its framework):
+    an unregistered name or a missing file."""
+    kind = _KIND[group]
+    if not isinstance(ref, str) or not ref:
+        raise PluginError(f"{kind} name {ref!r} is not valid")
+    target, sep, _ = ref.rpartition(":")
+    if not sep:
+        if ref not in available(group):
+            raise PluginError(f"unknown {kind} {ref!r}; registered: {', '.join(available(group)) or 'none'} "
+                              f"(or give module:Class or path/to/file.py:Class)")
+    elif target.endswith(".py") or "/" in target or "\\" in target:
+        if not Path(target).is_file():
+            raise PluginError(f"plugin file {target!r} does not exist")
+
+
 def load(group: str, ref: str) -> type:
     """A plugin class from a registered name, ``module:Class`` or ``file.py:Class``."""
     kind = _KIND[group]
@@ -93,36 +109,129 @@ def _check_class(group: str, ref: str, obj: Any) -> None:
     base = SearchSpace if group == SPACES else Strategy
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise PluginError(f"{_KIND[group]} {ref!r} is {obj!r}, not a subclass of nas.{base.__name__}")
+    missing = sorted(getattr(obj, "__abstractmethods__", ()))
+    if missing:
+        needs = {"_ask": "_ask(self) -> dict of values or None", "declare": "declare(self, hp)",
+                 "build_model": "build_model(self, hp) -> compiled keras.Model"}
+        raise PluginError(f"{_KIND[group]} {ref!r} ({obj.__module__}.{obj.__qualname__}) does not implement "
+                          f"{', '.join(missing)}; a {_KIND[group]} plugin must define "
+                          f"{', '.join(needs.get(m, m) for m in missing)} (see nas.{base.__name__})")
+
+
+def _accepted(cls: type) -> list[str] | None:
+    """The keyword options ``cls(...)`` accepts, along its ``__init__`` chain: a class taking ``**kwargs`` passes
+    them on to the next ``__init__`` up; our base classes take none (None: the chain ends in a ``**kwargs`` we
+    cannot see through)."""
+    from nas.space import SearchSpace
+    from nas.strategy import Strategy
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name != "self" and p.name not in names]
+        if klass in (SearchSpace, Strategy) or not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
 
 
 def _options(cls: type, options: dict[str, Any], kind: str, ref: str, fixed: set[str]) -> None:
-    sig = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+    names = _accepted(cls)
+    if names is None:
         return
-    accepted = [n for n in sig.parameters if n not in fixed | {"self"}]
+    accepted = [n for n in names if n not in fixed]
     bad = sorted(set(options) - set(accepted))
     if bad:
         raise PluginError(f"{kind} {ref!r} has no option {', '.join(bad)}; accepted: {', '.join(accepted) or 'none'}")
 
 
 def create_strategy(
-    name: str,
+    name: Any,
     space: "kt.HyperParameters",
     objective: str | Objective | list[str | Objective] = "val_accuracy:max",
     seed: int | None = None,
     **options: Any,
 ) -> Any:
-    """A strategy by registered name (or ``module:Class`` / ``file.py:Class``) over ``space``."""
-    cls = load(STRATEGIES, name)
-    _options(cls, options, "strategy", name, {"space", "objective", "seed"})
-    return cls(space=space, objective=objective, seed=seed, **options)
+    """A strategy by registered name (or ``module:Class`` / ``file.py:Class`` / a saved ``.pkl``) over ``space``;
+    a ``nas.Strategy`` subclass is made the same way, and an instance is used as it is."""
+    from nas.strategy import Strategy
+
+    plugin = _plugin(STRATEGIES, name)
+    if isinstance(plugin, Strategy):
+        return plugin
+    _options(plugin, options, "strategy", _label(name), {"space", "objective", "seed"})
+    return plugin(space=space, objective=objective, seed=seed, **options)
 
 
-def create_space(name: str, task: Any, **options: Any) -> Any:
-    """A search space by registered name (or ``module:Class`` / ``file.py:Class``) built for ``task``."""
-    cls = load(SPACES, name)
-    _options(cls, options, "space", name, {"task"})
-    return cls(task=task, **options)
+def create_space(name: Any, task: Any, **options: Any) -> Any:
+    """A search space by registered name (or ``module:Class`` / ``file.py:Class`` / a saved ``.pkl``) built for
+    ``task``; a ``nas.SearchSpace`` subclass is made the same way, an instance is used as it is, and any other
+    ``keras_tuner.HyperModel`` becomes a ``nas.space.HyperModelSpace``."""
+    from nas.space import HyperModelSpace, SearchSpace
+
+    plugin = _plugin(SPACES, name)
+    if isinstance(plugin, SearchSpace):
+        return plugin
+    if not inspect.isclass(plugin):  # a KerasTuner HyperModel (checked by _plugin)
+        return HyperModelSpace(task, plugin, **options)
+    _options(plugin, options, "space", _label(name), {"task"})
+    return plugin(task=task, **options)
+
+
+def _plugin(group: str, ref: Any) -> Any:
+    """A plugin class (from a reference, or given), or an instance given or saved in a ``.pkl`` file."""
+    import keras_tuner as kt
+
+    from nas.space import SearchSpace
+    from nas.strategy import Strategy
+
+    base = SearchSpace if group == SPACES else Strategy
+    if isinstance(ref, str) and ref.endswith(".pkl"):
+        import cloudpickle
+
+        path = Path(ref)
+        if not path.is_file():
+            raise PluginError(f"{_KIND[group]} file {ref!r} does not exist")
+        with open(path, "rb") as f:
+            ref = cloudpickle.load(f)
+    if isinstance(ref, str):
+        return load(group, ref)
+    if inspect.isclass(ref):
+        _check_class(group, _label(ref), ref)
+        return ref
+    if isinstance(ref, base) or (group == SPACES and isinstance(ref, kt.HyperModel)):
+        return ref
+    wanted = "nas.SearchSpace or keras_tuner.HyperModel" if group == SPACES else "nas.Strategy"
+    raise PluginError(f"{_KIND[group]} {ref!r} is not a {wanted} (class or instance) nor a name")
+
+
+def _label(ref: Any) -> str:
+    if isinstance(ref, str):
+        return ref
+    cls = ref if inspect.isclass(ref) else type(ref)
+    return cls.__name__
+
+
+def reference(plugin: Any, path: Path) -> str:
+    """What a run records to find ``plugin`` again: the reference itself when it is one, ``module:Class`` for a
+    class importable from its module, else the object (a class from ``__main__``, an instance) saved to ``path``
+    with cloudpickle (which keeps a notebook's classes by value) and that file's path."""
+    if isinstance(plugin, str):
+        return plugin
+    if inspect.isclass(plugin) and plugin.__module__ not in ("__main__", "__mp_main__"):
+        try:
+            if getattr(importlib.import_module(plugin.__module__), plugin.__qualname__, None) is plugin:
+                return f"{plugin.__module__}:{plugin.__qualname__}"
+        except ImportError:
+            pass
+    import cloudpickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        cloudpickle.dump(plugin, f)
+    return str(path.resolve())
 
 
 def summary(cls: type) -> str:

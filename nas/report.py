@@ -12,10 +12,11 @@ from typing import Any, Mapping
 
 from nas.errors import NasError, RunError
 from nas.estimation.status import status_line, supernet_status
+from nas.lock import driver_state, when
 from nas.objective import Objective
 from nas.progress import format_duration, interactive
 from nas.results import format_config, format_value, pareto_front, rank
-from nas.store import STATUSES, ExperimentStore, default_storage
+from nas.store import STATUSES, ExperimentStore, default_storage, storage_flag
 
 _SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "device", "started", "finished")
 
@@ -24,22 +25,60 @@ def _slim(t: Mapping[str, Any]) -> dict[str, Any]:
     return {k: t.get(k) for k in _SLIM}
 
 
-def elapsed(spec: Mapping[str, Any], trials: list[Mapping[str, Any]]) -> float | None:
-    """From the run's creation to its last finished trial (or now, while trials run)."""
-    start = spec.get("created")
-    if start is None:
+def searching_s(spec: Mapping[str, Any], trials: list[Mapping[str, Any]], live: bool) -> float | None:
+    """How long drivers searched, idle time between sessions left out: the sum of every session's time, from
+    its start (``spec["sessions"]``) to its clean end, or for a killed driver to its last trial write, or to
+    now for the driver running now."""
+    sessions = spec.get("sessions")
+    if sessions is None:  # a run from before sessions were recorded: its creation and each resume
+        if spec.get("created") is None:
+            return None
+        sessions = [{"started": t} for t in [spec["created"], *spec.get("resumed", [])]]
+    writes = [float(w) for t in trials for w in [t.get("updated") or t.get("finished") or t.get("started")] if w]
+    total = 0.0
+    for i, s in enumerate(sessions):
+        start = float(s["started"])
+        following = float(sessions[i + 1]["started"]) if i + 1 < len(sessions) else float("inf")
+        end = s.get("ended")
+        if end is None and live and i == len(sessions) - 1:
+            end = time.time()
+        elif end is None:
+            end = max([w for w in writes if start <= w < following], default=start)
+        total += max(0.0, float(end) - start)
+    return total
+
+
+def wall_s(spec: Mapping[str, Any], trials: list[Mapping[str, Any]], live: bool) -> float | None:
+    """From the run's creation to its last trial write (to now while a driver runs): idle time included."""
+    if spec.get("created") is None:
         return None
-    if any(t.get("status") in ("running", "pending") for t in trials):
-        return time.time() - float(start)
-    ends = [float(t["finished"]) for t in trials if t.get("finished")]
-    return (max(ends) - float(start)) if ends else 0.0
+    ends = [float(w) for t in trials for w in [t.get("updated") or t.get("finished")] if w]
+    ends += [float(s["ended"]) for s in spec.get("sessions") or [] if s.get("ended")]
+    end = time.time() if live else max(ends, default=float(spec["created"]))
+    return max(0.0, end - float(spec["created"]))
+
+
+def run_state(counts: Mapping[str, int], budget: int, driver: Mapping[str, Any]) -> str:
+    """running (a live driver holds the run's lock), finished (budget spent, or the strategy had nothing more
+    to propose), stopped (too many failures in a row, storage failure) or interrupted (Ctrl-C, kill -9, a lost
+    head: `nas resume` continues it). From the lock and the records, never from clocks."""
+    if driver.get("live"):
+        return "running"
+    if counts["completed"] + counts["failed"] >= budget:
+        return "finished"
+    if driver.get("outcome") in ("finished", "stopped"):
+        return driver["outcome"]
+    return "interrupted"
 
 
 def status_json(store: ExperimentStore) -> dict[str, Any]:
     """The `nas status --json` contract (see README); keys are only ever added."""
     spec = store.spec()
     objectives = [Objective(**o) for o in spec["objectives"]]
+    driver = driver_state(store.root)
     trials = store.trials()
+    if not driver["live"]:  # nothing runs without a driver: what was running continues after `nas resume`
+        trials = [{**t, "status": "pending"} if t["status"] == "running" else t for t in trials]
     ranked = rank(trials, objectives[0])
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
     out = {
@@ -56,9 +95,16 @@ def status_json(store: ExperimentStore) -> dict[str, Any]:
         "trials": [_slim(t) for t in trials],
         "best": _slim(ranked[0]) if ranked else None,
         "created": spec.get("created"),
-        "elapsed_s": elapsed(spec, trials),
+        "elapsed_s": searching_s(spec, trials, driver["live"]),
+        "wall_s": wall_s(spec, trials, driver["live"]),
         "remaining": max(0, int(spec["trials"]) - counts["completed"] - counts["failed"]),
+        "state": run_state(counts, int(spec["trials"]), driver),
+        "driver": ({k: driver.get(k) for k in ("pid", "host", "since", "ended", "outcome")}
+                   if driver.get("pid") else None),
+        "next": None,
     }
+    if out["state"] in ("interrupted", "stopped"):
+        out["next"] = store.command("resume")
     if len(objectives) > 1:
         out["pareto_front"] = [t["trial_id"] for t in pareto_front(trials, objectives)]
     supernet = supernet_status(store.root)  # weight sharing (nas.estimation): its supernet phase
@@ -89,12 +135,20 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
     summary = (
         f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running, "
         f"{c['pending']} pending of {data['budget']['trials']} ({data['remaining']} remaining), "
-        f"{data['budget']['epochs']} epochs each; elapsed {format_duration(data.get('elapsed_s'))}"
+        f"{data['budget']['epochs']} epochs each; searched {format_duration(data.get('elapsed_s'))} "
+        f"({format_duration(data.get('wall_s'))} since created)"
     )
     if data.get("supernet"):
         summary += "\n" + status_line(data["supernet"])
+    state = f"state: {data['state']}"
+    d = data.get("driver") or {}
+    if data["state"] == "running":
+        state += f" (driver process {d.get('pid')} on {d.get('host')} since {when(d.get('since'))})"
+    elif data.get("next"):
+        state += f"; continue with: {data['next']}"
     header = f"run {data['name']}: space {data['space']}, strategy {data['strategy']}, backend {data['backend']}, " \
-        f"objective " + ", ".join(map(str, objectives))
+        f"objective " + \
+        ", ".join(map(str, objectives))
     metrics = [o.metric for o in objectives]
     failed = [t for t in data["trials"] if t["status"] == "failed"]
     if rich:
@@ -105,6 +159,7 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         con = Console()
         con.print(header, highlight=False, markup=False)
         con.print(summary, highlight=False, markup=False)
+        con.print(state, highlight=False, markup=False)
         con.print(f"directory: {data['directory']}", style="dim", highlight=False, markup=False)
         if rows:
             t = Table(title=title, title_justify="left")
@@ -127,6 +182,7 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         return
     print(header)
     print(summary)
+    print(state)
     print(f"directory: {data['directory']}")
     if rows:
         print(f"\n{title}")
@@ -141,21 +197,6 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
 
 
 # -- nas runs ------------------------------------------------------------------------------------------------
-def run_state(data: Mapping[str, Any], stale_s: float = 600.0) -> str:
-    c = data["counts"]
-    supernet = data.get("supernet")
-    if supernet and supernet.get("phase") == "supernet":  # weight sharing, before its trials
-        return "supernet" if time.time() - float(supernet.get("updated") or 0) < stale_s else "interrupted"
-    if c["running"] or c["pending"]:
-        # records say running: a live search rewrites them every epoch; an old one was interrupted
-        d = Path(data["directory"]) / "trials"
-        newest = max((p.stat().st_mtime for p in d.glob("*.json")), default=0.0)
-        return "running" if time.time() - newest < stale_s else "interrupted"
-    if c["completed"] + c["failed"] >= data["budget"]["trials"]:
-        return "finished"
-    return "stopped"  # the strategy ran out of configurations, or the search was stopped between trials
-
-
 def list_runs(storage: Path | str | None = None) -> list[dict[str, Any]]:
     storage = Path(storage).expanduser() if storage else default_storage()
     if not storage.is_dir():
@@ -170,14 +211,14 @@ def list_runs(storage: Path | str | None = None) -> list[dict[str, Any]]:
         best = data["best"]
         obj = data["objective"]
         out.append({
-            "name": data["name"], "space": data["space"], "strategy": data["strategy"], "state": run_state(data),
+            "name": data["name"], "space": data["space"], "strategy": data["strategy"], "state": data["state"],
             "completed": data["counts"]["completed"], "failed": data["counts"]["failed"],
             "budget": data["budget"]["trials"], "objective": obj,
             "best": (best["metrics"] or {}).get(obj["metric"]) if best else None,
             "best_trial": best["trial_id"] if best else None, "created": data.get("created"),
         })
     if not out:
-        raise RunError(f"no runs in {storage}; start one with `nas search --storage {storage}`")
+        raise RunError(f"no runs in {storage}; start one with `nas search{storage_flag(storage) or ''}`")
     out.sort(key=lambda r: (r.get("created") or 0, r["name"]))
     return out
 

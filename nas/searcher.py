@@ -20,7 +20,7 @@ from nas.objective import Objective
 from nas.options import Budget
 from nas.results import add_epoch, best_epoch, epoch_metrics
 from nas.strategy import Strategy
-from nas.worker import GENERATION_KEY, TRIAL_KEY, split_config
+from nas.worker import CHECKPOINT, GENERATION_KEY, TRIAL_KEY, artifact_dir, split_config
 
 
 class StrategySearcher(Searcher):
@@ -229,10 +229,24 @@ class FailureGuard(Stopper):
         self.consecutive = 0
         self.errors: list[str] = []
         self.reason: str | None = None
+        self.storage: str | None = None  # a run file the driver could not write (full or read-only storage)
 
     @property
     def tripped(self) -> bool:
-        return self.reason is not None
+        return self.reason is not None or self.storage is not None
+
+    def write(self, write: Callable[..., Any], *args: Any) -> bool:
+        """Write a run file; a full or read-only storage stops the whole search (what was written before stays
+        intact: every file is replaced atomically) instead of raising into Ray Tune's loop, which would
+        leave it half-told."""
+        try:
+            write(*args)
+            return True
+        except OSError as e:
+            if self.storage is None:
+                where = f" {e.filename}" if e.filename else ""
+                self.storage = f"cannot write{where}: {e.strerror or e}"
+            return False
 
     def record(self, failed: bool, error: str | None = None) -> None:
         if not failed:
@@ -255,8 +269,9 @@ class TrialRecorder(Callback):
 
     def __init__(self, store: Any, objective: Objective, printer: Callable[[str, dict[str, Any]], None],
                  guard: FailureGuard | None = None, max_epochs: int | None = None,
-                 recycler: WorkerRecycler | None = None) -> None:
+                 recycler: WorkerRecycler | None = None, keep_checkpoints: bool = True) -> None:
         self.store = store
+        self.keep_checkpoints = keep_checkpoints
         self.recycler = recycler
         self.objective = objective
         self.printer = printer
@@ -285,11 +300,31 @@ class TrialRecorder(Callback):
             self.records[nas_id] = rec
         return rec
 
+    def _drop_checkpoint(self, rec: dict[str, Any]) -> None:
+        """A completed trial is done for good: its best-epoch model (``best.keras``) stays, its mid-trial
+        checkpoint goes, unless --keep-checkpoints."""
+        if not self.keep_checkpoints and rec["status"] == "completed":
+            try:
+                (artifact_dir(self.store.root, rec["trial_id"]) / CHECKPOINT).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # a trial a scheduler stopped may still have finished its epoch, and checkpointed it, after it completed
+        for rec in self.records.values():
+            self._drop_checkpoint(rec)
+
+    def _write(self, rec: dict[str, Any]) -> bool:
+        if self.guard is None:
+            self.store.write_trial(rec)
+            return True
+        return self.guard.write(self.store.write_trial, rec)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
         rec.update(status="running", started=rec["started"] or time.time())
-        self.store.write_trial(rec)
-        self.printer("started", rec)
+        if self._write(rec):
+            self.printer("started", rec)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         rec = self._record(trial)
@@ -308,15 +343,17 @@ class TrialRecorder(Callback):
             self.recycler.observe(trial.config, rec["pid"], rec["worker_rss_mb"])
         rec["metrics"] = best_epoch(rec["history"], self.objective) or {}
         rec["status"] = "running"
-        self.store.write_trial(rec)
-        self.printer("epoch", rec)
+        if self._write(rec):
+            self.printer("epoch", rec)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
         rec.update(status="completed", finished=time.time(), metrics=best_epoch(rec["history"], self.objective) or {})
         if self.max_epochs and rec["metrics"].get("epochs", self.max_epochs) < self.max_epochs:
             rec["stopped_early"] = True  # by the scheduler; the strategy is told its best epoch all the same
-        self.store.write_trial(rec)
+        if not self._write(rec):
+            return
+        self._drop_checkpoint(rec)
         if self.guard:
             self.guard.record(False)
         self.printer("completed", rec)
@@ -324,7 +361,8 @@ class TrialRecorder(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
         rec.update(status="failed", finished=time.time(), error=_error_text(trial))
-        self.store.write_trial(rec)
+        if not self._write(rec):
+            return
         if self.guard:
             self.guard.record(True, rec["error"])
         self.printer("failed", rec)

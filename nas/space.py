@@ -122,3 +122,64 @@ def head(task: Task) -> tuple[int, str | None, str, list[str]]:
     if task.kind == "regression":
         return int(task.output_dim or 1), None, "mse", ["mae"]
     raise DataError(f"task {task.kind!r} has no supervised head")
+
+
+class HyperModelSpace(SearchSpace):
+    """Any ``keras_tuner.HyperModel`` as a search space (``nas.search(space=MyHyperModel())``).
+
+    A KerasTuner hypermodel declares its hyperparameters while it builds, so a branch it does not take is unknown
+    until some trial takes it. Our strategies see the whole space before the first trial, so the space is
+    discovered up front: the model is built with the defaults, then with seeded random values of what is known,
+    until ``discover`` builds in a row find nothing new (KerasTuner's own oracles learn the space as trials run;
+    nothing in KerasTuner enumerates it, which is why this loop is written here). The hypermodel's own ``fit`` trains.
+    """
+
+    name = "hypermodel"
+    tasks = ("classification", "regression", "reconstruction", "anomaly")
+
+    def __init__(self, task: Task, hypermodel: kt.HyperModel, discover: int = 8, seed: int = 0) -> None:
+        super().__init__(task)
+        self.hypermodel = hypermodel
+        self.name = type(hypermodel).__name__
+        self._space = self._discover(discover, seed)
+
+    def _discover(self, patience: int, seed: int) -> kt.HyperParameters:
+        import keras
+        import numpy as np
+
+        from nas import params as P
+
+        found = kt.HyperParameters()
+        self.hypermodel.build(found)
+        rng, quiet, builds = np.random.default_rng(seed), 0, 0
+        while quiet < patience and builds < 20 * patience:
+            hp = P.to_hp(found, P.sample_values(found, rng))
+            self.hypermodel.build(hp)
+            builds += 1
+            new = [p for p in hp.space if p.name not in {q.name for q in found.space}]
+            for p in new:
+                found.merge([p])
+            quiet = 0 if new else quiet + 1
+            keras.backend.clear_session(free_memory=False)
+        return found
+
+    def declare(self, hp: kt.HyperParameters) -> None:
+        hp.merge(self._space, overwrite=False)
+
+    def build_model(self, hp: kt.HyperParameters) -> "keras.Model":
+        return self.hypermodel.build(hp)
+
+    def fit(self, hp: kt.HyperParameters, model: "keras.Model", *args: Any, **kwargs: Any) -> Any:
+        return self.hypermodel.fit(hp, model, *args, **kwargs)
+
+    def default_objective(self) -> str:
+        """Validation accuracy when the hypermodel's default model is compiled with it, else validation loss."""
+        import keras
+
+        from nas import params as P
+
+        model = self.build(P.to_hp(self._space, P.default_values(self._space)))
+        metrics = [m if isinstance(m, str) else getattr(m, "name", "") for m in
+                   (model.get_compile_config() or {}).get("metrics") or []]
+        keras.backend.clear_session(free_memory=False)
+        return "val_accuracy:max" if {"accuracy", "acc"} & set(metrics) else "val_loss:min"

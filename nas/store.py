@@ -4,6 +4,7 @@
                                         package versions)
     <storage>/<name>/trials/<id>.json   one record per trial, rewritten atomically as it progresses
     <storage>/<name>/strategy.json      the strategy's get_state() after every tell
+    <storage>/<name>/driver.lock, driver.json   the driver that owns the run (``nas.lock``)
     <storage>/<name>/...                Ray Tune's experiment state and trial directories
 """
 
@@ -14,10 +15,13 @@ import json
 import os
 import re
 import secrets
+import shlex
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from nas.errors import RunError
+from nas.errors import RunError, StorageError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STATUSES = ("completed", "failed", "running", "pending")
@@ -26,6 +30,34 @@ STATUSES = ("completed", "failed", "running", "pending")
 def default_storage() -> Path:
     """``$NAS_STORAGE`` or ``~/nas-runs``."""
     return Path(os.environ.get("NAS_STORAGE") or Path.home() / "nas-runs").expanduser()
+
+
+def open_storage(storage: Path | str | None, create: bool = True) -> Path:
+    """The storage directory (``--storage``, else the default), created if absent, checked to be a directory
+    this process can write in, before anything else starts; ``StorageError`` naming it otherwise."""
+    path = Path(storage).expanduser() if storage else default_storage()
+    what = f"--storage {str(storage)!r}" if storage else f"storage directory {str(path)!r} ($NAS_STORAGE or ~/nas-runs)"
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"{what} is not a directory; give a writable directory (created if absent)")
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        # a real file, not os.access: root passes access() on a read-only file system too
+        with tempfile.TemporaryFile(dir=path, prefix=".nas-write-check-"):
+            pass
+    except OSError as e:
+        raise StorageError(f"{what} cannot hold runs ({e.strerror or e}); give a writable directory (created if "
+                           f"absent)") from None
+    return path
+
+
+def storage_flag(storage: Path | str) -> str:
+    """`` --storage DIR`` when ``storage`` is not the default one, so a printed command works when pasted."""
+    try:
+        default = Path(storage).expanduser().resolve() == default_storage().resolve()
+    except OSError:
+        default = False
+    return "" if default else f" --storage {shlex.quote(str(storage))}"
 
 
 def generate_name(space: str, strategy: str) -> str:
@@ -46,11 +78,20 @@ def write_json(path: Path, data: Any) -> None:
     """Atomic write: a reader never sees half a file, and a crash never leaves one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # full or read-only storage: the previous file stays as it was, no half file beside it
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
+            e.filename = str(path)  # a failed write() names no file; the user knows the file by its real name
+        raise
 
 
 def read_json(path: Path) -> Any:
@@ -100,14 +141,38 @@ class ExperimentStore:
     def exists(self) -> bool:
         return self.spec_path.is_file()
 
+    def command(self, verb: str, *args: str) -> str:
+        """A next-step command for this run that works when pasted (``--storage`` when not the default)."""
+        return " ".join(["nas", verb, self.name, *args]) + storage_flag(self.root.parent)
+
+    def has_files(self, ignore: tuple[str, ...] = ()) -> bool:
+        """Whether the run directory holds anything besides ``ignore`` (the lock files of a starting driver)."""
+        return self.root.is_dir() and any(p.name not in ignore for p in self.root.iterdir())
+
     def write_spec(self, spec: Mapping[str, Any]) -> None:
         write_json(self.spec_path, dict(spec))
 
     def spec(self) -> dict[str, Any]:
         return read_json(self.spec_path)
 
+    def start_session(self, spec: dict[str, Any]) -> None:
+        """A driver starts searching: ``spec["sessions"]`` gains an entry (how long a run searched, idle time
+        between sessions left out: ``nas.report.searching_s``) and the spec is written."""
+        spec.setdefault("sessions", []).append({"started": time.time(), "ended": None})
+        self.write_spec(spec)
+
+    def end_session(self, spec: dict[str, Any]) -> None:
+        """The driver stops searching (a killed one never says so: its last trial write tells instead)."""
+        if spec.get("sessions"):
+            spec["sessions"][-1]["ended"] = time.time()
+        try:
+            self.write_spec(spec)
+        except OSError:  # full or read-only storage: the search stops with that error, not this one
+            pass
+
     def write_trial(self, record: Mapping[str, Any]) -> None:
-        write_json(self.trials_dir / f"{record['trial_id']}.json", dict(record))
+        # ``updated``: when the driver last wrote it (how long a killed session searched: nas.report.searching_s)
+        write_json(self.trials_dir / f"{record['trial_id']}.json", {**record, "updated": time.time()})
 
     def trial(self, trial_id: str) -> dict[str, Any]:
         path = self.trials_dir / f"{trial_id}.json"

@@ -39,6 +39,27 @@ def _ray_pids() -> set[int]:
     return pids
 
 
+def pytest_configure(config: Any) -> None:
+    """The data-parallel tests need Horovod built for the installed TensorFlow, which no PyPI wheel is: the
+    test command builds it the first time (minutes; launch/install-horovod.sh caches the wheel in
+    ~/.cache/nas/wheels, so later runs and fresh environments on the machine install it in seconds)."""
+    from nas.distributed import horovod_missing
+
+    if not horovod_missing():
+        return
+    print("\nHorovod is not installed for this TensorFlow: building it once (launch/install-horovod.sh) ...",
+          flush=True)
+    proc = subprocess.run(["bash", str(ROOT / "launch" / "install-horovod.sh")],
+                          env=dict(os.environ, PYTHON=sys.executable))
+    import importlib
+
+    importlib.invalidate_caches()  # the new package in site-packages, for this process too
+    why = horovod_missing()
+    if proc.returncode != 0 or why:
+        pytest.exit(f"Horovod could not be built for the tests (launch/install-horovod.sh exited {proc.returncode}; "
+                    f"{why}); see its output above", returncode=3)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leftover_ray_processes() -> Any:
     """Every Ray runtime a test starts is stopped by the test itself; leftovers fail the session."""

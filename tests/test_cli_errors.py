@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import numpy as np
 import pytest
 
@@ -56,3 +59,100 @@ def test_bad_npz_in_cli(cli, capsys, monkeypatch, tmp_path) -> None:
     np.savez(path, x_train=np.zeros((10, 4), "float32"), y_train=np.zeros(9, "int64"))
     code, _, err = cli.inprocess("search", "--data", str(path), capsys=capsys, monkeypatch=monkeypatch)
     assert code != 0 and "10 inputs but 9 labels" in err
+
+
+NO_ASK = '''
+from nas import Strategy
+
+class Lazy(Strategy):
+    """A user strategy that forgot its _ask."""
+    name = "lazy"
+'''
+
+
+def test_bad_storage_is_one_clear_line_and_starts_nothing(cli, capsys, monkeypatch, tmp_path) -> None:
+    a_file = tmp_path / "some-file.csv"
+    a_file.write_text("x,y\n1,2\n")
+    for storage, needle in [("/proc/forbidden", "--storage '/proc/forbidden' cannot hold runs"),
+                            (str(a_file), f"--storage {str(a_file)!r} is not a directory")]:
+        code, out, err = cli.inprocess("search", "--storage", storage, "--trials", "1", capsys=capsys,
+                                       monkeypatch=monkeypatch)
+        assert code == 2 and needle in err and "give a writable directory" in err, err
+        assert "internal error" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "searching space" not in out  # refused before anything started
+    assert a_file.read_text() == "x,y\n1,2\n"
+    # resume and its storage: the same line, before any lookup of the run
+    code, _, err = cli.inprocess("resume", "x", "--storage", str(a_file), capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and "is not a directory" in err, err
+
+
+def test_unknown_space_option_names_the_accepted_ones(cli, capsys, monkeypatch) -> None:
+    code, out, err = cli.inprocess("search", "--space-option", "bogus_key=3", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2, err
+    assert "space 'mlp' has no option bogus_key; accepted: none" in err, err
+    assert "internal error" not in err and "searching space" not in out
+    code, _, err = cli.inprocess("search", "--strategy", "evolution", "--strategy-option", "popsize=3",
+                                 capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and "strategy 'evolution' has no option popsize; accepted: population, sample" in err, err
+
+
+def test_strategy_plugin_without_ask_says_what_to_implement(cli, capsys, monkeypatch, tmp_path) -> None:
+    (tmp_path / "lazy.py").write_text(NO_ASK)
+    code, out, err = cli.inprocess("search", "--strategy", f"{tmp_path / 'lazy.py'}:Lazy", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 2, err
+    assert "does not implement _ask; a strategy plugin must define _ask(self) -> dict of values or None" in err, err
+    assert "internal error" not in err and "abstract" not in err and "searching space" not in out
+
+
+def test_nothing_is_announced_before_the_options_are_checked(cli, capsys, monkeypatch) -> None:
+    for args in (["--space", "nope"], ["--strategy", "grid", "--strategy-option", "bogus=1"], ["--epochs", "0"]):
+        code, out, err = cli.inprocess("search", *args, capsys=capsys, monkeypatch=monkeypatch)
+        assert code == 2 and out == "", (args, out, err)
+    assert not cli.storage.exists() or not any(cli.storage.iterdir())  # no trace of the attempts
+
+
+def test_connect_timeout_must_be_positive(cli, capsys, monkeypatch) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.inprocess("search", "--connect-timeout", "0", capsys=capsys, monkeypatch=monkeypatch)
+    assert e.value.code == 2 and "--connect-timeout: '0' must be > 0" in capsys.readouterr().err
+
+
+def test_unreachable_cluster_fails_at_once_with_one_line(cli) -> None:
+    started = time.time()
+    proc = cli("search", "--address", "127.0.0.1:1", "--trials", "1", "--name", "nowhere", check=False, timeout=200)
+    took = time.time() - started
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith("nas: error: cannot reach a Ray cluster at --address '127.0.0.1:1' (Connection refused)")
+    assert "ray start --head" in err and len(err.splitlines()) == 1, err  # the likely causes; no Ray GCS warnings
+    assert took < 100, took  # the interpreter, TensorFlow and the data load, then no wait at all
+    assert not (cli.storage / "nowhere").exists()
+
+
+def test_cluster_address_that_never_answers_fails_after_connect_timeout(cli) -> None:
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never says a word, unlike a Ray head
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        proc = cli("search", "--address", address, "--connect-timeout", "4", "--trials", "1", "--name", "mute",
+                   check=False, timeout=200)
+    finally:
+        silent.close()
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert f"cannot connect to the Ray cluster at --address {address!r} within 4 s (--connect-timeout)" in err, err
+    assert len(err.splitlines()) == 1, err
+    assert not (cli.storage / "mute").exists()
+
+
+def test_a_taken_name_points_to_a_command_that_works(cli, capsys, monkeypatch, tmp_path) -> None:
+    storage = tmp_path / "elsewhere"  # not the default storage ($NAS_STORAGE here)
+    (storage / "dup24").mkdir(parents=True)
+    (storage / "dup24" / "spec.json").write_text("{}")
+    code, out, err = cli.inprocess("search", "--name", "dup24", "--storage", str(storage), capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 2 and f"or continue it with `nas resume dup24 --storage {storage}`" in err, err
+    assert (storage / "dup24" / "spec.json").read_text() == "{}" and out == ""
+    assert [p.name for p in (storage / "dup24").iterdir()] == ["spec.json"]  # untouched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 
@@ -52,8 +53,15 @@ def test_search_end_to_end_and_status_contract(cli) -> None:
     text = cli("status", "e2e").stdout
     assert "3 completed" in text and "rank" in text
 
-    # a second run with the same seed proposes the same configurations
-    cli("search", "--trials", "3", "--epochs", "1", "--name", "e2e-again", "--seed", "1", "--max-concurrent", "2")
+    # completed trials keep their best-epoch model, not their mid-trial checkpoint ...
+    assert all((run / "trials" / t["trial_id"] / "best.keras").is_file() for t in status["trials"])
+    assert not list(run.glob("trials/*/*.npz"))
+
+    # a second run with the same seed proposes the same configurations; ... unless --keep-checkpoints
+    cli("search", "--trials", "3", "--epochs", "1", "--name", "e2e-again", "--seed", "1", "--max-concurrent", "2",
+        "--keep-checkpoints")
+    assert len(list((cli.storage / "e2e-again").glob("trials/*/resume.npz"))) == 3
+    assert json.loads((cli.storage / "e2e-again" / "spec.json").read_text())["options"]["keep_checkpoints"] is True
     again = cli.status("e2e-again")
     assert sorted(P.canonical(t["config"]) for t in again["trials"]) == sorted(
         P.canonical(t["config"]) for t in status["trials"])

@@ -61,11 +61,9 @@ def test_more_gpus_or_ranks_than_any_node_fails_at_once(cli) -> None:
 def test_two_node_cluster_runs_trials_on_both_nodes(cli, monkeypatch, tmp_path) -> None:
     from ray.cluster_utils import Cluster
 
-    # Both nodes listen on 127.0.0.1 only. A driver given a loopback --address rewrites it to the host's network
-    # address (ray._private.services.resolve_ip_for_localhost), where nothing listens, and hangs; Ray's switch
-    # for loopback-only clusters keeps the driver on 127.0.0.1 (it only changes how Ray picks a node address).
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
+    # Both nodes listen on 127.0.0.1 only, and the user gives --address 127.0.0.1:PORT without knowing Ray's
+    # switch for loopback-only clusters (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER): the driver finds out by itself.
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
     try:

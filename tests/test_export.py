@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,6 +46,8 @@ def test_trials_save_their_best_epoch_model(run) -> None:
     for t in status["trials"]:
         d = cli.storage / "exp" / "trials" / t["trial_id"]
         assert (d / "best.keras").is_file()
+        # completed for good: its mid-trial checkpoint is dropped (--keep-checkpoints keeps it)
+        assert not (d / "resume.npz").exists() and not list(d.glob("*.npz")), sorted(p.name for p in d.iterdir())
         info = json.loads((d / "best.json").read_text())
         assert info["epoch"] == t["metrics"]["best_epoch"]
         assert info["metrics"]["val_accuracy"] == pytest.approx(t["metrics"]["val_accuracy"])
@@ -98,7 +102,11 @@ def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None
     for text in ("## What was searched", "## How this model was chosen", "best of 2 completed trials",
                  "val_accuracy", "keras.models.load_model(\"model.keras\")", "model.onnx"):
         assert text in card, text
-    assert "Total params" in (out_dir / "summary.txt").read_text()
+    summary = (out_dir / "summary.txt").read_text()
+    assert "Total params" in summary and "Param #" in summary, summary
+    rows = [ln for ln in summary.splitlines() if ln and ln[0] in "┏┃┡│├└"]
+    assert rows and all(ln[-1] in "┓┃┩│┤┘" for ln in rows), summary  # every row whole: nothing cut at 80 columns
+    assert f"{best['metrics']['params']:,.0f}" in summary
 
     # A fresh Python with only keras and numpy imported (not nas): loads with no custom objects, and the model
     # is the trial's best epoch: it reproduces the recorded validation accuracy.
@@ -204,3 +212,21 @@ def test_export_other_spaces(space: str, cli, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**cli.env(), "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_export_hints_name_the_storage(run, capsys, monkeypatch, tmp_path) -> None:
+    """A run outside the default storage: the command the error points to works when pasted."""
+    cli, _ = run
+    storage = tmp_path / "elsewhere"
+    shutil.copytree(cli.storage / "exp", storage / "allfail")
+    for path in (storage / "allfail" / "trials").glob("*.json"):  # a run where every trial failed
+        rec = json.loads(path.read_text())
+        path.write_text(json.dumps({**rec, "status": "failed", "error": "ValueError: boom"}))
+    spec = json.loads((storage / "allfail" / "spec.json").read_text())
+    (storage / "allfail" / "spec.json").write_text(json.dumps({**spec, "name": "allfail"}))
+    code, _, err = cli.inprocess("export", "allfail", "--storage", str(storage), capsys=capsys,
+                                 monkeypatch=monkeypatch)
+    hint = f"nas status allfail --storage {storage}"
+    assert code == 2 and f"has no completed trial to export (see `{hint}`)" in err, err
+    code, out, err = cli.inprocess(*shlex.split(hint)[1:], capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "failed trial 0: ValueError: boom" in out

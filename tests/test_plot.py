@@ -61,3 +61,52 @@ def test_pareto_front_helper() -> None:
     t = lambda i, a, p, s="completed": {"trial_id": str(i), "status": s, "metrics": {"acc": a, "params": p}}  # noqa: E731
     trials = [t(0, 0.9, 100), t(1, 0.8, 50), t(2, 0.7, 80), t(3, 0.9, 100), t(4, 0.99, 10, "failed"), t(5, 0.95, 200)]
     assert [x["trial_id"] for x in pareto_front(trials, objs)] == ["0", "1", "3", "5"]
+
+
+def _sampled_run(space_name: str, n: int = 12) -> tuple[dict, list[dict]]:
+    """The spec and trial records a run of a built-in space holds (its real hyperparameters, configurations
+    sampled from them, one failed trial); the objective values are drawn, their layout is what is checked."""
+    from nas import params as P
+    from nas.data import load_data
+    from nas.registry import SPACES, create_space, load
+    from nas.task import make_task
+
+    task = make_task(load_data("digits"), load(SPACES, space_name).tasks[0])
+    space = create_space(space_name, task=task)
+    hp = space.hyperparameters()
+    rng = np.random.default_rng(0)
+    metric, mode = space.default_objective().split(":")
+    trials = [{"trial_id": str(i), "status": "failed" if i == 5 else "completed", "config": P.sample_values(hp, rng),
+               "metrics": {metric: float(rng.uniform(0.1, 0.95))}} for i in range(n)]
+    spec = {"name": f"{space_name}-run", "space": space_name, "strategy": "random", "trials": n,
+            "objectives": [{"metric": metric, "mode": mode}], "hyperparameters": P.space_summary(hp)}
+    return spec, trials
+
+
+@pytest.mark.parametrize("space", ["mlp", "cnn", "ae", "lstm"])
+def test_plot_labels_never_overlap(space: str) -> None:
+    """Every panel's tick labels stand apart (log ranges of less than two decades, e.g. cnn's filters 16..128,
+    used to label minor ticks on top of each other), and the footer clears every panel."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from nas.plot import figure
+
+    fig = figure(*_sampled_run(space))
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            lo, hi = sorted(ax.get_xlim())
+            labels = [t for t in ax.get_xticklabels(which="both")
+                      if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi]
+            boxes = sorted(((t.get_window_extent(renderer), t.get_text()) for t in labels), key=lambda b: b[0].x0)
+            for (a, ta), (b, tb) in zip(boxes, boxes[1:]):
+                assert a.x1 <= b.x0 + 0.5, f"{space} {ax.get_title(loc='left')!r}: tick labels {ta!r}, {tb!r} overlap"
+        footers = [t for t in fig.findobj(Text) if "lower panels" in t.get_text()]
+        assert len(footers) == 1
+        footer = footers[0].get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not footer.overlaps(ax.get_tightbbox(renderer)), f"{space}: footer on {ax.get_title(loc='left')!r}"
+    finally:
+        plt.close(fig)

@@ -88,3 +88,14 @@ def test_progress_picks_plain_lines_off_a_terminal_and_closes() -> None:
 def test_format_duration() -> None:
     assert format_duration(5) == "5s" and format_duration(65) == "1m05s" and format_duration(3725) == "1h02m05s"
     assert format_duration(None) == "-"
+
+
+def test_best_so_far_counts_earlier_sessions_trials() -> None:
+    """A resumed search: the engine hands the printer the trials earlier sessions recorded ("earlier")."""
+    out = io.StringIO()
+    p = LinePrinter(OBJ, Budget(3, finished=1), stream=out)
+    p("earlier", {**_rec("0", 0.83), "status": "completed"})
+    p("earlier", {**_rec("1", None), "status": "running"})  # continues in this session: not a result yet
+    _event(p, "completed", _rec("1", 0.09))
+    assert out.getvalue().splitlines() == [
+        "[2/3] trial 1: val_accuracy=0.09  best 0.83 (trial 0)  epochs=2 params=1,234 1.5s  units=32 act=relu"]

@@ -22,7 +22,8 @@ def test_status_text_and_json(small_run, capsys, monkeypatch) -> None:
     cli, name, _ = small_run
     text = _out(cli, capsys, monkeypatch, "status", name)
     assert f"run {name}: space mlp, strategy gp, backend tensorflow, objective val_accuracy:max" in text
-    assert "3 completed, 0 failed, 0 running, 0 pending of 3 (0 remaining)" in text and "elapsed " in text
+    assert "3 completed, 0 failed, 0 running, 0 pending of 3 (0 remaining)" in text
+    assert "; searched " in text and " since created)" in text and "\nstate: finished\n" in text
     assert "top 3 by val_accuracy:max" in text and "rank" in text
     rows = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
     assert len(rows) == 3
@@ -30,8 +31,9 @@ def test_status_text_and_json(small_run, capsys, monkeypatch) -> None:
 
     data = json.loads(_out(cli, capsys, monkeypatch, "status", name, "--json"))  # the --json contract, plus added keys
     assert set(data) >= {"name", "space", "strategy", "objective", "trials", "best", "counts", "budget",
-                         "elapsed_s", "remaining", "created"}
-    assert data["counts"]["completed"] == 3 and data["remaining"] == 0 and data["elapsed_s"] > 0
+                         "elapsed_s", "remaining", "created", "state", "wall_s", "driver", "next"}
+    assert data["counts"]["completed"] == 3 and data["remaining"] == 0 and 0 < data["elapsed_s"] <= data["wall_s"]
+    assert data["state"] == "finished" and data["driver"]["outcome"] == "finished" and data["next"] is None
     best_row = rows[0].split()
     assert best_row[1] == data["best"]["trial_id"]
 
@@ -82,3 +84,19 @@ def test_plot_errors(small_run, capsys, monkeypatch, tmp_path) -> None:
     code, _, err = cli.inprocess("plot", "empty", "--storage", str(tmp_path / "other"), capsys=capsys,
                                  monkeypatch=monkeypatch)
     assert code != 0 and "no completed trial" in err and "Traceback" not in err
+
+
+def test_reading_runs_imports_no_tensorflow(small_run) -> None:
+    """`nas runs` and `nas status` only read files: they start in a moment, without TensorFlow, Keras or Ray."""
+    import subprocess
+    import sys
+
+    cli, name, _ = small_run
+    code = ("import sys\nfrom nas.cli import main\n"
+            f"assert main(['runs']) == 0 and main(['status', {name!r}]) == 0 and main(['status', {name!r}, '--json']) == 0\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner', 'ray') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cli.cwd, env=cli.env(),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{name} " in proc.stdout and "state: finished" in proc.stdout

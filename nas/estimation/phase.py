@@ -16,11 +16,9 @@ fail before Ray (data, space, strategy, objective) has been checked. It
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable
 
-from nas import backends
 from nas.errors import NasError, RunError
 from nas.estimation.settings import (
     SHARED_METRICS,
@@ -32,7 +30,7 @@ from nas.estimation.supernet import require
 from nas.estimation.status import STATE_FILE, write_state
 from nas.objective import Objective
 from nas.options import SearchOptions, TrialSetup
-from nas.ray_runtime import check_resources, ray_session, record_local_ray
+from nas.ray_runtime import EarlyRay, check_resources, record_local_ray
 from nas.registry import STRATEGIES, create_strategy, load
 from nas.results import format_value
 from nas.store import ExperimentStore, write_json
@@ -74,9 +72,10 @@ def epoch_line(rec: dict[str, Any], metric: str, describe: Callable[[dict[str, A
 
 
 def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
-                   space: Any, objectives: list[Objective], env: dict[str, str],
+                   space: Any, objectives: list[Objective], ray_runtime: EarlyRay,
                    announce: Callable[[str], None]) -> Any:
-    """Run (or finish) the supernet phase; return phase 2's strategy over the top-k architectures."""
+    """Run (or finish) the supernet phase on the search's Ray (``ray_runtime``, started in the background with the
+    trials' environment); return phase 2's strategy over the top-k architectures."""
     settings, ctrl_options = check(opts, space, objectives)
     spec["supernet"] = {**settings.to_json(), "controller": opts.strategy, "controller_options": ctrl_options}
     from nas.estimation.supernet import summary
@@ -86,8 +85,8 @@ def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, 
     metric = objectives[0].metric
     done = read_phase_state(store.root)
     if done is None or done.get("ranking") is None:
-        result = _run_phase(opts, store, spec, data, task, settings, ctrl_options, objectives, env, announce,
-                            metric, describe)
+        result = _run_phase(opts, store, spec, data, task, settings, ctrl_options, objectives, ray_runtime,
+                            announce, metric, describe)
     else:
         announce(f"supernet phase of run {store.name} already done ({done['epoch']} epochs); training its top "
                  f"{settings.top_k} from scratch")
@@ -111,48 +110,47 @@ def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, 
 
 def _run_phase(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
                settings: SupernetSettings, ctrl_options: dict[str, Any], objectives: list[Objective],
-               env: dict[str, str], announce: Callable[[str], None], metric: str,
+               ray_runtime: EarlyRay, announce: Callable[[str], None], metric: str,
                describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
     import ray
 
     from nas.estimation.trainer import SupernetTrainer
 
     setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
-    env = {**env, **backends.worker_env(setup.backend, opts.cpus_per_trial, opts.gpus_per_trial)}
-    with ray_session(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env):
-        check_resources(opts.cpus_per_trial, opts.gpus_per_trial, 1)
-        store.write_spec(spec)  # from now on `nas resume` can continue the run
-        if not opts.address:
-            record_local_ray(store)
-        actor_cls = ray.remote(SupernetTrainer).options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial,
-                                                        max_restarts=0)
-        trainer = actor_cls.remote(setup, data, settings, opts.strategy, ctrl_options,
-                                   [o.to_json() for o in objectives])
-        try:
-            state = _get(trainer.restore.remote())
-            start = int(state["epoch"])
-            history = list(state["history"])
-            write_state(store.root, {"phase": "supernet", "epoch": start, "epochs": settings.epochs,
-                                     "top_k": settings.top_k, "metric": metric, "reward_ma": state["reward_ma"],
-                                     "best": state["best"], "history": history, "updated": time.time()})
-            announce(f"supernet phase of run {store.name} ({store.root}): {settings.epochs} epochs on one worker ({opts.cpus_per_trial:g} CPUs, "
-                     f"{opts.gpus_per_trial:g} GPUs), controller {opts.strategy}, then the top {settings.top_k} "
-                     f"trained from scratch x {opts.epochs} epochs"
-                     + (f"; continuing after epoch {start}" if start else ""))
-            for epoch in range(start, settings.epochs):
-                rec = _get(trainer.train_epoch.remote(epoch))
-                announce(epoch_line(rec, metric, describe))
-                history.append({k: v for k, v in rec.items() if k not in ("best", "epochs")})
-                write_state(store.root, {"phase": "supernet", "epoch": rec["epoch"], "epochs": settings.epochs,
-                                         "top_k": settings.top_k, "metric": metric, "reward_ma": rec["reward_ma"],
-                                         "best": rec["best"], "history": history, "updated": time.time()})
-            return _get(trainer.rank.remote())
-        except KeyboardInterrupt:
-            announce(f"interrupted in the supernet phase; its last epoch is saved: continue with "
-                     f"`nas resume {store.name}`")
-            raise
-        finally:
-            ray.kill(trainer)
+    ray_runtime.wait()
+    check_resources(opts.cpus_per_trial, opts.gpus_per_trial, 1)
+    store.write_spec(spec)  # from now on `nas resume` can continue the run
+    if not opts.address:
+        record_local_ray(store)
+    actor_cls = ray.remote(SupernetTrainer).options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial,
+                                                    max_restarts=0)
+    trainer = actor_cls.remote(setup, data, settings, opts.strategy, ctrl_options,
+                               [o.to_json() for o in objectives])
+    try:
+        state = _get(trainer.restore.remote())
+        start = int(state["epoch"])
+        history = list(state["history"])
+        write_state(store.root, {"phase": "supernet", "epoch": start, "epochs": settings.epochs,
+                                 "top_k": settings.top_k, "metric": metric, "reward_ma": state["reward_ma"],
+                                 "best": state["best"], "history": history, "updated": time.time()})
+        announce(f"supernet phase of run {store.name} ({store.root}): {settings.epochs} epochs on one worker ({opts.cpus_per_trial:g} CPUs, "
+                 f"{opts.gpus_per_trial:g} GPUs), controller {opts.strategy}, then the top {settings.top_k} "
+                 f"trained from scratch x {opts.epochs} epochs"
+                 + (f"; continuing after epoch {start}" if start else ""))
+        for epoch in range(start, settings.epochs):
+            rec = _get(trainer.train_epoch.remote(epoch))
+            announce(epoch_line(rec, metric, describe))
+            history.append({k: v for k, v in rec.items() if k not in ("best", "epochs")})
+            write_state(store.root, {"phase": "supernet", "epoch": rec["epoch"], "epochs": settings.epochs,
+                                     "top_k": settings.top_k, "metric": metric, "reward_ma": rec["reward_ma"],
+                                     "best": rec["best"], "history": history, "updated": time.time()})
+        return _get(trainer.rank.remote())
+    except KeyboardInterrupt:
+        announce(f"interrupted in the supernet phase; its last epoch is saved: continue with "
+                 f"`nas resume {store.name}`")
+        raise
+    finally:
+        ray.kill(trainer)
 
 
 def _get(ref: Any) -> Any:

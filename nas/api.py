@@ -1,0 +1,327 @@
+"""The Python API: what ``nas search`` does, from a notebook or a script, in KerasTuner's and Optuna's terms.
+
+    import nas
+    run = nas.search(space="cnn", strategy="rl", data=(x_train, y_train), validation_data=(x_val, y_val),
+                     trials=30, epochs=5, max_concurrent=2, name="my-run")
+    run.best                 # the best trial's record: config, metrics
+    run.best_model()         # its keras.Model, at its best epoch
+    run.trials_frame()       # a pandas DataFrame, one row per trial
+    run = nas.resume("my-run", trials=50)
+
+The command line is a thin layer over these functions (one code path): the same run directory, the same
+resume, the same status JSON. Every option of ``nas search`` is a keyword here (``max_concurrent=2`` for
+``--max-concurrent 2``), and ``config=`` takes the same YAML/JSON file as ``nas search --config``.
+Errors raise ``nas.NasError`` subclasses carrying the one-line messages the command line prints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nas.data import Dataset
+from nas.errors import DataError, NasError, RunError
+from nas.objective import Objective
+from nas.options import SearchOptions, SearchResult
+from nas.results import pareto_front, rank
+from nas.store import ExperimentStore
+
+__all__ = ["Run", "open_run", "resume", "search", "search_options"]
+
+#: keys of a config file / keywords of ``search`` beyond the option names themselves
+ALIASES = {"objective": "objectives", "strategy_option": "strategy_options", "space_option": "space_options"}
+#: options a search has but a config file does not set (where it runs from, not what it searches)
+NOT_IN_CONFIG = ("name", "storage")
+
+
+def search_options(config: str | Path | Mapping[str, Any] | None = None, **options: Any) -> SearchOptions:
+    """``SearchOptions`` from a config file (YAML or JSON) or mapping, with ``options`` overriding its keys.
+
+    Keys are the command line's option names, with ``-`` or ``_`` (``max-concurrent: 2``); ``objective`` may be
+    one string or a list. An unknown key is one ``NasError`` naming it and listing the accepted ones.
+
+    >>> search_options({"space": "cnn", "max-concurrent": 2}, trials=30).trials
+    30
+    """
+    values: dict[str, Any] = {}
+    for source in (_read_config(config), options):
+        for key, value in source.items():
+            if value is None and source is options:
+                continue
+            values[_key(key)] = value
+    if isinstance(values.get("objectives"), str):
+        values["objectives"] = [values["objectives"]]
+    for key in ("space_options", "strategy_options"):
+        if isinstance(values.get(key), (list, tuple)):  # the command line's KEY=VALUE pairs
+            values[key] = dict(values[key])
+    return SearchOptions(**values)
+
+
+def _key(key: str) -> str:
+    k = key.replace("-", "_")
+    k = ALIASES.get(k, k)
+    accepted = {f.name for f in fields(SearchOptions)}
+    if k not in accepted:
+        names = sorted(n.replace("_", "-") for n in accepted | set(ALIASES) - set(ALIASES.values()))
+        raise NasError(f"option {key!r} is not valid; accepted: {', '.join(names)}")
+    return k
+
+
+def _read_config(config: str | Path | Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return config
+    path = Path(config).expanduser()
+    if not path.is_file():
+        raise NasError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
+        raise NasError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'YAML'}: "
+                       f"{str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise NasError(f"config file {str(path)!r} must hold a mapping of option: value; it holds a "
+                       f"{type(data).__name__}")
+    bad = [k for k in data if _key(k) in NOT_IN_CONFIG]
+    if bad:
+        raise NasError(f"config file {str(path)!r}: {bad[0]!r} is given on the command line (--{bad[0]}), not in "
+                       f"a config file, so one file serves several runs")
+    return data
+
+
+def dump_config(opts: SearchOptions) -> str:
+    """The YAML config file that reproduces ``opts`` (``nas search ... --dump-config``)."""
+    import yaml
+
+    values = {k.replace("_", "-"): v for k, v in asdict(opts).items() if k not in NOT_IN_CONFIG}
+    values["objective"] = values.pop("objectives")
+    return yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
+
+
+def as_dataset(data: Any, validation_data: Any = None, seed: int = 0) -> Dataset:
+    """Arrays ``(x, y)``, a ``tf.data.Dataset`` of ``(x, y)`` or a ``nas.data.Dataset`` as one checked data set;
+    without ``validation_data``, a seeded 20 % of ``data`` is held out, as for files."""
+    from nas.data import from_arrays
+
+    if isinstance(data, Dataset):
+        return data
+    x, y = _arrays(data, "data")
+    xv, yv = _arrays(validation_data, "validation_data") if validation_data is not None else (None, None)
+    return from_arrays(x, y, xv, yv, source="in-memory arrays", seed=seed)
+
+
+def _arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if type(data).__module__.startswith("tensorflow"):  # a tf.data.Dataset of (x, y) elements or batches
+        xs, ys = [], []
+        for item in data.as_numpy_iterator():
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise DataError(f"{what}: a tf.data.Dataset must yield (x, y) pairs; it yields {type(item).__name__}")
+            xs.append(np.asarray(item[0]))
+            ys.append(np.asarray(item[1]))
+        if not xs:
+            raise DataError(f"{what}: the tf.data.Dataset is empty")
+        batched = xs[0].ndim > 0 and ys[0].ndim > 0 and len(xs[0]) == len(ys[0]) and len(xs) > 1 \
+            and all(x.shape[1:] == xs[0].shape[1:] for x in xs)
+        stack = np.concatenate if batched else np.stack
+        return stack(xs), stack(ys)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    raise DataError(f"{what} must be (x, y) arrays, a tf.data.Dataset of (x, y), a data set name or a file path; "
+                    f"got {type(data).__name__}")
+
+
+def search(space: Any = None, strategy: Any = None, *, data: Any = None, validation_data: Any = None,
+           config: str | Path | Mapping[str, Any] | None = None, progress: bool | None = None,
+           **options: Any) -> Run:
+    """Run a search and return its ``Run``; every option of ``nas search`` is a keyword.
+
+    ``space``: a registered name (``"cnn"``), ``module:Class``, ``file.py:Class``, a ``nas.SearchSpace`` subclass
+    or instance, or any ``keras_tuner.HyperModel`` object. ``strategy``: a registered name (default ``"gp"``) or a
+    ``nas.Strategy`` subclass or instance. ``data``: a name or path as on the command line (default ``"digits"``),
+    arrays ``(x, y)`` or a ``tf.data.Dataset`` (``validation_data`` alike; without it a seeded 20 % is held
+    out). In-memory data go to the trial workers once, through Ray's object store, and are saved in the run
+    directory so that the run resumes and exports like any other.
+
+    >>> run = nas.search(space="mlp", trials=4, epochs=2, max_concurrent=2)       # doctest: +SKIP
+    >>> run.best["metrics"]["val_accuracy"] > 0.5                                # doctest: +SKIP
+    True
+    """
+    from nas.engine import run_search
+    from nas.progress import Progress
+
+    named = {"space": space if isinstance(space, str) else None,
+             "strategy": strategy if isinstance(strategy, str) else None,
+             "data": data if isinstance(data, str) else None}
+    opts = search_options(config, **named, **options)
+    dataset = None if data is None or isinstance(data, str) else as_dataset(data, validation_data, opts.seed or 0)
+    if dataset is None and validation_data is not None:
+        raise DataError("validation_data goes with in-memory data=(x, y); a data set name or file brings its own")
+    with Progress(epochs=opts.epochs, live=progress) as shown:
+        result = run_search(opts, printer_factory=shown.factory, announce=shown.announce, data=dataset,
+                            space=None if isinstance(space, str) or space is None else space,
+                            strategy=None if isinstance(strategy, str) or strategy is None else strategy)
+    return Run(result.directory, result)
+
+
+def resume(name: str, *, storage: str | None = None, progress: bool | None = None, **changes: Any) -> Run:
+    """Continue a stored search exactly where it stopped, or raise its budget (``trials=``), as ``nas resume``.
+
+    >>> run = nas.resume("my-run", trials=50)                                    # doctest: +SKIP
+    """
+    from nas.engine import resume_search
+    from nas.progress import Progress
+
+    changes = {_key(k): v for k, v in changes.items() if v is not None}
+    with Progress(epochs=None, live=progress) as shown:
+        result = resume_search(name, storage, changes, printer_factory=shown.factory, announce=shown.announce)
+    return Run(result.directory, result)
+
+
+def open_run(name: str, storage: str | None = None) -> Run:
+    """A stored run, to read (``nas status`` in Python).
+
+    >>> nas.open_run("my-run").trials_frame().head()                             # doctest: +SKIP
+    """
+    return Run(ExperimentStore.open(name, storage).root)
+
+
+class Run:
+    """A search's run directory, read back: its trials, the best one, its models and exports.
+
+    ``interrupted``, ``stopped`` and ``wall_s`` describe the ``search``/``resume`` call that returned this object
+    (None when it was opened with ``open_run``). Everything else is read from disk when asked, so it is current.
+    """
+
+    def __init__(self, directory: str | Path, result: SearchResult | None = None) -> None:
+        self.store = ExperimentStore(Path(directory))
+        if not self.store.exists():
+            raise RunError(f"{directory} holds no run (no spec.json)")
+        self.interrupted = result.interrupted if result else None
+        self.stopped = result.stopped if result else None
+        self.wall_s = result.wall_s if result else None
+
+    def __repr__(self) -> str:
+        done = sum(t["status"] == "completed" for t in self.trials)
+        best = self.best
+        obj = self.objectives[0]
+        value = f", best {obj.metric}={best['metrics'].get(obj.metric):.4g} (trial {best['trial_id']})" if best else ""
+        return f"<nas.Run {self.name!r}: {done}/{self.spec['trials']} trials completed{value}>"
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    @property
+    def directory(self) -> Path:
+        return self.store.root
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What was searched and how (``spec.json``)."""
+        return self.store.spec()
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return [Objective(**o) for o in self.spec["objectives"]]
+
+    @property
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial's record (config, per-epoch history, best-epoch metrics, status, error), by id."""
+        return self.store.trials()
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best completed trial by the (first) objective; None before any completed."""
+        ranked = rank(self.trials, self.objectives[0])
+        return dict(ranked[0]) if ranked else None
+
+    def pareto_front(self) -> list[dict[str, Any]]:
+        """The completed trials no other beats on every objective (the best trial(s) with one objective)."""
+        return [dict(t) for t in pareto_front(self.trials, self.objectives)]
+
+    def status(self) -> dict[str, Any]:
+        """``nas status NAME --json``."""
+        from nas.report import status_json
+
+        return status_json(self.store)
+
+    def trials_frame(self) -> Any:
+        """A pandas DataFrame, one row per trial: ``trial_id``, ``status``, one ``config_*`` column per
+        hyperparameter, one column per best-epoch metric, ``error``, ``started``, ``finished`` (as Ray Tune's
+        ``ResultGrid.get_dataframe`` and Optuna's ``study.trials_dataframe`` give)."""
+        import pandas as pd
+
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {"trial_id": t["trial_id"], "status": t["status"]}
+            row.update({f"config_{k}": v for k, v in (t.get("config") or {}).items()})
+            row.update(t.get("metrics") or {})
+            row.update(error=t.get("error"), started=t.get("started"), finished=t.get("finished"))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def best_model(self, trial: str | int | None = None) -> Any:
+        """The trained ``keras.Model`` of the best trial (or of ``trial``), at its best epoch."""
+        import keras
+
+        from nas.artifacts import BEST_MODEL, BEST_WEIGHTS
+        from nas.worker import artifact_dir
+
+        t = self._trial(trial)
+        directory = artifact_dir(self.directory, t["trial_id"])
+        if (directory / BEST_MODEL).is_file():
+            return keras.models.load_model(directory / BEST_MODEL)
+        if (directory / BEST_WEIGHTS).is_file():  # a trial cut short before its end wrote best.keras
+            from nas import params as P
+            from nas.registry import create_space
+            from nas.task import Task
+
+            spec = self.spec
+            space = create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
+            model = space.build(P.to_hp(space.hyperparameters(), t["config"]))
+            with np.load(directory / BEST_WEIGHTS) as f:
+                model.set_weights([f[f"w{i}"] for i in range(len(f.files))])
+            return model
+        raise RunError(f"trial {t['trial_id']} of run {self.name!r} saved no model ({directory})")
+
+    def export(self, out: str | Path | None = None, formats: str | Sequence[str] = ("keras", "savedmodel"),
+               trial: str | int | None = None, retrain: bool = False, epochs: int | None = None) -> Any:
+        """``nas export``: the best trial (or ``trial``) in ``formats``, verified, with a model card.
+
+        >>> run.export("out/", formats=["keras", "onnx"])                         # doctest: +SKIP
+        """
+        from nas.export import ExportOptions, parse_formats, run_export
+
+        opts = ExportOptions(name=self.name, storage=str(self.directory.parent), formats=parse_formats(formats),
+                             trial=None if trial is None else str(trial), out=None if out is None else str(out),
+                             retrain=retrain, epochs=epochs)
+        return run_export(opts, log=lambda msg: None)
+
+    def resume(self, **changes: Any) -> Run:
+        """Continue this run (``nas.resume(run.name, ...)``)."""
+        return resume(self.name, storage=str(self.directory.parent), **changes)
+
+    def _trial(self, trial: str | int | None) -> dict[str, Any]:
+        if trial is not None:
+            return self.store.trial(str(trial))
+        if len(self.objectives) > 1:
+            raise RunError(f"run {self.name!r} has several objectives; choose a trial of run.pareto_front(): "
+                           f"{[t['trial_id'] for t in self.pareto_front()]}")
+        best = self.best
+        if best is None:
+            raise RunError(f"run {self.name!r} has no completed trial")
+        return best
+
