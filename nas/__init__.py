@@ -1,7 +1,9 @@
 """nas: plugin-based neural-architecture and hyperparameter search on Ray.
 
-Public names: ``create_strategy``, ``create_space``, ``Strategy``, ``Proposal``, ``SearchSpace``, ``Task``,
-``Objective``. Everything else lives in sub-modules.
+The Python API: ``nas.search``, ``nas.resume``, ``nas.open_run`` (a ``nas.Run``), ``nas.search_options``; the
+plugin contracts: ``Strategy``, ``Proposal``, ``Observation``, ``SearchSpace``, ``Task``, ``Objective``,
+``create_strategy``, ``create_space``; the errors (``NasError`` and its kinds). Everything else lives in
+sub-modules.
 
 Names are loaded on first use (PEP 562): ``import nas`` imports neither Keras nor a framework, so commands that
 only read runs (``nas status``, ``nas runs``, ``nas list``) start in well under a second, and a search can pick
@@ -20,6 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _WHERE = {
+    "Run": "nas.api",
+    "open_run": "nas.api",
+    "resume": "nas.api",
+    "search": "nas.api",
+    "search_options": "nas.api",
     "DataError": "nas.errors",
     "NasError": "nas.errors",
     "PluginError": "nas.errors",

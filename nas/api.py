@@ -25,6 +25,7 @@ import numpy as np
 
 from nas.data import Dataset
 from nas.errors import DataError, NasError, RunError
+from nas.estimation import SHARED
 from nas.objective import Objective
 from nas.options import SearchOptions, SearchResult
 from nas.results import pareto_front, rank
@@ -33,7 +34,8 @@ from nas.store import ExperimentStore
 __all__ = ["Run", "open_run", "resume", "search", "search_options"]
 
 #: keys of a config file / keywords of ``search`` beyond the option names themselves
-ALIASES = {"objective": "objectives", "strategy_option": "strategy_options", "space_option": "space_options"}
+ALIASES = {"objective": "objectives", "strategy_option": "strategy_options", "space_option": "space_options",
+           "supernet_option": "supernet_options"}
 #: options a search has but a config file does not set (where it runs from, not what it searches)
 NOT_IN_CONFIG = ("name", "storage")
 
@@ -55,7 +57,9 @@ def search_options(config: str | Path | Mapping[str, Any] | None = None, **optio
             values[_key(key)] = value
     if isinstance(values.get("objectives"), str):
         values["objectives"] = [values["objectives"]]
-    for key in ("space_options", "strategy_options"):
+    if "strategy" not in values and values.get("estimation") == SHARED:  # ENAS's controller
+        values["strategy"] = "rl"
+    for key in ("space_options", "strategy_options", "supernet_options"):
         if isinstance(values.get(key), (list, tuple)):  # the command line's KEY=VALUE pairs
             values[key] = dict(values[key])
     return SearchOptions(**values)
@@ -106,8 +110,8 @@ def dump_config(opts: SearchOptions) -> str:
     """The YAML config file that reproduces ``opts`` (``nas search ... --dump-config``)."""
     import yaml
 
-    values = {k.replace("_", "-"): v for k, v in asdict(opts).items() if k not in NOT_IN_CONFIG}
-    values["objective"] = values.pop("objectives")
+    flag = {option: key for key, option in ALIASES.items()}  # objectives: objective, as on the command line
+    values = {flag.get(k, k).replace("_", "-"): v for k, v in asdict(opts).items() if k not in NOT_IN_CONFIG}
     return yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
 
 
@@ -209,6 +213,7 @@ class Run:
         self.store = ExperimentStore(Path(directory))
         if not self.store.exists():
             raise RunError(f"{directory} holds no run (no spec.json)")
+        self.result = result
         self.interrupted = result.interrupted if result else None
         self.stopped = result.stopped if result else None
         self.wall_s = result.wall_s if result else None
@@ -219,6 +224,20 @@ class Run:
         obj = self.objectives[0]
         value = f", best {obj.metric}={best['metrics'].get(obj.metric):.4g} (trial {best['trial_id']})" if best else ""
         return f"<nas.Run {self.name!r}: {done}/{self.spec['trials']} trials completed{value}>"
+
+    def _repr_html_(self) -> str:
+        """In a notebook a run shows as a compact leaderboard: the 10 best trials by the first objective."""
+        from html import escape
+
+        objective = self.objectives[0]
+        head = f"<b>{escape(repr(self))}</b>"
+        ranked = rank(self.trials, objective)[:10]
+        if not ranked:
+            return head
+        frame = self.trials_frame().set_index("trial_id").loc[[t["trial_id"] for t in ranked]]
+        columns = [c for c in frame.columns if c.startswith("config_")] + \
+            [c for c in (objective.metric, "params", "epochs") if c in frame.columns]
+        return head + frame[columns].to_html(float_format=lambda v: f"{v:.4g}")
 
     @property
     def name(self) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nas.errors import NasError, StorageError
-from nas.estimation import ESTIMATIONS, SHARED
+from nas.estimation import ESTIMATIONS
 from nas.estimation.settings import OPTIONS as SUPERNET_OPTIONS
 from nas.options import (
     BACKENDS,
@@ -19,9 +19,7 @@ from nas.options import (
     SCHEDULERS,
     STORAGE_HELP,
     TASK_KINDS,
-    SearchOptions,
 )
-from nas.progress import Progress
 from nas.results import format_config, format_value
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT}
@@ -101,7 +99,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nas: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The ``nas`` parser; ``suppress_defaults``: ``nas search`` leaves out what is not given (``given``)."""
     parser = _Parser(prog="nas", description="Neural-architecture and hyperparameter search for Keras on Ray.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -170,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "its best-epoch model stays")
     o.add_argument("--verbose", action="store_true", help="show Ray's and TensorFlow's own logs")
     o.add_argument("--resume", action="store_true", help="continue the run named by --name (as `nas resume NAME`)")
+    c = s.add_argument_group("config file")
+    c.add_argument("--config", metavar="FILE.yaml|FILE.json",
+                   help="options from a file: every option above as a key (max-concurrent: 2, objective: [...], "
+                        "space-option: {units: 64}); flags given here override its keys (--name, --storage are not "
+                        "file keys)")
+    c.add_argument("--dump-config", action="store_true",
+                   help="print the config file of this command line (with --config: merged) and exit")
+    if suppress_defaults:  # what was given on the command line itself, nothing argparse filled in
+        for action in s._actions:
+            action.default = argparse.SUPPRESS
 
     rs = sub.add_parser("resume", help="continue an interrupted search exactly where it stopped",
                         epilog=EXAMPLES["resume"], formatter_class=fmt)
@@ -249,16 +258,17 @@ def _report(result: Any) -> int:
         print(f"interrupted: state saved; continue with: {resume}", file=sys.stderr)
         print(f"next: continue with: {resume}")
         return 130
-    print(f"next: nas status {result.name}{where}")
+    print(f"next: nas status {result.name}{where}   (leaderboard)")
+    if result.best:
+        print(f"      nas plot {result.name}{where}     (objective per trial and per hyperparameter, PNG)")
+        print(f"      nas export {result.name}{where}   (the best model: .keras and SavedModel, with a model card)")
     return 0 if result.best else 1
 
 
 def _resume(name: str, storage: str | None, changes: dict[str, Any]) -> int:
-    from nas.engine import resume_search  # imports no Keras: the run's backend is selected before it is
+    from nas import api  # imports no Keras: the run's backend is selected before it is
 
-    with Progress(epochs=None) as progress:
-        result = resume_search(name, storage, changes, printer_factory=progress.factory, announce=progress.announce)
-    return _report(result)
+    return _report(api.resume(name, storage=storage, **changes).result)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -271,37 +281,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _resume(args.name, args.storage, changes)
 
 
+def given(argv: Sequence[str] | None) -> dict[str, Any]:
+    """The options of ``nas search`` given on its command line, none of argparse's defaults: a config file's
+    keys yield to these only, and the rest are ``SearchOptions``' defaults (one set of defaults, the API's)."""
+    values = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    return {k: v for k, v in values.items() if k not in ("command", "debug", "resume", "config", "dump_config")}
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    """``nas search``: the Python API's ``nas.search`` with the command line's options (one code path)."""
+    from nas import api  # imports no Keras: the search selects its backend before it does
+
+    options = given(args.argv)
+    if args.dump_config:
+        print(api.dump_config(api.search_options(args.config, **options)), end="")
+        return 0
     if args.resume:
         if not args.name:
             raise NasError("--resume needs --name NAME naming the run to continue")
-        defaults = vars(build_parser().parse_args(["search"]))
-        changes = {k: v for k, v in vars(args).items()
-                   if k not in ("command", "debug", "resume", "name", "storage") and v != defaults.get(k)}
+        api.search_options(args.config, **options)  # the same checks of the keys and values as a search
+        changes = {k: v for k, v in options.items() if k not in ("name", "storage")}
         changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
         return _resume(args.name, args.storage, changes)
-
-    from nas.engine import run_search  # imports no Keras: the search selects its backend before it does
-
-    opts = SearchOptions(
-        space=args.space, strategy=args.strategy or ("rl" if args.estimation == SHARED else "gp"),  # ENAS: rl
-        data=args.data, target=args.target, window=args.window,
-        task=args.task, normal_class=args.normal_class, objectives=args.objectives, trials=args.trials,
-        epochs=args.epochs, seed=args.seed, name=args.name, storage=args.storage, address=args.address,
-        max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        strategy_options=dict(args.strategy_options), space_options=dict(args.space_options),
-        num_cpus=args.num_cpus, num_gpus=args.num_gpus, verbose=args.verbose, max_failures=args.max_failures,
-        max_consecutive_failures=args.max_consecutive_failures, max_worker_rss_mb=args.max_worker_rss_mb,
-        scheduler=args.scheduler, min_epochs=args.min_epochs, max_params=args.max_params,
-        max_latency_ms=args.max_latency_ms,
-        workers_per_trial=args.workers_per_trial, distributed=args.distributed, scale_lr=args.scale_lr,
-        backend=args.backend, estimation=args.estimation, top_k=args.top_k, supernet_epochs=args.supernet_epochs,
-        supernet_options=dict(args.supernet_options),
-        connect_timeout=args.connect_timeout, keep_checkpoints=args.keep_checkpoints,
-    )
-    with Progress(epochs=opts.epochs) as progress:  # a live display on a terminal; always stopped
-        result = run_search(opts, printer_factory=progress.factory, announce=progress.announce)
-    return _report(result)
+    return _report(api.search(config=args.config, **options).result)
 
 
 # -- status, runs, plot --------------------------------------------------------------------------------------
@@ -374,6 +376,7 @@ COMMANDS = {"search": cmd_search, "resume": cmd_resume, "status": cmd_status, "r
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if not args.command:
         parser.print_help()
         return 2

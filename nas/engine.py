@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +22,7 @@ from nas.distributed import require_horovod, train_trial_horovod
 from nas.errors import NasError, RunError, StorageError
 from nas.estimation import SHARED
 from nas.estimation.phase import shared_weights
+from nas.inputs import kept, label
 from nas.lock import FILES as LOCK_FILES
 from nas.lock import owning
 from nas.objective import Objective, parse_objectives
@@ -51,9 +51,9 @@ Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, Budget], Printer]
 
 
-def check_and_load(opts: SearchOptions) -> Dataset:
-    """What can fail without Keras: the options, the plugins' names, the data (loaded and checked). Runs before Ray
-    starts, so most bad input never starts it."""
+def check_and_load(opts: SearchOptions, data: Dataset | None = None) -> Dataset:
+    """What can fail without Keras: the options, the plugins' names, the data (loaded and checked, unless given in
+    memory). Runs before Ray starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
     opts.backend = backends.check(opts.backend)
     backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
@@ -63,6 +63,8 @@ def check_and_load(opts: SearchOptions) -> Dataset:
     check_ref(STRATEGIES, opts.strategy)
     if opts.objectives:
         parse_objectives(opts.objectives)
+    if data is not None:
+        return data
     return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
 
 
@@ -124,14 +126,6 @@ def check_objectives(space: Any, data: Any, objectives: list[Objective]) -> None
                            f"known: {', '.join(sorted(known))}")
 
 
-def plugin_ref(ref: str) -> str:
-    """``file.py:Class`` with an absolute path: Ray Tune runs each trial in its own working directory."""
-    target, sep, attr = ref.rpartition(":")
-    if sep and target.endswith(".py"):
-        return f"{Path(target).expanduser().resolve()}:{attr}"
-    return ref
-
-
 def _default_task(space_cls: Any, data: Any) -> str:
     kinds = list(space_cls.tasks)
     if not is_classification(data) and "regression" in kinds:
@@ -140,12 +134,15 @@ def _default_task(space_cls: Any, data: Any) -> str:
 
 
 def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = None,
-               announce: Callable[[str], None] | None = None) -> SearchResult:
-    """Run a whole search and return its trials; the store holds everything written along the way."""
+               announce: Callable[[str], None] | None = None, data: Dataset | None = None, space: Any = None,
+               strategy: Any = None) -> SearchResult:
+    """Run a whole search and return its trials; the store holds everything written along the way.
+    ``data``, ``space``, ``strategy``: given in memory (the Python API), instead of ``opts``' names."""
     announce = announce or (lambda s: None)
     env = quiet_environment(opts.verbose)
     storage = open_storage(opts.storage)  # a writable directory, before anything starts
-    name = check_name(opts.name) if opts.name else generate_name(opts.space, opts.strategy)
+    name = check_name(opts.name) if opts.name else generate_name(label(space, opts.space),
+                                                                 label(strategy, opts.strategy))
     store = ExperimentStore(storage / name)
     taken = RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
                      f"or continue it with `{store.command('resume')}`")
@@ -154,19 +151,19 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     with owning(store.root, name, announce, fresh=lambda: not store.exists()) as lock:
         if store.exists() or store.has_files(ignore=LOCK_FILES):
             raise taken
-        data = check_and_load(opts)
-        with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
-            task, space, objectives, strategy = prepare(opts, data)
-            announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-                     f"{opts.epochs} epochs on {opts.data}")
-            return lock.done(_new_run(opts, store, name, data, task, space, objectives, strategy, ray,
-                                      printer_factory, announce))
+        with kept(store, opts, data, space, strategy):  # in-memory inputs become files of the run
+            data = check_and_load(opts, data)
+            with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
+                task, space, objectives, strategy = prepare(opts, data)
+                announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
+                         f"{opts.epochs} epochs on {opts.data}")
+                return lock.done(_new_run(opts, store, name, data, task, space, objectives, strategy, ray,
+                                          printer_factory, announce))
 
 
 def _new_run(opts: SearchOptions, store: ExperimentStore, name: str, data: Any, task: Any, space: Any,
              objectives: list[Objective], strategy: Any, ray: EarlyRay,
              printer_factory: PrinterFactory | None, announce: Callable[[str], None]) -> SearchResult:
-    opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
     spec = {
         "name": name,
         "space": opts.space,

@@ -207,11 +207,20 @@ class LivePrinter(LinePrinter):
         return grid
 
 
+def in_notebook() -> bool:
+    """Inside a Jupyter kernel, whose output is no terminal but where rich draws its live display all the same."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def interactive(stream: Any = None) -> bool:
-    """A live display only on a real terminal (not CI, not redirected, not TERM=dumb)."""
+    """A live display only on a real terminal or in a notebook (not CI, not redirected, not TERM=dumb)."""
     stream = stream or sys.stdout
     if os.environ.get("TERM") == "dumb" or os.environ.get("CI"):
         return False
+    if stream is sys.stdout and in_notebook():
+        return True
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):

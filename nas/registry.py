@@ -62,6 +62,10 @@ def check_ref(group: str, ref: str) -> None:
     kind = _KIND[group]
     if not isinstance(ref, str) or not ref:
         raise PluginError(f"{kind} name {ref!r} is not valid")
+    if ref.endswith(".pkl"):  # a plugin object the Python API saved with its run (nas.inputs)
+        if not Path(ref).is_file():
+            raise PluginError(f"{kind} file {ref!r} does not exist")
+        return
     target, sep, _ = ref.rpartition(":")
     if not sep:
         if ref not in available(group):
@@ -212,26 +216,6 @@ def _label(ref: Any) -> str:
         return ref
     cls = ref if inspect.isclass(ref) else type(ref)
     return cls.__name__
-
-
-def reference(plugin: Any, path: Path) -> str:
-    """What a run records to find ``plugin`` again: the reference itself when it is one, ``module:Class`` for a
-    class importable from its module, else the object (a class from ``__main__``, an instance) saved to ``path``
-    with cloudpickle (which keeps a notebook's classes by value) and that file's path."""
-    if isinstance(plugin, str):
-        return plugin
-    if inspect.isclass(plugin) and plugin.__module__ not in ("__main__", "__mp_main__"):
-        try:
-            if getattr(importlib.import_module(plugin.__module__), plugin.__qualname__, None) is plugin:
-                return f"{plugin.__module__}:{plugin.__qualname__}"
-        except ImportError:
-            pass
-    import cloudpickle
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        cloudpickle.dump(plugin, f)
-    return str(path.resolve())
 
 
 def summary(cls: type) -> str:

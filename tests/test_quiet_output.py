@@ -15,7 +15,7 @@ NOISE = [
 ]
 # every line `nas search` itself prints
 OURS = re.compile(r"^(searching space |run \S+ -> |\[\d+/\d+\] trial |finished: |best trial |  config: |"
-                  r"  metrics: |results: |next: nas status )")
+                  r"  metrics: |results: |next: nas status |      nas plot |      nas export )")
 
 
 def test_default_search_output_is_ours_only(small_run) -> None:
