@@ -20,6 +20,7 @@ from nas.objective import Objective
 from nas.options import Budget
 from nas.results import add_epoch, best_epoch, epoch_metrics
 from nas.strategy import Strategy
+from nas.artifacts import BEST_MODEL, BEST_WEIGHTS
 from nas.worker import CHECKPOINT, GENERATION_KEY, TRIAL_KEY, artifact_dir, split_config
 
 
@@ -302,10 +303,14 @@ class TrialRecorder(Callback):
 
     def _drop_checkpoint(self, rec: dict[str, Any]) -> None:
         """A completed trial is done for good: its best-epoch model (``best.keras``) stays, its mid-trial
-        checkpoint goes, unless --keep-checkpoints."""
+        checkpoint goes, and so do the best epoch's bare weights ``best.npz`` once ``best.keras`` holds them,
+        unless --keep-checkpoints."""
         if not self.keep_checkpoints and rec["status"] == "completed":
+            directory = artifact_dir(self.store.root, rec["trial_id"])
             try:
-                (artifact_dir(self.store.root, rec["trial_id"]) / CHECKPOINT).unlink(missing_ok=True)
+                (directory / CHECKPOINT).unlink(missing_ok=True)
+                if (directory / BEST_MODEL).is_file():
+                    (directory / BEST_WEIGHTS).unlink(missing_ok=True)
             except OSError:
                 pass
 
