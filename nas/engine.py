@@ -42,7 +42,7 @@ from nas.ray_runtime import (
     record_local_ray,
     trial_resources,
 )
-from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, load
+from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
 from nas.results import rank
 from nas.store import ExperimentStore, check_name, generate_name, open_storage
 from nas.task import is_classification, make_task
@@ -70,7 +70,7 @@ def check_and_load(opts: SearchOptions, data: Dataset | None = None) -> Dataset:
 
 def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objective], Any]:
     """Build the task, space and strategy and check the objective (imports Keras and the framework)."""
-    space_cls = load(SPACES, opts.space)
+    space_cls = space_class(opts.space)
     kind = opts.task or _default_task(space_cls, data)
     task = make_task(data, kind, normal_class=opts.normal_class)
     space = create_space(opts.space, task=task, **opts.space_options)

@@ -184,6 +184,17 @@ def create_space(name: Any, task: Any, **options: Any) -> Any:
     return plugin(task=task, **options)
 
 
+def space_class(ref: Any) -> type:
+    """The ``SearchSpace`` class a space reference, class or object stands for (its ``tasks`` are read before the
+    space is built): a ``keras_tuner.HyperModel`` object stands for ``nas.space.HyperModelSpace``."""
+    from nas.space import HyperModelSpace, SearchSpace
+
+    plugin = _plugin(SPACES, ref)
+    if inspect.isclass(plugin):
+        return plugin
+    return type(plugin) if isinstance(plugin, SearchSpace) else HyperModelSpace
+
+
 def _plugin(group: str, ref: Any) -> Any:
     """A plugin class (from a reference, or given), or an instance given or saved in a ``.pkl`` file."""
     import keras_tuner as kt
