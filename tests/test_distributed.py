@@ -43,7 +43,7 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
     (tmp_path / "tiny_space.py").write_text(TINY)
     out = cli("search", "--space", "tiny_space.py:Tiny", "--trials", "1", "--epochs", "2", "--name", "hvd",
               "--workers-per-trial", "2", "--distributed", "horovod", "--cpus-per-trial", "0.5",
-              "--num-cpus", "2", timeout=400).stdout
+              "--num-cpus", "2", "--keep-checkpoints", timeout=400).stdout  # the checkpoint is compared below
     assert "[1/1] trial 0:" in out, out
     run = cli.storage / "hvd"
     spec = json.loads((run / "spec.json").read_text())
