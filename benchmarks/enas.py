@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import search as cli_search  # noqa: E402
 from _cli import status as run_status  # noqa: E402
 
 ENAS = "search_spaces.enas_cnn:ENASSpace"
@@ -67,13 +68,9 @@ def mnist_sized(path: Path, samples: int, seed: int = 0) -> str:
 
 
 def search(storage: Path, name: str, *flags: str) -> tuple[float, float, str]:
-    """`nas search --name NAME FLAGS...`: its start time, wall time and output (a failed search ends here)."""
+    """`_cli.search`, also giving its start time (trial finish times count from it) and printing its wall time."""
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "nas.cli", "search", "--name", name, *flags],
-                          env=dict(os.environ, NAS_STORAGE=str(storage)), capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        sys.exit(f"nas search {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    wall, proc = cli_search(storage, name, *flags)
     print(f"  {name}: {wall:.0f}s", flush=True)
     return t0, wall, proc.stdout
 
@@ -200,7 +197,7 @@ def main() -> None:
     print(f"Kendall tau, shared-weight vs from-scratch val_accuracy: {len(archs)} random architectures "
           f"tau={tau:.3f} (p={p:.3g}); the standalone rl's {len(rl_trials)} trials tau={tau_rl:.3f} (p={p_rl:.3g})")
     print(f"  ({wall_t:.0f}s to train the {len(archs)} random architectures from scratch)")
-    print(f"  random architectures, shared vs scratch: " + " ".join(
+    print("  random architectures, shared vs scratch: " + " ".join(
         f"{a:.3f}/{b:.3f}" for a, b in sorted(zip(shared, scratch))))
 
 

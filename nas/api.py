@@ -59,10 +59,15 @@ def search_options(config: str | Path | Mapping[str, Any] | None = None, **optio
         values["objectives"] = [values["objectives"]]
     if "strategy" not in values and values.get("estimation") == SHARED:  # ENAS's controller
         values["strategy"] = "rl"
+    return SearchOptions(**_pairs_as_dicts(values))
+
+
+def _pairs_as_dicts(values: dict[str, Any]) -> dict[str, Any]:
+    """``*_options`` given as the command line's KEY=VALUE pairs, as mappings."""
     for key in ("space_options", "strategy_options", "supernet_options"):
-        if isinstance(values.get(key), (list, tuple)):  # the command line's KEY=VALUE pairs
+        if isinstance(values.get(key), (list, tuple)):
             values[key] = dict(values[key])
-    return SearchOptions(**values)
+    return values
 
 
 def _key(key: str) -> str:
@@ -188,7 +193,7 @@ def resume(name: str, *, storage: str | None = None, progress: bool | None = Non
     from nas.engine import resume_search
     from nas.progress import Progress
 
-    changes = {_key(k): v for k, v in changes.items() if v is not None}
+    changes = _pairs_as_dicts({_key(k): v for k, v in changes.items() if v is not None})
     with Progress(epochs=None, live=progress) as shown:
         result = resume_search(name, storage, changes, printer_factory=shown.factory, announce=shown.announce)
     return Run(result.directory, result)
@@ -294,27 +299,24 @@ class Run:
 
     def best_model(self, trial: str | int | None = None) -> Any:
         """The trained ``keras.Model`` of the best trial (or of ``trial``), at its best epoch."""
-        import keras
-
-        from nas.artifacts import BEST_MODEL, BEST_WEIGHTS
+        from nas import params as P
+        from nas.artifacts import load_best
+        from nas.registry import create_space
+        from nas.task import Task
         from nas.worker import artifact_dir
 
         t = self._trial(trial)
-        directory = artifact_dir(self.directory, t["trial_id"])
-        if (directory / BEST_MODEL).is_file():
-            return keras.models.load_model(directory / BEST_MODEL)
-        if (directory / BEST_WEIGHTS).is_file():  # a trial cut short before its end wrote best.keras
-            from nas import params as P
-            from nas.registry import create_space
-            from nas.task import Task
+        spec = self.spec
 
-            spec = self.spec
+        def build() -> Any:  # the trial's configuration, for a trial cut short before its end wrote best.keras
             space = create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
-            model = space.build(P.to_hp(space.hyperparameters(), t["config"]))
-            with np.load(directory / BEST_WEIGHTS) as f:
-                model.set_weights([f[f"w{i}"] for i in range(len(f.files))])
-            return model
-        raise RunError(f"trial {t['trial_id']} of run {self.name!r} saved no model ({directory})")
+            return space.build(P.to_hp(space.hyperparameters(), t["config"]))
+
+        directory = artifact_dir(self.directory, t["trial_id"])
+        found = load_best(directory, build)
+        if found is None:
+            raise RunError(f"trial {t['trial_id']} of run {self.name!r} saved no model ({directory})")
+        return found[0]
 
     def export(self, out: str | Path | None = None, formats: str | Sequence[str] = ("keras", "savedmodel"),
                trial: str | int | None = None, retrain: bool = False, epochs: int | None = None) -> Any:

@@ -40,6 +40,26 @@ def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def read_weights(path: Path) -> list[np.ndarray]:
+    """The weights a ``best.npz`` holds (``w0``, ``w1``, ... in ``model.get_weights()`` order)."""
+    with np.load(path) as f:
+        return [f[f"w{i}"] for i in range(len(f.files))]
+
+
+def load_best(out_dir: Path, build: Callable[[], Any]) -> tuple[Any, Path] | None:
+    """A trial's model at its best epoch and the file it came from: ``best.keras``, else (a trial cut short before
+    its end wrote it) ``build()`` given ``best.npz``'s weights; None when the trial saved neither."""
+    if (out_dir / BEST_MODEL).is_file():
+        import keras
+
+        return keras.models.load_model(out_dir / BEST_MODEL), out_dir / BEST_MODEL
+    if (out_dir / BEST_WEIGHTS).is_file():
+        model = build()
+        model.set_weights(read_weights(out_dir / BEST_WEIGHTS))
+        return model, out_dir / BEST_WEIGHTS
+    return None
+
+
 class BackgroundWriter:
     """One thread writing a trial's files in order. A newer write of the same file replaces one still waiting
     (only the latest checkpoint matters); ``flush`` waits for the queue and raises the first error, so a write
@@ -143,8 +163,7 @@ class BestModelSaver:
         if weights is None:  # the best epoch was an earlier session's
             if not (self.out_dir / BEST_WEIGHTS).is_file():
                 return  # its best.keras is already written
-            with np.load(self.out_dir / BEST_WEIGHTS) as f:
-                weights = [f[f"w{i}"] for i in range(len(f.files))]
+            weights = read_weights(self.out_dir / BEST_WEIGHTS)
         model.set_weights(weights)
         tmp = self.out_dir / f".best.{os.getpid()}.tmp.keras"  # atomic: a reader never sees half a file
         model.save(tmp)

@@ -301,7 +301,6 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise NasError("--resume needs --name NAME naming the run to continue")
         api.search_options(args.config, **options)  # the same checks of the keys and values as a search
         changes = {k: v for k, v in options.items() if k not in ("name", "storage")}
-        changes = {k: (dict(v) if k.endswith("_options") else v) for k, v in changes.items()}
         return _resume(args.name, args.storage, changes)
     return _report(api.search(config=args.config, **options).result)
 

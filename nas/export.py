@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nas import backends
-from nas.artifacts import BEST_INFO, BEST_MODEL, BEST_WEIGHTS
+from nas.artifacts import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, load_best
 from nas.errors import NasError, RunError
 from nas.objective import Objective
 from nas.ray_runtime import quiet_environment
@@ -378,8 +378,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     quiet_environment(verbose=False)  # before TensorFlow is imported; a user's own settings win
     run_backend = spec.get("backend", "tensorflow")
     backend = backends.check(export_backend(formats, run_backend))
-    backends.select(backend)
-    import keras
+    backends.select(backend)  # before Keras is imported (by the space)
 
     space = _space(spec)
     prepared = _data(spec, space)
@@ -389,15 +388,9 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         model, history = _retrain(spec, space, prepared, trial, epochs, log)
         retrain = {"epochs": epochs, "history": history, "seed": spec.get("seed")}
     else:
-        if saved.is_file():
-            model = keras.models.load_model(saved)
-        else:  # its configuration rebuilt by its space, with the best epoch's weights
-            from nas import params as P
+        from nas import params as P
 
-            model = space.build(P.to_hp(space.hyperparameters(), trial["config"]))
-            with np.load(weights) as f:
-                model.set_weights([f[f"w{i}"] for i in range(len(f.files))])
-            saved = weights
+        model, saved = load_best(saved.parent, lambda: space.build(P.to_hp(space.hyperparameters(), trial["config"])))
         log(f"loaded trial {tid}'s best-epoch model ({trial['metrics'].get('best_epoch')} of "
             f"{trial['metrics'].get('epochs')} epochs) from {saved}")
 
