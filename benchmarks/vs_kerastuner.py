@@ -5,7 +5,10 @@ configurations and trains them, K at a time, on its local Ray. The same N config
 - by KerasTuner, one at a time in one process: its `Tuner` loop over our `CNNSpace` (a `keras_tuner.HyperModel`),
   with an oracle that hands it nas's configurations in nas's order (KerasTuner's `RandomSearch` would draw other
   ones, and cnn configurations differ in cost by 10x), so both do exactly the same training;
-- by a plain `model.fit` loop, one after another, in one process.
+- by a plain `model.fit` loop, one after another, in one process;
+- by K plain loops at once (K = --concurrent processes, one TensorFlow thread each, as nas gives each trial),
+  each taking the next configuration not yet taken: what this machine can do K at a time with no engine at all,
+  the ceiling for nas's own figure.
 Every figure is a whole command's wall time (imports, Ray start, everything a user waits for), each in a fresh
 process, run one after another on an otherwise idle machine. The start-up figure is from the command's start to
 the moment its first trial starts training.
@@ -65,9 +68,16 @@ if mode == "kerastuner":
                if t.metrics.exists("val_accuracy"))
     done = sum(1 for t in tuner.oracle.trials.values() if t.metrics.exists("val_accuracy"))
 else:
+    import os
+    claims = sys.argv[7] if len(sys.argv) > 7 else None  # parallel loops: claim each configuration first
     hp_space = space.hyperparameters()
     done = 0
-    for values in configs:
+    for i, values in enumerate(configs):
+        if claims:
+            try:
+                os.close(os.open(os.path.join(claims, str(i)), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
         keras.backend.clear_session(free_memory=False)
         hp = P.to_hp(hp_space, values)
         model = space.build(hp)
@@ -100,6 +110,25 @@ def child(mode: str, data: Path, configs: Path, epochs: int, work: Path) -> tupl
     return wall, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def parallel_plain(k: int, data: Path, configs: Path, epochs: int, work: Path) -> tuple[float, dict[str, Any]]:
+    """K plain loops in K processes at once, one TensorFlow thread each, sharing the configurations."""
+    claims = work / "claims"
+    claims.mkdir()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    t0 = time.time()
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, "plain", str(data), str(configs), str(epochs), str(work),
+                               str(HERE.parent), str(claims)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(k)]
+    outs = [p.communicate() for p in procs]
+    wall = time.time() - t0
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode != 0:
+            sys.exit(f"plain x{k} failed:\n{err[-4000:]}")
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return wall, {"best": max(r["best"] for r in results), "trials": sum(r["trials"] for r in results),
+                  "startup": min(r["startup"] for r in results)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=12)
@@ -125,6 +154,7 @@ def main() -> None:
 
     kt_wall, kt = child("kerastuner", data, configs, args.epochs, work)
     plain_wall, plain = child("plain", data, configs, args.epochs, work)
+    par_wall, par = parallel_plain(args.concurrent, data, configs, args.epochs, work)
 
     print(f"{args.trials} {args.space} configurations x {args.epochs} epochs on digits (.npz, fixed 80/20 split); "
           f"nas runs {args.concurrent} at a time; {os.cpu_count()} CPUs")
@@ -136,7 +166,12 @@ def main() -> None:
           f"| 1.00x |")
     print(f"| plain model.fit loop | {plain_wall:.1f} | {plain['startup']:.1f} | {plain['best']:.4f} | "
           f"{plain_wall / kt_wall:.2f}x |")
+    print(f"| {args.concurrent} plain loops at once, 1 thread each | {par_wall:.1f} | {par['startup']:.1f} | "
+          f"{par['best']:.4f} | {par_wall / kt_wall:.2f}x |")
     print(f"nas / KerasTuner: {wall / kt_wall:.2f} (target <= 0.65); nas start-up {nas_startup:.1f} s (target <= 8)")
+    print(f"this machine, {args.concurrent} at once without any engine: {par_wall / plain_wall:.2f}x the sequential "
+          f"loop's wall ({args.concurrent}-way parallelism would be {1 / args.concurrent:.2f}x); nas / that ceiling: "
+          f"{wall / par_wall:.2f}")
 
 
 if __name__ == "__main__":

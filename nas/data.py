@@ -59,26 +59,37 @@ def load_data(
     seed: int = 0,
 ) -> Dataset:
     """Load and check a data set; a missing validation split is taken from the training data, seeded."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"validation fraction {val_fraction!r} is not valid; give a number between 0 and 1")
-    if window is not None and (not isinstance(window, int) or window < 1):
-        raise DataError(f"--window {window!r} is not valid; give an integer >= 1")
+    check_spec(spec, target, window, val_fraction)
     if spec == "digits":
         data = _digits(val_fraction, seed)
     elif spec in BUILTIN:
         data = _keras_dataset(spec, val_fraction, seed)
     elif spec.endswith(".npz"):
         data = _npz(Path(spec), val_fraction, seed)
-    elif spec.endswith(".csv"):
-        data = _csv(Path(spec), target, window, val_fraction, seed)
     else:
+        data = _csv(Path(spec), target, window, val_fraction, seed)
+    _check_arrays(data)
+    return data
+
+
+def check_spec(spec: str, target: str | None = None, window: int | None = None, val_fraction: float = 0.2) -> None:
+    """What is wrong with a data spec that can be seen without reading the data (a name, a missing file, an
+    option that does not apply): the search checks this before Ray starts, and loads while Ray starts."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"validation fraction {val_fraction!r} is not valid; give a number between 0 and 1")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise DataError(f"--window {window!r} is not valid; give an integer >= 1")
+    is_file = spec.endswith((".npz", ".csv"))
+    if spec not in BUILTIN and not is_file:
         raise DataError(f"data {spec!r} is not valid; accepted: {ACCEPTED}")
+    if is_file and not Path(spec).is_file():
+        raise DataError(f"data file {spec!r} does not exist")
+    if spec.endswith(".csv") and not target:
+        raise DataError(f"CSV data {spec!r} needs --target COLUMN naming the column to predict")
     if target is not None and not spec.endswith(".csv"):
         raise DataError(f"--target {target!r} applies to CSV data only; {spec!r} is not a .csv file")
     if window is not None and not spec.endswith(".csv"):
         raise DataError(f"--window {window} applies to CSV time series only; {spec!r} is not a .csv file")
-    _check_arrays(data)
-    return data
 
 
 # -- loaders ------------------------------------------------------------------------------------------------
@@ -118,8 +129,6 @@ def _keras_dataset(name: str, val_fraction: float, seed: int) -> Dataset:
 
 
 def _npz(path: Path, val_fraction: float, seed: int) -> Dataset:
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -162,10 +171,7 @@ def from_arrays(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y
 def _csv(path: Path, target: str | None, window: int | None, val_fraction: float, seed: int) -> Dataset:
     import pandas as pd
 
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist")
-    if not target:
-        raise DataError(f"CSV data {str(path)!r} needs --target COLUMN naming the column to predict")
+    assert target  # check_spec
     try:
         df = pd.read_csv(path)
     except Exception as e:

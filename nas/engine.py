@@ -17,7 +17,7 @@ import numpy as np
 
 from nas import backends
 from nas import params as P
-from nas.data import Dataset, load_data
+from nas.data import Dataset, check_spec, load_data
 from nas.distributed import require_horovod, train_trial_horovod
 from nas.errors import NasError, RunError, StorageError
 from nas.estimation import SHARED
@@ -26,22 +26,9 @@ from nas.inputs import kept, label
 from nas.lock import FILES as LOCK_FILES
 from nas.lock import owning
 from nas.objective import Objective, parse_objectives
-from nas.options import (
-    RESUME_MAY_CHANGE,
-    Budget,
-    SearchOptions,
-    SearchResult,
-    TrialSetup,
-)
-from nas.ray_runtime import (
-    check_resources,
-    cleanup_local_ray,
-    package_versions,
-    quiet_environment,
-    EarlyRay,
-    record_local_ray,
-    trial_resources,
-)
+from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, TrialSetup
+from nas.ray_runtime import (EarlyRay, check_resources, cleanup_local_ray, package_versions, quiet_environment,
+                             record_local_ray, trial_resources)
 from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
 from nas.results import rank
 from nas.store import ExperimentStore, check_name, generate_name, open_storage
@@ -51,9 +38,9 @@ Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, Budget], Printer]
 
 
-def check_and_load(opts: SearchOptions, data: Dataset | None = None) -> Dataset:
-    """What can fail without Keras: the options, the plugins' names, the data (loaded and checked, unless given in
-    memory). Runs before Ray starts, so most bad input never starts it."""
+def check(opts: SearchOptions) -> None:
+    """What can fail in milliseconds, without Keras or data: the options and the plugins' names. Runs before Ray
+    starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
     opts.backend = backends.check(opts.backend)
     backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
@@ -63,6 +50,13 @@ def check_and_load(opts: SearchOptions, data: Dataset | None = None) -> Dataset:
     check_ref(STRATEGIES, opts.strategy)
     if opts.objectives:
         parse_objectives(opts.objectives)
+    if opts.data:
+        check_spec(opts.data, opts.target, opts.window)
+
+
+def load(opts: SearchOptions, data: Dataset | None = None) -> Dataset:
+    """The search's data, loaded and checked (unless given in memory). Runs while Ray starts: loading the built-in
+    sets imports scikit-learn or Keras (seconds of CPU) and Ray's processes start meanwhile."""
     if data is not None:
         return data
     return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
@@ -77,7 +71,8 @@ def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objectiv
     hp = space.hyperparameters()
     objectives = parse_objectives(opts.objectives or [space.default_objective()])
     backends.keep_driver_off_gpus(opts.backend)
-    check_objectives(space, data, objectives)
+    if opts.objectives:  # a space's own default objective is one its trials report: no model need be trained
+        check_objectives(space, data, objectives)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
     return task, space, objectives, strategy
 
@@ -86,13 +81,13 @@ def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objectiv
 TRIAL_METRICS = ("params", "latency_ms", "latency_ms_b256", "train_time_s", "epochs", "best_epoch")
 
 
-def reported_metrics(space: Any, data: Any) -> set[str] | None:
+def reported_metrics(space: Any, prepared: Any) -> set[str] | None:
     """The metric names trials of ``space`` report: the compiled model's (and their ``val_`` forms), the
-    space's own per-epoch metrics and the runner's. Found by training the default model on one small batch."""
+    space's own per-epoch metrics and the runner's. Found by training the default model on one small batch of
+    ``prepared`` (the data as ``space.prepare_data`` made it)."""
     import keras
 
     hp = space.hyperparameters()
-    prepared = space.prepare_data(data)
     n = min(8, len(prepared.x_train))
     rng = np.random.default_rng(0)
     # the default point first, then a few seeded random ones: a space may refuse some configurations
@@ -117,7 +112,7 @@ def reported_metrics(space: Any, data: Any) -> set[str] | None:
 
 def check_objectives(space: Any, data: Any, objectives: list[Objective]) -> None:
     """An objective naming a metric no trial reports fails before any trial, listing the ones that exist."""
-    known = reported_metrics(space, data)
+    known = reported_metrics(space, space.prepare_data(data))
     if known is None:
         return
     for o in objectives:
@@ -152,8 +147,9 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
         if store.exists() or store.has_files(ignore=LOCK_FILES):
             raise taken
         with kept(store, opts, data, space, strategy):  # in-memory inputs become files of the run
-            data = check_and_load(opts, data)
-            with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
+            check(opts)
+            with _early_ray(opts, env, store) as ray:  # Ray starts while the data load, Keras is imported and the
+                data = load(opts, data)  # search prepared
                 task, space, objectives, strategy = prepare(opts, data)
                 announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
                          f"{opts.epochs} epochs on {opts.data}")
@@ -227,8 +223,9 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
     env = quiet_environment(opts.verbose)
     cleanup_local_ray(store)
 
-    data = check_and_load(opts)
+    check(opts)
     with _early_ray(opts, env, store) as ray:
+        data = load(opts)
         task, space, objectives, strategy = prepare(opts, data)
         if opts.estimation == SHARED:  # weight sharing: finish the supernet phase first (a no-op once it is done)
             strategy = shared_weights(opts, store, spec, data, task, space, objectives, ray, announce)

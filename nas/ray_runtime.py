@@ -25,6 +25,8 @@ from nas.errors import ResourceError
 from nas.store import ExperimentStore, read_json, write_json
 
 PACKAGES = ("nas", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ray", "optuna", "numpy", "scikit-learn")
+#: run by Ray in every worker process of a search as it starts (see ``nas.trial.warm_up``)
+WARM_UP_HOOK = "nas.trial.warm_up"
 #: a Horovod trial's own bundle (its "driver"): it only coordinates the ranks and reports to Tune
 DRIVER_CPUS = 0.1
 
@@ -101,8 +103,9 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
     """Connect to ``address`` (failing within ``connect_timeout`` seconds when it cannot) or start a local Ray
     bound to 127.0.0.1 (dashboard on localhost only); shut down on exit only what this call started.
     ``env`` reaches every worker: through Ray's runtime environment on a cluster; a local Ray's processes inherit
-    it (set while it starts), because Ray gives trial actors the idle workers it starts ahead only when the job has
-    no runtime environment of its own: each trial then starts in a worker that is already running.
+    it (set while it starts). Every worker runs ``WARM_UP_HOOK`` as it starts (it imports the framework); the
+    local Ray's idle workers, started as soon as it is up, carry the job's runtime environment and are the ones
+    Ray gives the trial actors (measured), so each trial starts in a worker that has already imported it.
     ``run_dir``: every process of the local Ray carries it in its environment (``RUN_MARK``), so that what a
     killed driver leaves behind is found however early it was killed (``cleanup_local_ray``)."""
     import ray
@@ -113,7 +116,8 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
         ignore_reinit_error=True,
     )
     if address:
-        info = connect(address, connect_timeout, {**kwargs, "runtime_env": {"env_vars": dict(env or {})}})
+        runtime_env = {"env_vars": dict(env or {}), "worker_process_setup_hook": WARM_UP_HOOK}
+        info = connect(address, connect_timeout, {**kwargs, "runtime_env": runtime_env})
     else:
         with _loopback_only(), _environment(env or {}), _marked(run_dir):
             info = ray.init(
@@ -123,6 +127,7 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
                 include_dashboard=False,
                 dashboard_host="127.0.0.1",
                 _node_ip_address="127.0.0.1",
+                runtime_env={"worker_process_setup_hook": WARM_UP_HOOK},  # the idle workers import the framework
                 **kwargs,
             )
     with _quiet_raylet_errors(verbose):  # until Ray is down: its listener thread may print while it stops

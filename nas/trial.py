@@ -36,6 +36,19 @@ from nas.worker import (
 )
 
 
+def warm_up() -> None:
+    """Ray's ``worker_process_setup_hook`` for every worker of a search (``nas.ray_runtime.WARM_UP_HOOK``), run
+    as each worker process starts: with this module (what a trial runs) loaded, import Keras and with it the
+    framework ``KERAS_BACKEND`` names. Ray starts idle workers as soon as it is up and gives trial actors those
+    workers, so the framework's import (seconds of CPU per worker) overlaps the driver's own start instead of
+    following it. Importing runs no framework op: each trial still sets its threads and its share of a GPU
+    (``configure_framework``). A failure here only loses the head start: the trial imports again and reports it."""
+    try:
+        import keras  # noqa: F401
+    except Exception:  # noqa: BLE001 - the trial raises it where it can be reported
+        pass
+
+
 def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | None = None) -> None:
     """Ray Tune function trainable: one configuration, ``setup.epochs`` epochs, a report per epoch."""
     from ray import tune

@@ -47,5 +47,6 @@ def test_every_failing_property_is_named(tmp_path) -> None:
     with pytest.raises(AssertionError) as e:
         check_space(f"{plugin}:Empty", configurations=1)
     text = str(e.value)
-    assert "2 of 2 properties fail" in text
+    assert "3 of 3 properties fail" in text
     assert "'declares_whole_space': declares no hyperparameters" in text and "'builds_and_trains'" in text
+    assert "'reports_default_objective'" in text

@@ -132,3 +132,17 @@ def test_a_trial_ray_keeps_dropping_ends_failed_not_in_a_loop() -> None:
     assert config == Searcher.FINISHED and runs == LostTrials.MAX_RUNS
     assert len(said) == 1 and "reset_config" in said[0]  # said once
     assert [h.metrics for h in s.strategy.history] == [None]  # the strategy was told it failed
+
+
+def test_the_workers_warm_up_hook_names_a_function_that_imports_the_framework() -> None:
+    """Ray imports ``WARM_UP_HOOK`` in every worker of a search as it starts: a wrong name would fail each one."""
+    import importlib
+
+    from nas.ray_runtime import WARM_UP_HOOK
+
+    module, _, name = WARM_UP_HOOK.rpartition(".")
+    hook = getattr(importlib.import_module(module), name)
+    hook()
+    import sys
+
+    assert "keras" in sys.modules

@@ -178,9 +178,21 @@ def _builds_and_trains(space: Any, data: Any, configurations: int, seed: int) ->
         keras.backend.clear_session(free_memory=False)
 
 
+def _reports_default_objective(space: Any, data: Any, configurations: int, seed: int) -> None:
+    """Its default objective names a metric its trials report: a search on it trusts this and trains no model
+    to check it (an objective a user names is checked before any trial)."""
+    from nas.engine import reported_metrics
+
+    metric = space.default_objective().split(":")[0]
+    known = reported_metrics(space, data)
+    assert known is not None, "no configuration of the space builds"
+    assert metric in known, f"default objective {metric!r} is not reported; trials report {sorted(known)}"
+
+
 SPACE_PROPERTIES: dict[str, Callable[[Any, Any, int, int], None]] = {
     "declares_whole_space": _declares_whole_space,
     "builds_and_trains": _builds_and_trains,
+    "reports_default_objective": _reports_default_objective,
 }
 
 
