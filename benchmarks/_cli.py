@@ -32,3 +32,26 @@ def status(storage: Path, name: str) -> dict[str, Any]:
 def records(storage: Path, name: str) -> list[dict[str, Any]]:
     """Every trial record of a run, as written (worker pid and RSS, timestamps)."""
     return [json.loads(p.read_text()) for p in (storage / name / "trials").glob("*.json")]
+
+
+def claim(folder: str | Path, index: int) -> bool:
+    """True for the one process that claims configuration ``index`` first (an exclusive file in ``folder``): how
+    plain loops running at once share a list of configurations without training one twice."""
+    try:
+        os.close(os.open(os.path.join(folder, str(index)), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def at_once(cmd: list[str], k: int) -> list[dict[str, Any]]:
+    """``cmd`` in ``k`` processes at once, one TensorFlow thread each (as nas gives a one-CPU trial); the JSON
+    object each prints last. A failed one ends the benchmark."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(k)]
+    outs = [p.communicate() for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        if p.returncode != 0:
+            sys.exit(f"one of {k} plain loops failed:\n{err[-4000:]}")
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]

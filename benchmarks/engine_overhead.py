@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _cli import at_once, claim
 from _cli import records as run_records
 from _cli import search
 from _cli import status as run_status
@@ -50,11 +49,8 @@ def train(space_name: str, configs: list, epochs: int, seed: int, claims: str | 
     keras.backend.clear_session(free_memory=False)
     t1 = time.time()
     for i, values in enumerate(configs):
-        if claims:
-            try:
-                os.close(os.open(os.path.join(claims, str(i)), os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                continue
+        if claims and not claim(claims, i):
+            continue
         keras.backend.clear_session(free_memory=False)
         keras.utils.set_random_seed(trial_seed(seed, str(i)))
         hp = P.to_hp(hp_space, values)
@@ -69,14 +65,9 @@ def two_at_once(args: argparse.Namespace, configs: list, work: Path) -> float:
     training step to the last one's end (as nas's figure after start-up is counted)."""
     (work / "claims").mkdir()
     (work / "configs.json").write_text(json.dumps(configs))
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, __file__, "--space", args.space, "--epochs", str(args.epochs), "--seed", str(args.seed),
            "--loop", str(work)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate()[0] for p in procs]
-    if any(p.returncode for p in procs):
-        sys.exit("a plain loop failed")
-    spans = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+    spans = at_once(cmd, 2)
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 

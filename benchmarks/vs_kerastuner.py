@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _cli import records, search
+from _cli import at_once, records, search
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,6 +41,8 @@ mode, data, configs, epochs, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sy
 import numpy as np
 import keras, keras_tuner as kt
 sys.path.insert(0, sys.argv[6])
+sys.path.append(sys.argv[6] + "/benchmarks")  # after the root: benchmarks/strategies.py is no package
+from _cli import claim
 from nas import params as P
 from nas.task import Task
 from search_spaces.cnn import CNNSpace
@@ -68,16 +70,12 @@ if mode == "kerastuner":
                if t.metrics.exists("val_accuracy"))
     done = sum(1 for t in tuner.oracle.trials.values() if t.metrics.exists("val_accuracy"))
 else:
-    import os
     claims = sys.argv[7] if len(sys.argv) > 7 else None  # parallel loops: claim each configuration first
     hp_space = space.hyperparameters()
     done = 0
     for i, values in enumerate(configs):
-        if claims:
-            try:
-                os.close(os.open(os.path.join(claims, str(i)), os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                continue
+        if claims and not claim(claims, i):
+            continue
         keras.backend.clear_session(free_memory=False)
         hp = P.to_hp(hp_space, values)
         model = space.build(hp)
@@ -114,17 +112,10 @@ def parallel_plain(k: int, data: Path, configs: Path, epochs: int, work: Path) -
     """K plain loops in K processes at once, one TensorFlow thread each, sharing the configurations."""
     claims = work / "claims"
     claims.mkdir()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     t0 = time.time()
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, "plain", str(data), str(configs), str(epochs), str(work),
-                               str(HERE.parent), str(claims)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for _ in range(k)]
-    outs = [p.communicate() for p in procs]
+    results = at_once([sys.executable, "-c", CHILD, "plain", str(data), str(configs), str(epochs), str(work),
+                       str(HERE.parent), str(claims)], k)
     wall = time.time() - t0
-    for p, (out, err) in zip(procs, outs):
-        if p.returncode != 0:
-            sys.exit(f"plain x{k} failed:\n{err[-4000:]}")
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     return wall, {"best": max(r["best"] for r in results), "trials": sum(r["trials"] for r in results),
                   "startup": min(r["startup"] for r in results)}
 

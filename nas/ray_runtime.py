@@ -115,9 +115,9 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
         logging_level=logging.INFO if verbose else logging.ERROR,
         ignore_reinit_error=True,
     )
+    warm = {"worker_process_setup_hook": WARM_UP_HOOK}  # every worker imports the framework as it starts
     if address:
-        runtime_env = {"env_vars": dict(env or {}), "worker_process_setup_hook": WARM_UP_HOOK}
-        info = connect(address, connect_timeout, {**kwargs, "runtime_env": runtime_env})
+        info = connect(address, connect_timeout, {**kwargs, "runtime_env": {**warm, "env_vars": dict(env or {})}})
     else:
         with _loopback_only(), _environment(env or {}), _marked(run_dir):
             info = ray.init(
@@ -127,7 +127,7 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
                 include_dashboard=False,
                 dashboard_host="127.0.0.1",
                 _node_ip_address="127.0.0.1",
-                runtime_env={"worker_process_setup_hook": WARM_UP_HOOK},  # the idle workers import the framework
+                runtime_env=warm,
                 **kwargs,
             )
     with _quiet_raylet_errors(verbose):  # until Ray is down: its listener thread may print while it stops

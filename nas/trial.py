@@ -6,6 +6,7 @@ is ``nas.distributed.train_trial_horovod``). What both kinds share lives in ``na
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,10 +44,8 @@ def warm_up() -> None:
     workers, so the framework's import (seconds of CPU per worker) overlaps the driver's own start instead of
     following it. Importing runs no framework op: each trial still sets its threads and its share of a GPU
     (``configure_framework``). A failure here only loses the head start: the trial imports again and reports it."""
-    try:
+    with contextlib.suppress(Exception):  # the trial raises it again where it can be reported
         import keras  # noqa: F401
-    except Exception:  # noqa: BLE001 - the trial raises it where it can be reported
-        pass
 
 
 def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | None = None) -> None:

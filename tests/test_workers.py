@@ -3,7 +3,9 @@ drops when a worker cannot be reused runs again instead of being lost."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
 import pytest
 
@@ -136,13 +138,8 @@ def test_a_trial_ray_keeps_dropping_ends_failed_not_in_a_loop() -> None:
 
 def test_the_workers_warm_up_hook_names_a_function_that_imports_the_framework() -> None:
     """Ray imports ``WARM_UP_HOOK`` in every worker of a search as it starts: a wrong name would fail each one."""
-    import importlib
-
     from nas.ray_runtime import WARM_UP_HOOK
 
     module, _, name = WARM_UP_HOOK.rpartition(".")
-    hook = getattr(importlib.import_module(module), name)
-    hook()
-    import sys
-
+    getattr(importlib.import_module(module), name)()
     assert "keras" in sys.modules
