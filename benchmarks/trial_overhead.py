@@ -3,8 +3,10 @@
 The same N seeded configurations of a space, 5 epochs each, one TensorFlow thread (as a trial worker has), trained
 (1) in a plain `space.fit` loop, (2) through `nas.trial.train_trial` exactly as a worker runs it (per-epoch fit
 calls, reports, checkpoints, TensorBoard, the best-epoch model file) with Ray Tune's report made a no-op, (3) the
-same without TensorBoard's writes, (4) the same without the best-epoch model file (`best.keras`). Each mode runs
-in a fresh process; the figure is the training loop's wall time after a warm-up build.
+same trial function for a space that defines its own `fit` (it then gets one `fit` call per epoch on arrays,
+instead of one call over every epoch), (4) the trial without TensorBoard's writes, (5) without the best-epoch
+model file (`best.keras`). Each mode runs in a fresh process; the figure is the training loop's wall time after
+a warm-up build.
 
     python benchmarks/trial_overhead.py [--space mlp] [--trials 10]
 """
@@ -18,8 +20,8 @@ import sys
 import tempfile
 import time
 
-MODES = {"plain": "plain fit loop", "trial": "nas trial function", "no-tensorboard": "  without TensorBoard",
-         "no-best-model": "  without best.keras"}
+MODES = {"plain": "plain fit loop", "trial": "nas trial function", "own-fit": "  space with its own fit",
+         "no-tensorboard": "  without TensorBoard", "no-best-model": "  without best.keras"}
 
 
 def run(mode: str, space_name: str, trials: int) -> float:
@@ -37,6 +39,7 @@ def run(mode: str, space_name: str, trials: int) -> float:
     from nas.objective import parse_objectives
     from nas.options import SearchOptions, TrialSetup
     from nas.registry import create_space
+    from nas.space import SearchSpace
     from nas.task import make_task
 
     ray.tune.report = lambda *a, **k: None  # no Tune session here: what the trial reports goes nowhere
@@ -48,6 +51,8 @@ def run(mode: str, space_name: str, trials: int) -> float:
     configs = [P.sample_values(hs, rng) for _ in range(trials)]
     opts = SearchOptions(space=space_name, strategy="random", epochs=5, seed=0, backend="tensorflow")
     setup = TrialSetup.of(opts, task, parse_objectives([space.default_objective()]), tempfile.mkdtemp())
+    if mode == "own-fit":  # what a user's space with its own fit gets: one fit call per epoch, on arrays
+        type(space).fit = lambda self, hp, model, *a, **k: SearchSpace.fit(self, hp, model, *a, **k)
     if mode == "no-tensorboard":
         T.TrialLogger.log = lambda self, *a, **k: None
     if mode == "no-best-model":

@@ -28,7 +28,9 @@ class SearchSpace(kt.HyperModel, abc.ABC):
 
     Subclasses set ``name`` (and bump ``version`` when the space changes), implement ``declare`` and
     ``build_model``, and may override ``check_task``, ``default_objective``, ``prepare_data``,
-    ``trial_metrics`` and ``fit``.
+    ``trial_metrics``, ``batch_size`` and ``fit``. A space that keeps this class's ``fit`` trains each trial in
+    one ``fit`` call over all its epochs (its batches in nas's per-epoch order); one that defines its own ``fit``
+    gets the arrays ``(x, y)``, one epoch per call.
     """
 
     name: ClassVar[str] = ""
@@ -95,10 +97,16 @@ class SearchSpace(kt.HyperModel, abc.ABC):
         self.declare(hp)  # idempotent: registers any parameter not yet known, keeps values already set
         return self.build_model(hp)
 
+    def batch_size(self, hp: kt.HyperParameters) -> int | None:
+        """The batch size a model of ``hp`` trains with: the space's ``batch_size`` hyperparameter when it
+        declares one, else None (Keras' default)."""
+        return int(hp.get("batch_size")) if "batch_size" in hp.values else None
+
     def fit(self, hp: kt.HyperParameters, model: "keras.Model", *args: Any, **kwargs: Any) -> Any:
-        """Train; the space's ``batch_size`` hyperparameter, when it declares one, sets the batch size."""
-        if "batch_size" in hp.values and "batch_size" not in kwargs:
-            kwargs["batch_size"] = int(hp.get("batch_size"))
+        """Train with ``batch_size(hp)`` (which also sets the validation batches when the training data come
+        in batches already)."""
+        if "batch_size" not in kwargs and self.batch_size(hp):
+            kwargs["batch_size"] = self.batch_size(hp)
         return model.fit(*args, **kwargs)
 
 

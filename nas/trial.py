@@ -17,6 +17,7 @@ from nas import params as P
 from nas.artifacts import BackgroundWriter, BestModelSaver
 from nas.measure import LATENCY, latency
 from nas.options import TrialSetup
+from nas.space import SearchSpace
 from nas.tensorboard import TrialLogger
 from nas.worker import (
     TrialInfeasible,
@@ -25,11 +26,12 @@ from nas.worker import (
     checkpoint_arrays,
     configure_framework,
     distribution_scope,
+    epoch_batches,
     epoch_fields,
     epoch_order,
-    epoch_seed,
     load_checkpoint,
     rss_mb,
+    seed_epoch,
     space_and_data,
     split_config,
     trial_seed,
@@ -83,7 +85,22 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     saver = BestModelSaver(out_dir, setup.objective, writer)  # best-epoch model, for `nas export`
     tb = TrialLogger(setup.run_dir, trial_id, values)  # <run>/tensorboard/<id>/: HParams + per-epoch scalars
 
+    seed = trial_seed(setup.seed, trial_id)
+    x, y = prepared.x_train, prepared.y_train
+    n_weights = len(model.weights)
+    # One fit call over every epoch when the space keeps nas's own fit, in batches whose order depends only on
+    # (trial seed, epoch), with the global seeds set from them as each epoch begins: what decides an epoch is
+    # then its number and the checkpointed state (weights, optimizer, the layers' random state), so a resumed
+    # trial trains the epochs an uninterrupted one would. A space with its own fit (a KerasTuner hypermodel's,
+    # say) gets arrays, so it gets one fit call per epoch on a reordered copy of them, the next made while this
+    # one trains; so does --distributed mirrored, whose strategy splits array batches across devices itself.
+    one_fit = type(space).fit is SearchSpace.fit and setup.distributed != "mirrored"
+
     class Report(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if one_fit:
+                seed_epoch(seed, epoch)
+
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             metrics = {k: float(v) for k, v in (logs or {}).items()}
             check_finite(metrics, epoch + 1)  # the exception ends fit
@@ -100,41 +117,49 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
             tb.log(epoch + 1, metrics)
             tune.report(metrics)
 
-    # One fit call per epoch, on an order of the examples that depends only on (trial seed, epoch), with the
-    # global seeds set from them too: what decides an epoch is then its number and the checkpointed state
-    # (weights, optimizer, the layers' random state), so a resumed trial trains the epochs an uninterrupted one
-    # would. (Keras' own shuffle draws from random state carried across epochs, which no checkpoint holds.)
-    # The next epoch's reordered copy of the data is made while this one trains.
-    seed = trial_seed(setup.seed, trial_id)
-    x, y = prepared.x_train, prepared.y_train
-    n_weights = len(model.weights)
+    validation = (prepared.x_val, prepared.y_val)
+    try:
+        if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
+            tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
+        if one_fit:
+            if initial_epoch < setup.epochs:
+                batches, steps = epoch_batches(x, y, seed, space.batch_size(hp) or 32, initial_epoch, setup.epochs,
+                                               setup.backend)
+                space.fit(hp, model, batches, validation_data=validation, epochs=setup.epochs,
+                          initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False, callbacks=[Report()],
+                          verbose=0)
+        else:
+            _fit_epoch_by_epoch(space, hp, model, x, y, validation, seed, initial_epoch, setup.epochs, Report())
+    except SystemExit:  # Ray Tune ended the trial (a scheduler stopped it early): it completed, keep its model
+        _finish(writer, saver, model)
+        raise
+    else:
+        _finish(writer, saver, model)
+    finally:
+        writer.close()
+        tb.close()
+    del model
+
+
+def _fit_epoch_by_epoch(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple[Any, Any], seed: int,
+                        initial_epoch: int, epochs: int, report: Any) -> None:
+    """One ``space.fit`` call per epoch on the arrays in ``epoch_order(seed, epoch)``, the global seeds set from
+    ``seed_epoch`` before each; the next epoch's reordered copy is made while this one trains."""
 
     def reordered(epoch: int) -> tuple[Any, Any]:
         order = epoch_order(seed, epoch, len(x))
         return x[order], y[order]
 
     with ThreadPoolExecutor(1, thread_name_prefix="nas-data") as ahead:
-        try:
-            upcoming = ahead.submit(reordered, initial_epoch)
-            if resumed:  # the driver may have died before recording the checkpointed epoch: report it again
-                tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
-            for epoch in range(initial_epoch, setup.epochs):
-                xe, ye = upcoming.result()
-                if epoch + 1 < setup.epochs:
-                    upcoming = ahead.submit(reordered, epoch + 1)
-                keras.utils.set_random_seed(epoch_seed(seed, epoch))
-                space.fit(hp, model, xe, ye, validation_data=(prepared.x_val, prepared.y_val),
-                          epochs=epoch + 1, initial_epoch=epoch, shuffle=False, callbacks=[Report()], verbose=0)
-                del xe, ye
-        except SystemExit:  # Ray Tune ended the trial (a scheduler stopped it early): it completed, keep its model
-            _finish(writer, saver, model)
-            raise
-        else:
-            _finish(writer, saver, model)
-        finally:
-            writer.close()
-            tb.close()
-    del model
+        upcoming = ahead.submit(reordered, initial_epoch)
+        for epoch in range(initial_epoch, epochs):
+            xe, ye = upcoming.result()
+            if epoch + 1 < epochs:
+                upcoming = ahead.submit(reordered, epoch + 1)
+            seed_epoch(seed, epoch)
+            space.fit(hp, model, xe, ye, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
+                      shuffle=False, callbacks=[report], verbose=0)
+            del xe, ye
 
 
 def _finish(writer: BackgroundWriter, saver: BestModelSaver, model: Any) -> None:

@@ -65,7 +65,7 @@ class ENASSpace(SearchSpace, SupernetSpace):
         self.layers = layers
         self.filters = filters
         self.learning_rate = float(learning_rate)
-        self.batch_size = batch_size
+        self.batch = batch_size
         self.skip_slots = [(i, j) for i in range(1, layers + 1) for j in range(i - 1)]
 
     # -- the space ------------------------------------------------------------------------------------------
@@ -75,9 +75,8 @@ class ENASSpace(SearchSpace, SupernetSpace):
             for j in range(i - 1):
                 hp.Boolean(f"skip_{i}_{j}", default=False)
 
-    def fit(self, hp: kt.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("batch_size", self.batch_size)
-        return model.fit(*args, **kwargs)
+    def batch_size(self, hp: kt.HyperParameters) -> int:
+        return self.batch
 
     def arch_summary(self, values: Mapping[str, Any]) -> str:
         """``c3 s5+0 mp+0,1 ...``: each layer's op, then the earlier layers it adds."""
