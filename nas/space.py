@@ -97,16 +97,15 @@ class SearchSpace(kt.HyperModel, abc.ABC):
         self.declare(hp)  # idempotent: registers any parameter not yet known, keeps values already set
         return self.build_model(hp)
 
-    def batch_size(self, hp: kt.HyperParameters) -> int | None:
+    def batch_size(self, hp: kt.HyperParameters) -> int:
         """The batch size a model of ``hp`` trains with: the space's ``batch_size`` hyperparameter when it
-        declares one, else None (Keras' default)."""
-        return int(hp.get("batch_size")) if "batch_size" in hp.values else None
+        declares one, else Keras' default, 32."""
+        return int(hp.get("batch_size")) if "batch_size" in hp.values else 32
 
     def fit(self, hp: kt.HyperParameters, model: "keras.Model", *args: Any, **kwargs: Any) -> Any:
         """Train with ``batch_size(hp)`` (which also sets the validation batches when the training data come
         in batches already)."""
-        if "batch_size" not in kwargs and self.batch_size(hp):
-            kwargs["batch_size"] = self.batch_size(hp)
+        kwargs.setdefault("batch_size", self.batch_size(hp))
         return model.fit(*args, **kwargs)
 
 

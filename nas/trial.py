@@ -123,7 +123,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
             tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
         if one_fit:
             if initial_epoch < setup.epochs:
-                batches, steps = epoch_batches(x, y, seed, space.batch_size(hp) or 32, initial_epoch, setup.epochs,
+                batches, steps = epoch_batches(x, y, seed, space.batch_size(hp), initial_epoch, setup.epochs,
                                                setup.backend)
                 space.fit(hp, model, batches, validation_data=validation, epochs=setup.epochs,
                           initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False, callbacks=[Report()],

@@ -129,7 +129,7 @@ def epoch_batches(x: Any, y: Any, seed: int, batch_size: int, first: int, last: 
     1 thread, 0.2 s per call). On TensorFlow the stream is a ``tf.data`` pipeline gathering batches from the
     arrays (a Python generator there would run Python per batch inside ``tf.data``); elsewhere a generator."""
     steps = math.ceil(len(x) / batch_size)
-    orders = np.stack([epoch_order(seed, e, len(x)) for e in range(first, last)]) if last > first else None
+    orders = np.stack([epoch_order(seed, e, len(x)) for e in range(first, last)])  # first < last
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -176,10 +176,11 @@ def seed_epoch(seed: int, epoch: int) -> None:
     try:  # Keras' own global seed state: no public API sets it without also reseeding TensorFlow
         from keras.src.backend.common import global_state
         from keras.src.random import seed_generator
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
     except ImportError:  # a Keras without these internals: the public call, TensorFlow's seed included
         keras.utils.set_random_seed(value)
         return
-    global_state.set_global_attribute("global_random_seed", value)
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, value)
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(value)
     np.random.seed(value)

@@ -93,7 +93,7 @@ class SupernetTrainer:
                                           **dict(controller_options))
         self.supernet = self.space.build_supernet()
         n_train, n_val = len(self.data.x_train), len(self.data.x_val)
-        self.batch = max(1, min(self.space.batch_size(self.hp) or 32, n_train))
+        self.batch = max(1, min(self.space.batch_size(self.hp), n_train))
         self.steps = max(1, n_train // self.batch)
         self.eval_batch = max(1, min(self.batch, n_val))
         self.out_dir = supernet_dir(setup.run_dir)
