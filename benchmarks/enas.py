@@ -13,6 +13,7 @@ time the shared-weight search ended (the same wall-time budget), when (if ever) 
 search's best, the time ratio, and Kendall's tau (scipy.stats.kendalltau) of shared-weight vs from-scratch accuracy.
 
     python benchmarks/enas.py                        # CPU, CI-sized: digits (8x8), 20 standalone trials
+    python benchmarks/enas.py --supernet-option warmup_epochs=0                  # ENAS without the warm-up
     python benchmarks/enas.py --generated --backend jax --gpus-per-trial 0.25 --max-concurrent 4   # GPU
 """
 
@@ -110,11 +111,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=20, help="standalone rl trials (default: 20)")
     ap.add_argument("--epochs", type=int, default=10, help="epochs of every from-scratch trial (default: 10)")
-    ap.add_argument("--supernet-epochs", type=int, default=10)
+    ap.add_argument("--supernet-epochs", type=int, default=30)
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--tau-archs", type=int, default=20, help="random architectures for Kendall's tau (>= 20)")
     ap.add_argument("--space-option", action="append", default=[], metavar="KEY=VALUE",
                     help="enas_cnn options (default: layers=6 filters=16)")
+    ap.add_argument("--supernet-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to the shared-weight search, e.g. warmup_epochs=0 (ENAS without the warm-up)")
     ap.add_argument("--generated", action="store_true", help="MNIST-sized 28x28 data made from real digits")
     ap.add_argument("--samples", type=int, default=60000, help="--generated: training images (default: 60000)")
     ap.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
@@ -140,7 +143,8 @@ def main() -> None:
     t_s, wall_s, _ = search(storage, "standalone", *common, "--strategy", "rl", "--strategy-option", "policy=lstm",
                             "--trials", str(args.trials))
     t_w, wall_w, out_w = search(storage, "shared", *common, "--estimation", "shared-weights", "--supernet-epochs",
-                                str(args.supernet_epochs), "--top-k", str(args.top_k))
+                                str(args.supernet_epochs), "--top-k", str(args.top_k),
+                                *[f for opt in args.supernet_option for f in ("--supernet-option", opt)])
     st_s, st_w = run_status(storage, "standalone"), run_status(storage, "shared")
     best_s = st_s["best"]["metrics"]["val_accuracy"]
     best_w = st_w["best"]["metrics"]["val_accuracy"]
@@ -185,7 +189,9 @@ def main() -> None:
     print(f"{'approach':<34} {'wall s':>8} {'from-scratch trials':>20} {'best val_accuracy':>18}")
     print(f"{'standalone rl (LSTM controller)':<34} {wall_s:>8.1f} {args.trials:>20} {best_s:>18.4f}")
     print(f"{'shared weights (ENAS)':<34} {wall_w:>8.1f} {args.top_k:>20} {best_w:>18.4f}")
+    warmup = json.loads((storage / "shared" / "spec.json").read_text())["supernet"].get("warmup_epochs", 0)
     print(f"  shared weights: supernet phase {supernet_s:.1f}s of training ({args.supernet_epochs} epochs, "
+          f"{warmup} of them warm-up, "
           f"{phase_end.get('children', '?')} children evaluated, {len(phase_end.get('ranking') or [])} ranked), "
           f"then {args.top_k} trials")
     print(f"time ratio shared/standalone: {wall_w / wall_s:.3f} (goal <= 0.1 with at least the standalone best)")

@@ -121,7 +121,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     w.add_argument("--top-k", type=_positive_int, default=5,
                    help="shared-weights: architectures trained from scratch after the supernet phase; they are the "
                         "search's trials (default: 5)")
-    w.add_argument("--supernet-epochs", type=_positive_int, default=10, help="shared-weights: supernet epochs (default: 10)")
+    w.add_argument("--supernet-epochs", type=_positive_int, default=30,
+                   help="shared-weights: supernet epochs, the first half on uniformly drawn children (default: 30)")
     w.add_argument("--supernet-option", dest="supernet_options", action="append", type=_option, default=[],
                    metavar="KEY=VALUE", help="shared-weights, repeatable: " + "; ".join(
                        f"{k} ({v[2]}, default {v[0]})" for k, v in SUPERNET_OPTIONS.items()))

@@ -72,7 +72,7 @@ class SearchOptions:
     # -- weight sharing (nas.estimation): a supernet phase, then the top-k trained from scratch as the trials
     estimation: str = "standalone"  # standalone | shared-weights
     top_k: int = 5
-    supernet_epochs: int = 10
+    supernet_epochs: int = 30
     supernet_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:

@@ -160,6 +160,28 @@ def test_the_trainer_trains_ranks_and_resumes_exactly(tmp_path) -> None:
     assert [h["loss"] for h in resumed.state["history"]] == [h["loss"] for h in ref.state["history"]]
 
 
+def test_warmup_epochs_train_uniform_children_and_leave_the_controller_alone(tmp_path) -> None:
+    from nas.estimation.trainer import SupernetTrainer
+
+    digits, setup = _setup(tmp_path)
+    settings = SupernetSettings(epochs=2, top_k=2, controller_steps=2, children_per_step=3, candidates=4,
+                                epoch_best=2, warmup_epochs=1)
+    t = SupernetTrainer(setup, digits, settings, "rl", {"policy": "lstm", "unique": False, "batch": 3},
+                        [{"metric": "val_accuracy", "mode": "max"}])
+    t.restore()
+    policy = json.dumps(t.controller.get_state())
+    drawn = []
+    t._sample = lambda rng: drawn.append(1) or SupernetTrainer._sample(t, rng)  # the controller's draws
+    before = [np.array(v) for v in t.supernet.trainable_weights]
+    warm = t.train_epoch(0)
+    assert warm["warmup"] and warm["children"] == 0 and warm["reward_ma"] is None and warm["best"] is None
+    assert not drawn and json.dumps(t.controller.get_state()) == policy  # uniform children; no controller update
+    assert any(not np.array_equal(a, np.array(b)) for a, b in zip(before, t.supernet.trainable_weights))
+    after = t.train_epoch(1)
+    assert not after["warmup"] and after["children"] == 6 and drawn and t.controller.adam.t == 2
+    assert after["best"]["metrics"]["val_accuracy"] > 0
+
+
 def test_the_supernet_phase_under_jax(tmp_path) -> None:
     """Under jax: the trainer runs an epoch, one compiled step serves every child, the supernet is each child,
     and the chosen op alone gets a gradient (jax.grad through lax.switch)."""
@@ -228,6 +250,8 @@ print("jax ok", rec["best"]["metrics"])
     (["--space", ENAS, "--estimation", "shared-weights", "--supernet-option", "candidates=0"],
      "--supernet-option candidates=0 is not valid; give an integer >= 1"),
     (["--space", ENAS, "--estimation", "shared-weights", "--top-k", "0"], "--top-k: '0' must be >= 1"),
+    (["--space", ENAS, "--estimation", "shared-weights", "--supernet-epochs", "4", "--supernet-option",
+      "warmup_epochs=5"], "--supernet-option warmup_epochs=5 is not valid; give 0 to --supernet-epochs (4)"),
     (["--space", ENAS, "--space-option", "layers=0"], "enas_cnn option layers=0 is not valid"),
 ])
 def test_bad_weight_sharing_input_is_one_line(cli, capsys, monkeypatch, args, needle) -> None:
@@ -254,4 +278,19 @@ def test_given_strategy_refuses_points_outside_the_space() -> None:
 def test_settings_defaults_and_options() -> None:
     s = SupernetSettings.of(3, 2, {"controller_steps": 4})
     assert (s.epochs, s.top_k, s.controller_steps, s.children_per_step) == (3, 2, 4, 10)
+    assert s.warmup_epochs == 1 and SupernetSettings.of(30, 5, {}).warmup_epochs == 15  # half, by default
+    assert SupernetSettings.of(3, 2, {"warmup_epochs": 0}).warmup_epochs == 0
+    # a run stored before warm-up existed resumes without one
+    assert SupernetSettings.from_json({k: v for k, v in s.to_json().items() if k != "warmup_epochs"}).warmup_epochs == 0
     assert replace(s, candidates=7).candidates == 7
+
+
+def test_status_says_when_the_phase_is_in_its_warmup() -> None:
+    from nas.estimation.status import status_line
+
+    warm = {"phase": "supernet", "epoch": 2, "epochs": 6, "reward_ma": None, "best": None,
+            "history": [{"epoch": 1, "warmup": True}, {"epoch": 2, "warmup": True}]}
+    assert status_line(warm) == ("supernet: 2/6 epochs, running or interrupted in its warm-up (uniform children, "
+                                 "the controller waits); reward_ma -")
+    learning = dict(warm, epoch=4, history=[*warm["history"], {"epoch": 3, "warmup": False}])
+    assert "warm-up" not in status_line(learning)

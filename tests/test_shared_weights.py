@@ -45,7 +45,10 @@ def test_a_shared_weights_search_leaves_a_normal_run(reference) -> None:
     out = proc.stdout
     lines = [ln for ln in out.splitlines() if ln.startswith("[supernet ")]
     assert [ln.split("]")[0] for ln in lines] == ["[supernet 1/3", "[supernet 2/3", "[supernet 3/3"], out
-    assert all("loss=" in ln and "reward_ma=" in ln and "best val_accuracy=" in ln for ln in lines), out
+    assert all("loss=" in ln and "reward_ma=" in ln for ln in lines), out
+    # the first of 3 epochs (half, rounded down) trains on uniform children; then the controller learns
+    assert "warm-up: children drawn uniformly" in lines[0] and "0 children" in lines[0], out
+    assert all("best val_accuracy=" in ln for ln in lines[1:]), out
     assert "top 1/2 by shared-weight val_accuracy=" in out and "2 completed, 0 failed" in out, out
 
     status = cli.status("ref")
@@ -63,6 +66,7 @@ def test_a_shared_weights_search_leaves_a_normal_run(reference) -> None:
     run = cli.storage / "ref"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["options"]["estimation"] == "shared-weights" and spec["supernet"]["top_k"] == 2
+    assert spec["supernet"]["warmup_epochs"] == 1
     assert spec["supernet"]["controller_options"] == {"policy": "lstm", "unique": False, "learning_rate": 0.03,
                                                        "batch": 3}
     assert (run / "supernet" / "resume.npz").is_file() and (run / "supernet" / "controller.json").is_file()

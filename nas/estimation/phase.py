@@ -61,10 +61,12 @@ def epoch_line(rec: dict[str, Any], metric: str, describe: Callable[[dict[str, A
     """``[supernet 3/10] loss=0.4123 reward_ma=0.6120 best val_accuracy=0.9250 (epoch 3) c3 s5+0 ... 2.1s``:
     the epoch's shared-weight training loss, the moving average of the sampled children's shared-weight accuracy
     (the controller's reward), and the best sampled architecture so far with its shared-weight score on the whole
-    validation set."""
+    validation set. A warm-up epoch (shared weights only, uniform children) says so instead."""
     best = rec.get("best")
     best_text = (f"best {metric}={format_value(best['metrics'].get(metric))} (epoch {best['epoch']}) "
                  f"{describe(best['values'])}") if best else "no best yet"
+    if rec.get("warmup"):
+        best_text = "warm-up: children drawn uniformly, the controller waits"
     reward = rec.get("reward_ma")
     return (f"[supernet {rec['epoch']}/{rec['epochs']}] loss={format_value(rec['loss'])} "
             f"reward_ma={format_value(reward) if reward is not None else '-'}  {best_text}  "

@@ -52,5 +52,8 @@ def status_line(sn: Mapping[str, Any]) -> str:
     reward = sn.get("reward_ma")
     where = (f"done, top {sn.get('top_k')} of {sn.get('candidates_ranked')} ranked architectures trained from scratch"
              if sn.get("phase") == "trials" else "running or interrupted")
+    history = sn.get("history") or []
+    if sn.get("phase") != "trials" and history and history[-1].get("warmup"):
+        where += " in its warm-up (uniform children, the controller waits)"
     return (f"supernet: {sn.get('epoch')}/{sn.get('epochs')} epochs, {where}; reward_ma "
             f"{format_value(reward) if reward is not None else '-'}{best_text}")

@@ -9,11 +9,14 @@ Each supernet epoch, as ENAS (Pham et al. 2018) alternates:
 (b) the controller: ``controller_steps`` x ``children_per_step`` children it proposes (``ask``), each evaluated
     with the shared weights on one validation minibatch and told (``tell``) its ``val_accuracy`` / ``val_loss``.
 
+The first ``warmup_epochs`` epochs (a ``--supernet-option``) do (a) only, on children drawn uniformly from the
+space: every operation's weights train alike before the controller's samples concentrate on a few.
+
 Then the epoch's best few children are evaluated on the whole validation set (the "best sampled architecture so
 far" of the progress line), and a checkpoint is written atomically to ``<run>/supernet/resume.npz``: the
 supernet's weights, optimizer and random state (``nas.worker``'s checkpoint), plus the controller's JSON state,
 the reward's moving average, the best architecture so far and the per-epoch history. What an epoch does is a
-function of that state, the seed and the epoch number (data order ``epoch_order``, global seed ``epoch_seed``,
+function of that state, the seed and the epoch number (data order ``epoch_order``, global seeds ``seed_epoch``,
 children and validation minibatches from ``default_rng([seed, epoch, ...])``), so a resumed phase continues
 exactly as an uninterrupted one.
 
@@ -42,8 +45,8 @@ from nas.worker import (
     checkpoint_arrays,
     configure_framework,
     epoch_order,
-    epoch_seed,
     load_checkpoint,
+    seed_epoch,
     space_and_data,
     write_checkpoint,
 )
@@ -146,18 +149,20 @@ class SupernetTrainer:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Supernet epoch ``epoch`` (0-based): shared weights, then the controller; checkpointed."""
-        import keras
-
         assert epoch == self.state["epoch"], (epoch, self.state["epoch"])
         started = time.perf_counter()
-        keras.utils.set_random_seed(epoch_seed(self.seed, epoch))
+        # not keras.utils.set_random_seed: TensorFlow's seed clears its kernel cache, and re-creating the kernels of
+        # every branch of the supernet cost 1.7 s per epoch on digits (its 22 train steps take 0.35 s); nothing in
+        # a supernet layer draws from TensorFlow's stateful random ops, and its seed is set once in __init__
+        seed_epoch(self.seed, epoch)
         x, y = self.data.x_train, self.data.y_train
         order = epoch_order(self.seed, epoch, len(x))
         rng = np.random.default_rng([self.seed, epoch, _TRAIN])
+        warmup = epoch < self.settings.warmup_epochs
         losses = []
         for step in range(self.steps):  # (a) the shared weights, one sampled child per minibatch
             idx = order[step * self.batch:(step + 1) * self.batch]
-            child = self._sample(rng)
+            child = P.sample_values(self.hp, rng) if warmup else self._sample(rng)
             logs = self.supernet.train_on_batch([x[idx], *self.space.arch_inputs(child, len(idx))], y[idx],
                                                 return_dict=True)
             losses.append(float(logs["loss"]))
@@ -169,7 +174,7 @@ class SupernetTrainer:
         seen: list[tuple[dict[str, Any], dict[str, float]]] = []
         reward_ma = self.state["reward_ma"]
         metric = self.objectives[0]
-        for _ in range(self.settings.controller_steps):  # (b) the controller, on shared-weight accuracy
+        for _ in range(0 if warmup else self.settings.controller_steps):  # (b) the controller, on shared weights
             for _ in range(self.settings.children_per_step):
                 proposal = self.controller.ask()
                 if proposal is None:
@@ -186,7 +191,7 @@ class SupernetTrainer:
             self.state["best"] = best
         spent = time.perf_counter() - started
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "reward_ma": reward_ma,
-                  "children": len(seen), "epoch_best": best, "time_s": round(spent, 3)}
+                  "children": len(seen), "epoch_best": best, "warmup": warmup, "time_s": round(spent, 3)}
         self.state.update(epoch=epoch + 1, reward_ma=reward_ma, children=self.state["children"] + len(seen),
                           train_time_s=round(self.state["train_time_s"] + spent, 3))
         self.state["history"].append(record)
