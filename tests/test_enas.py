@@ -285,6 +285,23 @@ def test_settings_defaults_and_options() -> None:
     assert replace(s, candidates=7).candidates == 7
 
 
+def test_the_ranking_always_holds_top_k_architectures(tmp_path) -> None:
+    """A policy that proposes fewer distinct children than --top-k: uniform draws fill the ranking."""
+    from nas.estimation.trainer import SupernetTrainer
+
+    digits, setup = _setup(tmp_path)
+    settings = SupernetSettings(epochs=1, top_k=7, controller_steps=1, children_per_step=2, candidates=1,
+                                epoch_best=1)
+    t = SupernetTrainer(setup, digits, settings, "rl", {"policy": "lstm", "unique": False, "batch": 2},
+                        [{"metric": "val_accuracy", "mode": "max"}])
+    t.restore()
+    t.train_epoch(0)
+    ranking = t.rank()["ranking"]
+    assert len({P.canonical(r["values"]) for r in ranking}) == len(ranking) >= 7
+    scores = [r["metrics"]["val_accuracy"] for r in ranking]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_status_says_when_the_phase_is_in_its_warmup() -> None:
     from nas.estimation.status import status_line
 

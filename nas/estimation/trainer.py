@@ -221,8 +221,8 @@ class SupernetTrainer:
 
     # -- the end ----------------------------------------------------------------------------------------------
     def rank(self) -> dict[str, Any]:
-        """Rank ``candidates`` architectures from the final policy (and every epoch's best) by shared-weight
-        score on the whole validation set; checkpointed with the ranking. Returns the ranking (best first) and
+        """Rank ``candidates`` architectures from the final policy (and every epoch's best; uniform draws when
+        those are fewer than ``top_k``) by shared-weight score on the whole validation set; checkpointed with the ranking. Returns the ranking (best first) and
         the controller's final state."""
         if self.state["ranking"] is None:
             metric = self.objectives[0]
@@ -235,6 +235,13 @@ class SupernetTrainer:
             while len(pool) < self.settings.candidates + len(self.state["history"]) and \
                     tries < 20 * self.settings.candidates:
                 values = self._sample(rng)
+                pool.setdefault(P.canonical(values), values)
+                tries += 1
+            # a concentrated policy proposes few distinct children (~18 of 2,000 draws on digits): architectures
+            # drawn uniformly, ranked the same way, fill the pool so that --top-k gets its K trials (a space with
+            # fewer than K architectures: all it has)
+            while len(pool) < self.settings.top_k and tries < 20 * (self.settings.candidates + self.settings.top_k):
+                values = P.sample_values(self.hp, rng)
                 pool.setdefault(P.canonical(values), values)
                 tries += 1
             ranked = []
