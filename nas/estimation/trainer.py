@@ -222,8 +222,8 @@ class SupernetTrainer:
     # -- the end ----------------------------------------------------------------------------------------------
     def rank(self) -> dict[str, Any]:
         """Rank ``candidates`` architectures from the final policy (and every epoch's best; uniform draws when
-        those are fewer than ``top_k``) by shared-weight score on the whole validation set; checkpointed with the ranking. Returns the ranking (best first) and
-        the controller's final state."""
+        those are fewer than ``top_k``) by shared-weight score on the whole validation set; checkpointed with
+        the ranking. Returns the ranking (best first) and the controller's final state."""
         if self.state["ranking"] is None:
             metric = self.objectives[0]
             rng = np.random.default_rng([self.seed, self.settings.epochs, _RANK])
