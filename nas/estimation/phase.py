@@ -63,10 +63,13 @@ def epoch_line(rec: dict[str, Any], metric: str, describe: Callable[[dict[str, A
     (the controller's reward), and the best sampled architecture so far with its shared-weight score on the whole
     validation set. A warm-up epoch (shared weights only, uniform children) says so instead."""
     best = rec.get("best")
-    best_text = (f"best {metric}={format_value(best['metrics'].get(metric))} (epoch {best['epoch']}) "
-                 f"{describe(best['values'])}") if best else "no best yet"
     if rec.get("warmup"):
         best_text = "warm-up: children drawn uniformly, the controller waits"
+    elif best:
+        best_text = f"best {metric}={format_value(best['metrics'].get(metric))} (epoch {best['epoch']}) " \
+                    f"{describe(best['values'])}"
+    else:
+        best_text = "no best yet"
     reward = rec.get("reward_ma")
     return (f"[supernet {rec['epoch']}/{rec['epochs']}] loss={format_value(rec['loss'])} "
             f"reward_ma={format_value(reward) if reward is not None else '-'}  {best_text}  "
