@@ -16,8 +16,13 @@ import importlib
 import os
 from typing import Any
 
-# TensorFlow's C++ log lines stay out of the terminal (a user's own setting wins; `--verbose` shows them).
+# TensorFlow's C++ log lines stay out of the terminal (a user's own setting wins; `--verbose` shows them), and
+# so does the banner it writes while it is imported, before any log level applies (nas.quiet).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("NAS_VERBOSE") != "1":
+    from nas.quiet import hide_tensorflow_banner
+
+    hide_tensorflow_banner()
 
 __version__ = "0.1.0"
 

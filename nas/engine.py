@@ -26,8 +26,9 @@ from nas.inputs import kept, label
 from nas.lock import FILES as LOCK_FILES
 from nas.lock import owning
 from nas.objective import Objective, parse_objectives
+from nas.quiet import quiet_environment
 from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, TrialSetup
-from nas.ray_runtime import (EarlyRay, check_resources, cleanup_local_ray, package_versions, quiet_environment,
+from nas.ray_runtime import (EarlyRay, check_resources, cleanup_local_ray, package_versions,
                              record_local_ray, trial_resources)
 from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
 from nas.results import rank

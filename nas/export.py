@@ -38,7 +38,7 @@ from nas import backends
 from nas.artifacts import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, load_best
 from nas.errors import NasError, RunError
 from nas.objective import Objective
-from nas.ray_runtime import quiet_environment
+from nas.quiet import quiet_environment
 from nas.results import format_config, format_value, pareto_front, rank
 from nas.store import ExperimentStore, write_json
 from nas.task import Task

@@ -1,4 +1,4 @@
-"""The Ray runtime a search runs on: quiet environment, starting or joining Ray, fitting resource requests to the
+"""The Ray runtime a search runs on: starting or joining Ray, fitting resource requests to the
 cluster's nodes, package versions, and cleaning up after a driver that was killed.
 
 Nothing here imports TensorFlow; Ray is imported only by the functions that need it.
@@ -16,7 +16,6 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,49 +28,6 @@ PACKAGES = ("nas", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ray"
 WARM_UP_HOOK = "nas.trial.warm_up"
 #: a Horovod trial's own bundle (its "driver"): it only coordinates the ranks and reports to Tune
 DRIVER_CPUS = 0.1
-
-
-# -- quiet by default ---------------------------------------------------------------------------------------
-# Always set for the trial workers (a user's own setting wins). Tune gives a reused worker's previous trial
-# thread 2 s to end before the next trial; a Keras fit stopped by a scheduler can take longer to unwind, and the
-# next trial then fails to start (ray-project/ray#29268).
-WORKER_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
-
-# TensorFlow's oneDNN CPU kernels stay on: a cnn trial on digits takes 0.80x the CPU time with them
-# (benchmarks: farm-bench, 4 trials x 5 epochs, 3 runs each); their start-up banner is an INFO log line, which
-# TF_CPP_MIN_LOG_LEVEL hides.
-QUIET_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    "ABSL_MIN_LOG_LEVEL": "3",
-    "GRPC_VERBOSITY": "ERROR",
-    "RAY_DEDUP_LOGS": "1",
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "PYTHONWARNINGS": "ignore",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-}
-
-
-def quiet_environment(verbose: bool) -> dict[str, str]:
-    # Resume does not use Ray Tune's own experiment snapshots: after a SIGKILL of the driver, Tuner.restore re-runs
-    # trials that completed within the last snapshot period (>= 10 s by default). Our run store is written after
-    # every event and is what resumes.
-    always = ("RAY_USAGE_STATS_ENABLED",)
-    env = dict(QUIET_ENV) if not verbose else {k: QUIET_ENV[k] for k in always}
-    for k, v in env.items():
-        if k in always:
-            os.environ[k] = v
-        else:  # a user's own setting wins
-            os.environ.setdefault(k, v)
-    for k, v in WORKER_ENV.items():
-        os.environ.setdefault(k, v)
-    env = {k: os.environ[k] for k in [*env, *WORKER_ENV]}
-    if not verbose:
-        warnings.filterwarnings("ignore")
-        # Ray Tune logs each failed trial's traceback at ERROR; the recorder already reports it in one line
-        for name in ("ray", "ray.tune", "ray.train", "ray.data", "tensorflow", "absl", "optuna"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    return env
 
 
 @contextlib.contextmanager

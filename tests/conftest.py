@@ -79,13 +79,19 @@ def no_leftover_ray_processes() -> Any:
     assert not left, f"Ray processes left running after the tests: {sorted(left)}"
 
 
+#: TensorFlow's oneDNN on, as it is by default on a CPU with AVX-512: its import then writes a banner to stderr
+#: before any log level applies (nas.quiet), so the quiet-output tests exercise its filter on every machine
+ONEDNN_ON = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
 class CLI:
-    def __init__(self, storage: Path, cwd: Path) -> None:
+    def __init__(self, storage: Path, cwd: Path, extra_env: dict[str, str] | None = None) -> None:
         self.storage = storage
         self.cwd = cwd
+        self.extra_env = dict(extra_env or {})
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(os.environ, **self.extra_env)
         env["NAS_STORAGE"] = str(self.storage)
         env["KERAS_HOME"] = str(self.storage / ".keras")  # never reuse a user's downloaded data sets
         env.pop("RAY_ADDRESS", None)
@@ -125,6 +131,6 @@ def cli(tmp_path: Path) -> CLI:
 def small_run(tmp_path_factory: Any) -> tuple[CLI, str, subprocess.CompletedProcess]:
     """One small real search shared by the output tests (status, runs, plot, TensorBoard, quiet output)."""
     root = tmp_path_factory.mktemp("small-run")
-    cli = CLI(root / "runs", root)
+    cli = CLI(root / "runs", root, extra_env=ONEDNN_ON)
     proc = cli("search", "--trials", "3", "--epochs", "2", "--name", "small", "--seed", "1", "--max-concurrent", "2")
     return cli, "small", proc

@@ -272,13 +272,44 @@ def _start_marked(cli, marker: str, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _epochs_recorded(run: Path) -> int:
+    return sum(len(r.get("history") or []) for r in _records(run).values())
+
+
+def _names_pid(path: Path, key: str, pid: int) -> bool:
+    try:
+        return json.loads(path.read_text()).get(key) == pid
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+#: moments of a driver's life, each an observed event (never a delay, which a fast machine outruns): just
+#: started (the interpreter), owning the run (its lock taken, Ray not yet up), its Ray up, a new epoch recorded
+MOMENTS = ("interpreter", "lock", "ray", "epoch")
+
+
+def _wait_for_moment(moment: str, run: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    epochs = _epochs_recorded(run)
+    reached = {
+        "interpreter": lambda: True,
+        "lock": lambda: _names_pid(run / "driver.json", "pid", proc.pid),
+        "ray": lambda: _names_pid(run / "ray" / "local.json", "driver_pid", proc.pid),
+        "epoch": lambda: _epochs_recorded(run) > epochs,
+    }[moment]
+    deadline = time.time() + timeout
+    while not reached():
+        assert proc.poll() is None, f"the driver ended before its kill ({moment}): {proc.communicate()}"
+        assert time.time() < deadline, f"the driver never reached its kill ({moment})"
+        time.sleep(0.05)
+
+
 def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
-    """5 kill -9 of the driver (one surely mid-trial, four at random moments), concurrency 2 with ASHA, a resume
-    after each: the budget completes, no trial id twice, no completed trial re-run, trials continue
-    from their last epoch, and nothing of the killed drivers' Ray is left."""
+    """5 kill -9 of the driver (one surely mid-trial, then one at each moment of MOMENTS in a random order),
+    concurrency 2 with ASHA, a resume after each: the budget completes, no trial id twice, no completed trial
+    re-run, trials continue from their last epoch, and nothing of the killed drivers' Ray is left."""
     budget, epochs = 8, 4
     run = cli.storage / "scale"
-    rng = random.Random(16)
+    moments = random.Random(16).sample(MOMENTS, len(MOMENTS))
     proc = _start_marked(cli, "0", "search", "--trials", str(budget), "--epochs", str(epochs), "--max-concurrent", "2",
                          "--scheduler", "asha", "--seed", "5", "--name", "scale")
     completed_at_kill: dict[str, dict] = {}
@@ -286,8 +317,8 @@ def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
     for k in range(1, 6):
         if k == 1:  # surely mid-trial
             _wait_for(run, proc, completed=1)
-        else:  # random moments of a driver's life: the interpreter, starting Ray, trials
-            time.sleep(rng.uniform(3, 35))
+        else:
+            _wait_for_moment(moments[k - 2], run, proc)
         assert proc.poll() is None, f"driver {k - 1} ended before its kill: {proc.communicate()}"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
