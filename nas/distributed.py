@@ -245,7 +245,8 @@ def train_trial_horovod(config: dict[str, Any], data: Any = None, setup: TrialSe
     settings = RayExecutor.create_settings(timeout_s=120, placement_group_timeout_s=300)
     executor = RayExecutor(settings, num_workers=workers, cpus_per_worker=setup.cpus_per_trial,
                            use_gpu=gpus > 0, gpus_per_worker=gpus or None, use_current_placement_group=True)
-    env = {k: v for k, v in os.environ.items() if k.startswith(("TF_", "ABSL_", "GRPC_", "PYTHONWARNINGS", "NAS_VERBOSE"))}
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("TF_", "ABSL_", "GRPC_", "PYTHONWARNINGS", "NAS_VERBOSE"))}
     executor.start(executable_cls=DataParallelTrainer, executable_kwargs={"config": config, "data": data,
                                                                           "setup": setup},
                    extra_env_vars=env)
