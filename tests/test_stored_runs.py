@@ -1,0 +1,74 @@
+"""Stored runs keep working: run directories written by an earlier version (committed under tests/data, exactly as
+that version wrote them) are listed, shown, exported and resumed by this one.
+
+``runs_af59df6/`` was written by commit af59df6 (the last main before the engine's re-layout), with the default
+digits data and the built-in ``mlp`` space and ``given`` strategy (tiny models: the copy is 480 KB):
+- ``finished``: 2 trials x 2 epochs, done;
+- ``interrupted``: 3 trials x 30 epochs at concurrency 1, its driver killed with SIGKILL while trial 1 was
+  running at epoch 3 (trial 0 completed, trial 2 not started; trial 1 has its epoch checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import nas
+
+DATA = Path(__file__).resolve().parent / "data" / "runs_af59df6"
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def stored(cli) -> object:
+    shutil.copytree(DATA, cli.storage)
+    return cli
+
+
+def _record(run: Path, tid: str) -> dict:
+    return json.loads((run / "trials" / f"{tid}.json").read_text())
+
+
+def test_an_earlier_versions_runs_are_listed_and_shown(stored, capsys, monkeypatch) -> None:
+    code, out, err = stored.inprocess("runs", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert (rows["finished"]["state"], rows["finished"]["completed"], rows["finished"]["budget"]) == ("finished", 2, 2)
+    assert (rows["interrupted"]["state"], rows["interrupted"]["completed"]) == ("interrupted", 1)
+    code, out, err = stored.inprocess("status", "interrupted", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["counts"] == {"completed": 1, "failed": 0, "running": 0, "pending": 1}, status["counts"]
+    assert status["next"] == "nas resume interrupted"
+    code, out, err = stored.inprocess("status", "finished", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "2 completed, 0 failed" in out and "state: finished" in out, out + err
+    run = nas.open_run("finished", storage=str(stored.storage))
+    assert [t["trial_id"] for t in run.trials] == ["0", "1"] and run.best["trial_id"] == "0"
+
+
+def test_an_earlier_versions_run_is_exported(stored, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    proc = stored("export", "finished", "--out", str(out))
+    assert "exported trial 0" in proc.stdout and "every format verified" in proc.stdout, proc.stdout
+    assert (out / "model.keras").stat().st_size > 10_000 and (out / "saved_model").is_dir()
+
+
+def test_an_earlier_versions_interrupted_run_resumes_where_it_stopped(stored) -> None:
+    run = stored.storage / "interrupted"
+    before = {tid: _record(run, tid) for tid in ("0", "1")}
+    proc = stored("resume", "interrupted", timeout=400)
+    assert "resuming run interrupted" in proc.stdout, proc.stdout
+    status = stored.status("interrupted")
+    assert status["state"] == "finished"
+    assert status["counts"] == {"completed": 3, "failed": 0, "running": 0, "pending": 0}, status["counts"]
+    after = {tid: _record(run, tid) for tid in ("0", "1", "2")}
+    assert after["0"]["finished"] == before["0"]["finished"]  # the completed trial was not run again
+    assert after["1"]["resumed_from_epoch"] == len(before["1"]["history"]) == 3  # from its checkpoint
+    assert [h["epoch"] for h in after["1"]["history"]] == list(range(1, 31))
+    assert after["1"]["history"][:3] == before["1"]["history"]  # its earlier epochs kept as they were
+    configs = [after[t]["config"]["activation"] + after[t]["config"]["optimizer"] for t in ("0", "1", "2")]
+    assert configs == ["reluadam", "tanhsgd", "relusgd"]  # the given strategy went on from its stored state
