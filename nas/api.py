@@ -28,6 +28,7 @@ from nas.errors import DataError, NasError, RunError
 from nas.estimation import SHARED
 from nas.objective import Objective
 from nas.options import SearchOptions, SearchResult
+from nas.records import TrialStatus
 from nas.results import pareto_front, rank
 from nas.store import ExperimentStore
 
@@ -224,7 +225,7 @@ class Run:
         self.wall_s = result.wall_s if result else None
 
     def __repr__(self) -> str:
-        done = sum(t["status"] == "completed" for t in self.trials)
+        done = sum(t["status"] == TrialStatus.COMPLETED for t in self.trials)
         best = self.best
         obj = self.objectives[0]
         value = f", best {obj.metric}={best['metrics'].get(obj.metric):.4g} (trial {best['trial_id']})" if best else ""
@@ -303,7 +304,7 @@ class Run:
         from nas.artifacts import load_best
         from nas.registry import create_space
         from nas.task import Task
-        from nas.worker import artifact_dir
+        from nas.rundir import trial_dir
 
         t = self._trial(trial)
         spec = self.spec
@@ -312,7 +313,7 @@ class Run:
             space = create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
             return space.build(P.to_hp(space.hyperparameters(), t["config"]))
 
-        directory = artifact_dir(self.directory, t["trial_id"])
+        directory = trial_dir(self.directory, t["trial_id"])
         found = load_best(directory, build)
         if found is None:
             raise RunError(f"trial {t['trial_id']} of run {self.name!r} saved no model ({directory})")

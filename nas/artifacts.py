@@ -24,10 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from nas.objective import Objective
-
-BEST_MODEL = "best.keras"
-BEST_INFO = "best.json"
-BEST_WEIGHTS = "best.npz"
+from nas.rundir import BEST_INFO, BEST_MODEL, BEST_WEIGHTS
 
 
 def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

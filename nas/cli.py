@@ -20,6 +20,7 @@ from nas.options import (
     STORAGE_HELP,
     TASK_KINDS,
 )
+from nas.records import TrialStatus
 from nas.results import format_config, format_value
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT}
@@ -233,8 +234,8 @@ def _report(result: Any) -> int:
     names --storage when the run is not in the default storage, so it works when pasted)."""
     from nas.store import storage_flag
 
-    done = sum(t["status"] == "completed" for t in result.trials)
-    failed = sum(t["status"] == "failed" for t in result.trials)
+    done = sum(t["status"] == TrialStatus.COMPLETED for t in result.trials)
+    failed = sum(t["status"] == TrialStatus.FAILED for t in result.trials)
     where = storage_flag(Path(result.directory).parent)
     ended = "interrupted" if result.interrupted else "stopped early" if result.stopped else "finished"
     print(f"{ended}: {done} completed, {failed} failed in {result.wall_s:.1f}s")

@@ -32,8 +32,8 @@ import numpy as np
 from nas import params as P
 from nas.errors import NasError
 from nas.options import TrialSetup
+from nas.rundir import trial_dir
 from nas.worker import (
-    artifact_dir,
     check_finite,
     configure_framework,
     epoch_fields,
@@ -120,7 +120,7 @@ class DataParallelTrainer:
         self.epoch = 0
         self.resumed: dict[str, Any] | None = None
         if setup.run_dir:
-            self.out_dir = artifact_dir(setup.run_dir, self.trial_id)
+            self.out_dir = trial_dir(setup.run_dir, self.trial_id)
             if self.rank == 0:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 self.resumed = load_checkpoint(self.out_dir, self.model)  # builds the optimizer when it restores

@@ -26,12 +26,14 @@ from nas.inputs import kept, label
 from nas.lock import FILES as LOCK_FILES
 from nas.lock import owning
 from nas.objective import Objective, parse_objectives
-from nas.quiet import quiet_environment
 from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, TrialSetup
+from nas.quiet import quiet_environment
 from nas.ray_runtime import (EarlyRay, check_resources, cleanup_local_ray, package_versions,
                              record_local_ray, trial_resources)
+from nas.records import TrialStatus, ended
 from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
 from nas.results import rank
+from nas.rundir import RAY
 from nas.store import ExperimentStore, check_name, generate_name, open_storage
 from nas.task import is_classification, make_task
 
@@ -247,20 +249,20 @@ def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], d
     records = {t["trial_id"]: t for t in store.trials()}
     told = {o.trial_id: o.metrics for o in strategy.history}
     for rec in records.values():  # the strategy was told, but the driver died before the record said so
-        if rec["status"] not in ("completed", "failed") and rec["trial_id"] in told:
-            rec.update(status="completed" if told[rec["trial_id"]] is not None else "failed",
+        if not ended(rec) and rec["trial_id"] in told:
+            rec.update(status=TrialStatus.COMPLETED if told[rec["trial_id"]] is not None else TrialStatus.FAILED,
                        finished=rec.get("updated"))
             store.write_trial(rec)
     replay = []
     for trial_id, values in list(strategy.pending.items()):
         rec = records.get(trial_id)
-        if rec and rec["status"] == "completed":  # finished, but the driver died before telling the strategy
+        if rec and rec["status"] == TrialStatus.COMPLETED:  # done, but the driver died before telling the strategy
             strategy.tell(trial_id, rec["metrics"])
-        elif rec and rec["status"] == "failed":
+        elif rec and rec["status"] == TrialStatus.FAILED:
             strategy.tell(trial_id, None)
         else:  # was running or about to: run it again, from its last epoch checkpoint
             replay.append((trial_id, values, list(rec["history"]) if rec else []))
-    done = sum(r["status"] in ("completed", "failed") for r in records.values() if r["trial_id"] not in
+    done = sum(ended(r) for r in records.values() if r["trial_id"] not in
                {t for t, _, _ in replay})
     if opts.trials < done:
         raise RunError(f"--trials {opts.trials} is below the {done} trials this run has already finished")
@@ -356,7 +358,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
 
     run = train_trial_horovod if opts.distributed == "horovod" else train_trial
     trainable = tune.with_resources(tune.with_parameters(run, data=data, setup=setup), resources)
-    sessions = store.root / "ray"
+    sessions = store.root / RAY
     session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
     tuner = tune.Tuner(
         trainable,
@@ -388,7 +390,7 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     interrupted = not budget.spent and not searcher.exhausted and not guard.tripped
     if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint
         for rec in store.trials():
-            if rec["status"] == "running":
-                rec["status"] = "pending"
+            if rec["status"] == TrialStatus.RUNNING:
+                rec["status"] = TrialStatus.PENDING
                 store.write_trial(rec)
     return _result(store, objectives[0], time.time() - started, interrupted, stopped=guard.reason)

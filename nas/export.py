@@ -35,14 +35,16 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nas import backends
-from nas.artifacts import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, load_best
+from nas.artifacts import load_best
 from nas.errors import NasError, RunError
 from nas.objective import Objective
 from nas.quiet import quiet_environment
+from nas.records import TrialStatus
 from nas.results import format_config, format_value, pareto_front, rank
+from nas.rundir import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, trial_dir
 from nas.store import ExperimentStore, write_json
 from nas.task import Task
-from nas.worker import artifact_dir, trial_seed
+from nas.worker import trial_seed
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
 DEFAULT_FORMATS = ("keras", "savedmodel")
@@ -130,7 +132,7 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
     """
     if trial_id is not None:
         t = store.trial(str(trial_id))
-        if t.get("status") != "completed":
+        if t.get("status") != TrialStatus.COMPLETED:
             raise RunError(f"trial {trial_id!r} of run {store.name!r} is {t.get('status')}, not completed; "
                            f"export a completed trial (see `{store.command('status')}`)")
         return t
@@ -369,8 +371,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     objectives = [Objective(**o) for o in spec["objectives"]]
     trial = choose_trial(store, objectives, opts.trial, log)
     tid = str(trial["trial_id"])
-    saved = artifact_dir(store.root, tid) / BEST_MODEL
-    weights = artifact_dir(store.root, tid) / BEST_WEIGHTS  # a trial cut short before writing best.keras has these
+    saved = trial_dir(store.root, tid) / BEST_MODEL
+    weights = trial_dir(store.root, tid) / BEST_WEIGHTS  # a trial cut short before writing best.keras has these
     if not opts.retrain and not saved.is_file() and not weights.is_file():
         raise RunError(f"trial {tid} of run {store.name!r} saved no model ({saved} is missing; runs made before "
                        f"trials saved their best epoch have none); export it with --retrain")
@@ -459,14 +461,14 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         "trial_id": tid,
         "objective": objectives[0].to_json(),
         "metrics": trial["metrics"],
-        "best_epoch_saved": _read_json(artifact_dir(store.root, tid) / BEST_INFO),
+        "best_epoch_saved": _read_json(trial_dir(store.root, tid) / BEST_INFO),
         "retrain": retrain,
         "verification": {"inputs": int(len(batch)), "tolerance": TOLERANCE, "max_abs_difference": differences},
     }
     write_json(out / "architecture.json", architecture)
     write_json(out / "metrics.json", metrics)
     (out / "summary.txt").write_text(_summary(model))
-    n_completed = sum(t.get("status") == "completed" for t in store.trials())
+    n_completed = sum(t.get("status") == TrialStatus.COMPLETED for t in store.trials())
     (out / "README.md").write_text(_model_card(spec, trial, objectives, architecture, trial["metrics"], files,
                                                differences, retrain, n_completed))
     return ExportResult(out, tid, files, differences, time.perf_counter() - started, metrics)

@@ -27,10 +27,9 @@ import numpy as np
 
 from nas.data import Dataset
 from nas.options import SearchOptions
+from nas.rundir import DATA, PLUGINS
 from nas.store import ExperimentStore
 
-DATA_FILE = "data.npz"
-PLUGINS_DIR = "plugins"
 #: our own packages: importable wherever nas is installed
 OWN_PACKAGES = ("nas", "search_spaces", "strategies")
 
@@ -96,14 +95,14 @@ def kept(store: ExperimentStore, opts: SearchOptions, data: Dataset | None, spac
     written: list[Path] = []
     try:
         if space is not None:
-            opts.space = reference(space, store.root / PLUGINS_DIR / "space.pkl")
+            opts.space = reference(space, store.root / PLUGINS / "space.pkl")
         if strategy is not None:
-            opts.strategy = reference(strategy, store.root / PLUGINS_DIR / "strategy.pkl")
+            opts.strategy = reference(strategy, store.root / PLUGINS / "strategy.pkl")
         opts.space, opts.strategy = plugin_ref(opts.space), plugin_ref(opts.strategy)
-        written.append(store.root / PLUGINS_DIR)
+        written.append(store.root / PLUGINS)
         if data is not None:
-            written.append(store.root / DATA_FILE)
-            opts.data = save_data(data, store.root / DATA_FILE)
+            written.append(store.root / DATA)
+            opts.data = save_data(data, store.root / DATA)
         yield
     except BaseException:
         if not store.exists():

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nas.errors import NasError, RunError, StorageError
+from nas.rundir import LOCK, OWNER
 from nas.store import read_json, write_json
 
-LOCK_FILE = "driver.lock"
-OWNER_FILE = "driver.json"
-FILES = (LOCK_FILE, OWNER_FILE)
+FILES = (LOCK, OWNER)
 #: a reader probing the lock holds it for microseconds; a new driver retries this long before it gives up
 RETRY_S = 1.0
 #: a file system that refuses locks (Lustre without -o flock, some FUSE mounts)
@@ -68,7 +67,7 @@ class RunLock:
 
     @property
     def path(self) -> Path:
-        return self.root / LOCK_FILE
+        return self.root / LOCK
 
     def acquire(self) -> "RunLock":
         """Take the lock or raise ``RunError`` naming the driver that holds it."""
@@ -102,7 +101,7 @@ class RunLock:
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
                       "command": " ".join(sys.argv)}
         try:
-            write_json(self.root / OWNER_FILE, self.owner)
+            write_json(self.root / OWNER, self.owner)
         except BaseException:  # e.g. a full storage: let go at once
             self.fd = None
             os.close(fd)
@@ -117,12 +116,12 @@ class RunLock:
             return
         try:
             if restore and self.previous:
-                write_json(self.root / OWNER_FILE, self.previous)
+                write_json(self.root / OWNER, self.previous)
             elif remove:
                 for name in FILES:  # while still holding it (see the inode check in ``acquire``)
                     (self.root / name).unlink(missing_ok=True)
             elif outcome:
-                write_json(self.root / OWNER_FILE, {**self.owner, "ended": time.time(), "outcome": outcome})
+                write_json(self.root / OWNER, {**self.owner, "ended": time.time(), "outcome": outcome})
         except OSError:  # full or read-only storage: the kernel's lock still goes; a reader sees no live driver
             pass
         finally:
@@ -138,7 +137,7 @@ class RunLock:
 def read_owner(root: Path) -> dict[str, Any]:
     """What ``driver.json`` says ({} when there is none or it cannot be read)."""
     try:
-        data = read_json(Path(root) / OWNER_FILE)
+        data = read_json(Path(root) / OWNER)
         return data if isinstance(data, dict) else {}
     except (RunError, OSError):
         return {}
@@ -148,7 +147,7 @@ def driver_state(root: Path) -> dict[str, Any]:
     """The run's last (or current) driver as ``driver.json`` records it, plus ``live``: whether a driver holds
     the run's lock now. Asks the kernel (the lock), not clocks. For readers only, never the driver itself: on
     NFS, where flock is a POSIX lock, closing any descriptor of the file drops the whole process's lock."""
-    path = Path(root) / LOCK_FILE
+    path = Path(root) / LOCK
     owner = read_owner(root)
     if not path.is_file():
         return {**owner, "live": False}

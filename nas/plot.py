@@ -17,6 +17,7 @@ import numpy as np
 
 from nas.errors import RunError
 from nas.objective import Objective
+from nas.records import TrialStatus
 from nas.results import pareto_front, rank, sort_by_id
 
 BEST = "#d62728"
@@ -114,8 +115,8 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
     objectives = [Objective(**o) for o in spec["objectives"]]
     obj = objectives[0]
     trials = sort_by_id(trials)
-    done = [t for t in trials if t.get("status") == "completed" and obj.value(t.get("metrics")) is not None]
-    failed = [t for t in trials if t.get("status") == "failed"]
+    done = [t for t in trials if t.get("status") == TrialStatus.COMPLETED and obj.value(t.get("metrics")) is not None]
+    failed = [t for t in trials if t.get("status") == TrialStatus.FAILED]
     if not done:
         raise RunError(f"run {spec['name']!r} has no completed trial with {obj.metric} yet; nothing to plot")
     best = rank(done, obj)[0]

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from nas.objective import Objective
 from nas.options import Budget
+from nas.records import TrialStatus
 from nas.results import format_config, format_value
 
 
@@ -75,12 +76,12 @@ class LinePrinter:
 
     def line(self, kind: str, rec: dict[str, Any]) -> str | None:
         """A finished trial's line (None for other events)."""
-        if kind == "earlier" and rec.get("status") == "completed":
+        if kind == "earlier" and rec.get("status") == TrialStatus.COMPLETED:
             self._consider(rec)
-        if kind not in ("completed", "failed"):
+        if kind not in (TrialStatus.COMPLETED, TrialStatus.FAILED):
             return None
         m = self.objective.metric
-        if kind == "failed":
+        if kind == TrialStatus.FAILED:
             self.failed += 1
             return f"[{self.done}/{self.total}] trial {rec['trial_id']} failed: {rec.get('error')}"
         metrics = rec.get("metrics") or {}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nas.errors import ResourceError
+from nas.rundir import LOCAL_RAY
 from nas.store import ExperimentStore, read_json, write_json
 
 PACKAGES = ("nas", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ray", "optuna", "numpy", "scikit-learn")
@@ -409,7 +410,7 @@ def record_local_ray(store: ExperimentStore) -> None:
         session_dir = w._global_node.get_session_dir_path()
     except Exception:
         return
-    write_json(store.root / "ray" / "local.json", {"driver_pid": os.getpid(), "session_dir": session_dir})
+    write_json(store.root / LOCAL_RAY, {"driver_pid": os.getpid(), "session_dir": session_dir})
 
 
 def cleanup_local_ray(store: ExperimentStore) -> list[int]:
@@ -420,7 +421,7 @@ def cleanup_local_ray(store: ExperimentStore) -> list[int]:
     dead driver's local instance, hence this."""
     prefix = f"{RUN_MARK}={store.root.resolve()}#".encode()
     session = ""
-    path = store.root / "ray" / "local.json"
+    path = store.root / LOCAL_RAY
     if path.is_file():
         try:
             info = read_json(path)

@@ -15,8 +15,9 @@ from nas.estimation.status import status_line, supernet_status
 from nas.lock import driver_state, when
 from nas.objective import Objective
 from nas.progress import format_duration, interactive
+from nas.records import STATUSES, TrialStatus
 from nas.results import format_config, format_value, pareto_front, rank
-from nas.store import STATUSES, ExperimentStore, default_storage, storage_flag
+from nas.store import ExperimentStore, default_storage, storage_flag
 
 _SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "device", "started", "finished")
 
@@ -64,7 +65,7 @@ def run_state(counts: Mapping[str, int], budget: int, driver: Mapping[str, Any])
     head: `nas resume` continues it). From the lock and the records, never from clocks."""
     if driver.get("live"):
         return "running"
-    if counts["completed"] + counts["failed"] >= budget:
+    if counts[TrialStatus.COMPLETED] + counts[TrialStatus.FAILED] >= budget:
         return "finished"
     if driver.get("outcome") in ("finished", "stopped"):
         return driver["outcome"]
@@ -78,7 +79,8 @@ def status_json(store: ExperimentStore) -> dict[str, Any]:
     driver = driver_state(store.root)
     trials = store.trials()
     if not driver["live"]:  # nothing runs without a driver: what was running continues after `nas resume`
-        trials = [{**t, "status": "pending"} if t["status"] == "running" else t for t in trials]
+        trials = [{**t, "status": TrialStatus.PENDING} if t["status"] == TrialStatus.RUNNING else t
+                  for t in trials]
     ranked = rank(trials, objectives[0])
     counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
     out = {
@@ -97,7 +99,7 @@ def status_json(store: ExperimentStore) -> dict[str, Any]:
         "created": spec.get("created"),
         "elapsed_s": searching_s(spec, trials, driver["live"]),
         "wall_s": wall_s(spec, trials, driver["live"]),
-        "remaining": max(0, int(spec["trials"]) - counts["completed"] - counts["failed"]),
+        "remaining": max(0, int(spec["trials"]) - counts[TrialStatus.COMPLETED] - counts[TrialStatus.FAILED]),
         "state": run_state(counts, int(spec["trials"]), driver),
         "driver": ({k: driver.get(k) for k in ("pid", "host", "since", "ended", "outcome")}
                    if driver.get("pid") else None),
@@ -150,7 +152,7 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         f"objective " + \
         ", ".join(map(str, objectives))
     metrics = [o.metric for o in objectives]
-    failed = [t for t in data["trials"] if t["status"] == "failed"]
+    failed = [t for t in data["trials"] if t["status"] == TrialStatus.FAILED]
     if rich:
         from rich.console import Console
         from rich.table import Table

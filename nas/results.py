@@ -10,6 +10,7 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from nas.objective import Objective
+from nas.records import TrialStatus
 
 #: keys Ray or our runner add to every report that are bookkeeping, not metrics
 BOOKKEEPING = {
@@ -61,7 +62,7 @@ def best_epoch(history: Sequence[Mapping[str, Any]], objective: Objective) -> di
 
 def rank(trials: Iterable[Mapping[str, Any]], objective: Objective) -> list[Mapping[str, Any]]:
     """Completed trials with a usable objective, best first."""
-    scored = [(objective.score(t.get("metrics")), t) for t in trials if t.get("status") == "completed"]
+    scored = [(objective.score(t.get("metrics")), t) for t in trials if t.get("status") == TrialStatus.COMPLETED]
     scored = [(s, t) for s, t in scored if s is not None]
     scored.sort(key=lambda st: (-st[0], _id_key(st[1])))
     return [t for _, t in scored]
@@ -100,7 +101,7 @@ def pareto_front(trials: Iterable[Mapping[str, Any]], objectives: Sequence[Objec
     """
     scored = []
     for t in trials:
-        if t.get("status") != "completed":
+        if t.get("status") != TrialStatus.COMPLETED:
             continue
         s = [o.score(t.get("metrics")) for o in objectives]
         if all(v is not None for v in s):

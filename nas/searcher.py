@@ -18,10 +18,11 @@ from ray.tune.search import Searcher
 
 from nas.objective import Objective
 from nas.options import Budget
+from nas.records import TrialStatus
 from nas.results import add_epoch, best_epoch, epoch_metrics
+from nas.rundir import BEST_MODEL, BEST_WEIGHTS, CHECKPOINT, trial_dir, trial_record
 from nas.strategy import Strategy
-from nas.artifacts import BEST_MODEL, BEST_WEIGHTS
-from nas.worker import CHECKPOINT, GENERATION_KEY, TRIAL_KEY, artifact_dir, split_config
+from nas.worker import GENERATION_KEY, TRIAL_KEY, split_config
 
 
 class StrategySearcher(Searcher):
@@ -283,12 +284,12 @@ class TrialRecorder(Callback):
     def _record(self, trial: Any) -> dict[str, Any]:
         nas_id, values = split_config(trial.config)
         rec = self.records.get(nas_id)
-        if rec is None and (self.store.trials_dir / f"{nas_id}.json").is_file():
+        if rec is None and trial_record(self.store.root, nas_id).is_file():
             rec = self.records[nas_id] = self.store.trial(nas_id)  # a resumed trial keeps its earlier epochs
         if rec is None:
             rec = {
                 "trial_id": nas_id,
-                "status": "pending",
+                "status": TrialStatus.PENDING,
                 "config": values,
                 "metrics": {},
                 "error": None,
@@ -305,8 +306,8 @@ class TrialRecorder(Callback):
         """A completed trial is done for good: its best-epoch model (``best.keras``) stays, its mid-trial
         checkpoint goes, and so do the best epoch's bare weights ``best.npz`` once ``best.keras`` holds them,
         unless --keep-checkpoints."""
-        if not self.keep_checkpoints and rec["status"] == "completed":
-            directory = artifact_dir(self.store.root, rec["trial_id"])
+        if not self.keep_checkpoints and rec["status"] == TrialStatus.COMPLETED:
+            directory = trial_dir(self.store.root, rec["trial_id"])
             try:
                 (directory / CHECKPOINT).unlink(missing_ok=True)
                 if (directory / BEST_MODEL).is_file():
@@ -327,7 +328,7 @@ class TrialRecorder(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
-        rec.update(status="running", started=rec["started"] or time.time())
+        rec.update(status=TrialStatus.RUNNING, started=rec["started"] or time.time())
         if self._write(rec):
             self.printer("started", rec)
 
@@ -347,13 +348,14 @@ class TrialRecorder(Callback):
         if self.recycler is not None:
             self.recycler.observe(trial.config, rec["pid"], rec["worker_rss_mb"])
         rec["metrics"] = best_epoch(rec["history"], self.objective) or {}
-        rec["status"] = "running"
+        rec["status"] = TrialStatus.RUNNING
         if self._write(rec):
             self.printer("epoch", rec)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
-        rec.update(status="completed", finished=time.time(), metrics=best_epoch(rec["history"], self.objective) or {})
+        rec.update(status=TrialStatus.COMPLETED, finished=time.time(),
+                   metrics=best_epoch(rec["history"], self.objective) or {})
         if self.max_epochs and rec["metrics"].get("epochs", self.max_epochs) < self.max_epochs:
             rec["stopped_early"] = True  # by the scheduler; the strategy is told its best epoch all the same
         if not self._write(rec):
@@ -361,13 +363,13 @@ class TrialRecorder(Callback):
         self._drop_checkpoint(rec)
         if self.guard:
             self.guard.record(False)
-        self.printer("completed", rec)
+        self.printer(TrialStatus.COMPLETED, rec)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
-        rec.update(status="failed", finished=time.time(), error=_error_text(trial))
+        rec.update(status=TrialStatus.FAILED, finished=time.time(), error=_error_text(trial))
         if not self._write(rec):
             return
         if self.guard:
             self.guard.record(True, rec["error"])
-        self.printer("failed", rec)
+        self.printer(TrialStatus.FAILED, rec)

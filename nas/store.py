@@ -1,12 +1,5 @@
-"""One directory per search: its spec, its trials, the strategy's state, and what Ray needs.
-
-    <storage>/<name>/spec.json          what was searched, how (space, strategy, data, objective, budgets, seed,
-                                        package versions)
-    <storage>/<name>/trials/<id>.json   one record per trial, rewritten atomically as it progresses
-    <storage>/<name>/strategy.json      the strategy's get_state() after every tell
-    <storage>/<name>/driver.lock, driver.json   the driver that owns the run (``nas.lock``)
-    <storage>/<name>/...                Ray Tune's experiment state and trial directories
-"""
+"""One directory per search (its layout: ``nas.rundir``): the storage that holds runs, atomic JSON files, and
+``ExperimentStore``, which reads and writes a run's spec, trial records and strategy state."""
 
 from __future__ import annotations
 
@@ -22,9 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas.errors import RunError, StorageError
+from nas.rundir import SPEC, STRATEGY, TRIALS, trial_record
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-STATUSES = ("completed", "failed", "running", "pending")
 
 
 def default_storage() -> Path:
@@ -128,15 +121,15 @@ class ExperimentStore:
 
     @property
     def spec_path(self) -> Path:
-        return self.root / "spec.json"
+        return self.root / SPEC
 
     @property
     def trials_dir(self) -> Path:
-        return self.root / "trials"
+        return self.root / TRIALS
 
     @property
     def strategy_path(self) -> Path:
-        return self.root / "strategy.json"
+        return self.root / STRATEGY
 
     def exists(self) -> bool:
         return self.spec_path.is_file()
@@ -172,10 +165,10 @@ class ExperimentStore:
 
     def write_trial(self, record: Mapping[str, Any]) -> None:
         # ``updated``: when the driver last wrote it (how long a killed session searched: nas.report.searching_s)
-        write_json(self.trials_dir / f"{record['trial_id']}.json", {**record, "updated": time.time()})
+        write_json(trial_record(self.root, record["trial_id"]), {**record, "updated": time.time()})
 
     def trial(self, trial_id: str) -> dict[str, Any]:
-        path = self.trials_dir / f"{trial_id}.json"
+        path = trial_record(self.root, trial_id)
         if not path.is_file():
             ids = [t["trial_id"] for t in self.trials()]
             raise RunError(f"run {self.name!r} has no trial {trial_id!r}; trials: {', '.join(ids[:30]) or 'none'}")

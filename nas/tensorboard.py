@@ -20,12 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from nas.rundir import tensorboard_dir
+
 SKIP = {"epoch", "pid", "fit_started", "node", "gpu_ids"}
-
-
-def log_dir(run_dir: str | Path, trial_id: str | None = None) -> Path:
-    root = Path(run_dir) / "tensorboard"
-    return root / str(trial_id) if trial_id is not None else root
 
 
 def _hp_value(v: Any) -> Any:
@@ -58,7 +55,7 @@ class TrialLogger:
     """Per-trial writer: hyperparameters once, then ``log(epoch, metrics)`` every epoch."""
 
     def __init__(self, run_dir: str | Path, trial_id: str, values: Mapping[str, Any]) -> None:
-        self.dir = log_dir(run_dir, trial_id)
+        self.dir = tensorboard_dir(run_dir, trial_id)
         self.trial_id = str(trial_id)
         self.values = {k: _hp_value(v) for k, v in values.items()}
         self.events: _Events | None = None
@@ -126,7 +123,7 @@ def write_hparams_config(run_dir: str | Path, space: Any, metrics: Iterable[str]
             hparams.append(hp.HParam(p.name, dom) if dom is not None else hp.HParam(p.name))
         names = list(dict.fromkeys([*objectives, *metrics]))
         ms = [hp.Metric(m, display_name=m + (" (objective)" if m in objectives else "")) for m in names]
-        root = log_dir(run_dir)
+        root = tensorboard_dir(run_dir)
         events = _Events(root)
         events.add(hp.hparams_config_pb(hparams=hparams, metrics=ms))
         events.close()

@@ -17,11 +17,11 @@ from nas import params as P
 from nas.artifacts import BackgroundWriter, BestModelSaver
 from nas.measure import LATENCY, latency
 from nas.options import TrialSetup
+from nas.rundir import trial_dir
 from nas.space import SearchSpace
 from nas.tensorboard import TrialLogger
 from nas.worker import (
     TrialInfeasible,
-    artifact_dir,
     check_finite,
     checkpoint_arrays,
     configure_framework,
@@ -64,7 +64,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     keras.utils.set_random_seed(trial_seed(setup.seed, trial_id))
     space, hp_space, prepared = space_and_data(setup, data)
     hp = P.to_hp(hp_space, values)
-    out_dir = artifact_dir(setup.run_dir, trial_id)
+    out_dir = trial_dir(setup.run_dir, trial_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     with distribution_scope(setup):  # --distributed mirrored: the model (and fit, through it) use the strategy
         model = space.build(hp)

@@ -20,6 +20,7 @@ import numpy as np
 
 from nas import backends
 from nas.artifacts import write_arrays
+from nas.rundir import CHECKPOINT
 
 if TYPE_CHECKING:
     from nas.options import TrialSetup
@@ -28,8 +29,6 @@ TRIAL_KEY = "__nas_trial__"
 GENERATION_KEY = "__nas_worker_generation__"  # which generation of workers may run the trial (WorkerRecycler)
 
 _worker: dict[str, Any] = {}  # per-process cache: framework configured, spaces, prepared data
-
-CHECKPOINT = "resume.npz"
 
 
 class TrialFailed(RuntimeError):
@@ -44,11 +43,6 @@ def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The nas trial id and the hyperparameter values in a Ray trial config."""
     values = {k: v for k, v in config.items() if not k.startswith("__")}
     return str(config.get(TRIAL_KEY, "")), values
-
-
-def artifact_dir(run_dir: str | Path, trial_id: str) -> Path:
-    """Where a trial writes its files (weights, logs): ``<run>/trials/<id>/``, beside its record ``<id>.json``."""
-    return Path(run_dir) / "trials" / str(trial_id)
 
 
 def random_states(model: Any) -> list[Any]:

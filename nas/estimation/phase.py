@@ -27,12 +27,13 @@ from nas.estimation.settings import (
     controller_options,
 )
 from nas.estimation.supernet import require
-from nas.estimation.status import STATE_FILE, write_state
+from nas.estimation.status import write_state
 from nas.objective import Objective
 from nas.options import SearchOptions, TrialSetup
 from nas.ray_runtime import EarlyRay, check_resources, record_local_ray
 from nas.registry import STRATEGIES, create_strategy, load
 from nas.results import format_value
+from nas.rundir import CONTROLLER, supernet_dir
 from nas.store import ExperimentStore, write_json
 
 #: phase 2's strategy: the top-k configurations, in order (strategies/given.py)
@@ -84,7 +85,7 @@ def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, 
     settings, ctrl_options = check(opts, space, objectives)
     spec["supernet"] = {**settings.to_json(), "controller": opts.strategy, "controller_options": ctrl_options}
     from nas.estimation.supernet import summary
-    from nas.estimation.trainer import read_phase_state, supernet_dir
+    from nas.estimation.trainer import read_phase_state
 
     describe = lambda values: summary(space, values)  # noqa: E731
     metric = objectives[0].metric
@@ -99,7 +100,7 @@ def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, 
                   "controller": done["controller"]}
     ranking = result["ranking"]
     top = ranking[: settings.top_k]
-    write_json(supernet_dir(store.root) / "controller.json", result["controller"])
+    write_json(supernet_dir(store.root) / CONTROLLER, result["controller"])
     write_state(store.root, {**result["state"], "epochs": settings.epochs, "top_k": settings.top_k,
                              "phase": "trials", "ranking": ranking, "metric": metric, "updated": time.time()})
     for i, r in enumerate(top, 1):
@@ -171,4 +172,4 @@ def _get(ref: Any) -> Any:
                        f"`nas resume`") from None
 
 
-__all__ = ["GIVEN", "STATE_FILE", "check", "epoch_line", "shared_weights"]
+__all__ = ["GIVEN", "check", "epoch_line", "shared_weights"]

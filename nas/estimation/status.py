@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas.results import format_value
+from nas.rundir import SUPERNET_STATE
 from nas.store import read_json, write_json
 
-STATE_FILE = "supernet/state.json"
 #: ranked architectures kept in `nas status --json` (the whole ranking stays in the file)
 SHOWN = 20
 
 
 def write_state(run_dir: str | Path, state: Mapping[str, Any]) -> None:
-    write_json(Path(run_dir) / STATE_FILE, dict(state))
+    write_json(Path(run_dir) / SUPERNET_STATE, dict(state))
 
 
 def supernet_status(run_dir: str | Path) -> dict[str, Any] | None:
@@ -24,7 +24,7 @@ def supernet_status(run_dir: str | Path) -> dict[str, Any] | None:
     ("supernet" while it trains, "trials" once the top-k are handed to ordinary trials), epochs done and asked,
     the controller's reward moving average, the best sampled architecture so far, per-epoch history and the
     best-ranked architectures by shared-weight score."""
-    path = Path(run_dir) / STATE_FILE
+    path = Path(run_dir) / SUPERNET_STATE
     if not path.is_file():
         return None
     s = read_json(path)

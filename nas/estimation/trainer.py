@@ -41,6 +41,7 @@ from nas import params as P
 from nas.estimation.settings import SupernetSettings
 from nas.objective import Objective
 from nas.options import TrialSetup
+from nas.rundir import CHECKPOINT, supernet_dir
 from nas.worker import (
     checkpoint_arrays,
     configure_framework,
@@ -51,7 +52,6 @@ from nas.worker import (
     write_checkpoint,
 )
 
-SUPERNET_DIR = "supernet"
 STATE_KEY = "supernet"  # the phase's own JSON state, in the same .npz as the weights (one atomic file)
 #: decay of the moving average of the sampled children's shared-weight accuracy (the progress line's reward)
 REWARD_DECAY = 0.9
@@ -59,13 +59,9 @@ REWARD_DECAY = 0.9
 _TRAIN, _CONTROL, _RANK = 1, 2, 3
 
 
-def supernet_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / SUPERNET_DIR
-
-
 def read_phase_state(run_dir: str | Path) -> dict[str, Any] | None:
     """The phase's JSON state from its last checkpoint (numpy only; None when there is none or it is unreadable)."""
-    path = supernet_dir(run_dir) / "resume.npz"
+    path = supernet_dir(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
     try:
@@ -283,5 +279,5 @@ def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
     trainer = SupernetTrainer(setup, data, settings, sn["controller"], sn["controller_options"],
                               [o.to_json() for o in objectives])
     if trainer.restore()["epoch"] == 0:
-        raise FileNotFoundError(f"{supernet_dir(run_dir) / 'resume.npz'}: no supernet checkpoint to evaluate with")
+        raise FileNotFoundError(f"{supernet_dir(run_dir) / CHECKPOINT}: no supernet checkpoint to evaluate with")
     return trainer

@@ -1,0 +1,35 @@
+"""The typed records of a run directory, shared by every layer that reads or writes them (no nas imports).
+
+``TrialStatus``: a trial record's ``status``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Mapping
+
+
+class TrialStatus(str, enum.Enum):
+    """A trial record's ``status``. A ``str``: records store and compare its value ("completed", ...), so the
+    JSON of the records, and records written by earlier versions, are unchanged."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RUNNING = "running"  # a worker trains it (or did, when its driver was killed: pending again on resume)
+    PENDING = "pending"  # proposed, not started
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @property
+    def ended(self) -> bool:
+        return self in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+
+
+#: every status, in the order counts are shown
+STATUSES = tuple(s.value for s in TrialStatus)
+
+
+def ended(record: Mapping[str, Any]) -> bool:
+    """The trial of ``record`` completed or failed: it never runs again."""
+    return record.get("status") in (TrialStatus.COMPLETED, TrialStatus.FAILED)
