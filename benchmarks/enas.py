@@ -158,10 +158,10 @@ def main() -> None:
     from scipy.stats import kendalltau
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from nas import params as P
-    from nas.data import load_data
-    from nas.registry import create_space
-    from nas.task import make_task
+    from nas.plugins import params as P
+    from nas.plugins.data import load_data
+    from nas.plugins.registry import create_space
+    from nas.plugins.task import make_task
 
     task = make_task(load_data(data), "classification")
     space_opts = dict(o.split("=", 1) for o in args.space_option)

@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _cli import at_once, claim
+from _cli import at_once, claim, search
 from _cli import records as run_records
-from _cli import search
 from _cli import status as run_status
 
 
@@ -36,11 +35,11 @@ def train(space_name: str, configs: list, epochs: int, seed: int, claims: str | 
     first); when training started (after a warm-up build) and ended."""
     import keras
 
-    from nas import params as P
-    from nas.data import load_data
-    from nas.registry import create_space
-    from nas.task import make_task
-    from nas.worker import trial_seed
+    from nas.plugins import params as P
+    from nas.plugins.data import load_data
+    from nas.plugins.registry import create_space
+    from nas.plugins.task import make_task
+    from nas.trials.worker import trial_seed
 
     data = load_data("digits", seed=seed)
     space = create_space(space_name, task=make_task(data, "classification"))

@@ -35,7 +35,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # `strategies` is a package of ours
 sys.path.insert(0, str(_HERE.parent))
 
-from nas.strategy import Strategy  # noqa: E402
+from nas.plugins.strategy import Strategy  # noqa: E402
 from search_spaces.cnn import LECTURE_CNN  # noqa: E402
 
 CONFIG = {**LECTURE_CNN, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 128}
@@ -78,8 +78,8 @@ def raw_fit(data: str, epochs: int) -> None:
     import keras
     import numpy as np
 
-    from nas import params as P
-    from nas.task import Task
+    from nas.plugins import params as P
+    from nas.plugins.task import Task
     from search_spaces.cnn import CNNSpace
 
     with np.load(data) as f:

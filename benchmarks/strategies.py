@@ -44,6 +44,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 import numpy as np  # noqa: E402  (after the thread settings)
+
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the `strategies` package.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -211,7 +212,7 @@ class _NasDriver:
 
 def _create(tab: Table, name: str, opts: dict[str, Any], seed: int) -> Any:
     import nas
-    from nas.registry import STRATEGIES, available
+    from nas.plugins.registry import STRATEGIES, available
 
     if name in BUILT_IN and name not in available(STRATEGIES):
         name = BUILT_IN[name]

@@ -1,7 +1,7 @@
 """Where a trial's time goes besides training: nas's trial function vs a plain loop, in one process, no Ray.
 
 The same N seeded configurations of a space, 5 epochs each, one TensorFlow thread (as a trial worker has), trained
-(1) in a plain `space.fit` loop, (2) through `nas.trial.train_trial` exactly as a worker runs it (per-epoch fit
+(1) in a plain `space.fit` loop, (2) through `nas.trials.single.train_trial` exactly as a worker runs it (per-epoch fit
 calls, reports, checkpoints, TensorBoard, the best-epoch model file) with Ray Tune's report made a no-op, (3) the
 same trial function for a space that defines its own `fit` (it then gets one `fit` call per epoch on arrays,
 instead of one call over every epoch), (4) the trial without TensorBoard's writes, (5) without the best-epoch
@@ -33,14 +33,14 @@ def run(mode: str, space_name: str, trials: int) -> float:
     import numpy as np
     import ray.tune
 
-    import nas.trial as T
-    from nas import params as P
-    from nas.data import load_data
-    from nas.objective import parse_objectives
+    import nas.trials.single as T
     from nas.options import SearchOptions, TrialSetup
-    from nas.registry import create_space
-    from nas.space import SearchSpace
-    from nas.task import make_task
+    from nas.plugins import params as P
+    from nas.plugins.data import load_data
+    from nas.plugins.objective import parse_objectives
+    from nas.plugins.registry import create_space
+    from nas.plugins.space import SearchSpace
+    from nas.plugins.task import make_task
 
     ray.tune.report = lambda *a, **k: None  # no Tune session here: what the trial reports goes nowhere
     data = load_data("digits", seed=0)

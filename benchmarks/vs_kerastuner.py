@@ -43,8 +43,8 @@ import keras, keras_tuner as kt
 sys.path.insert(0, sys.argv[6])
 sys.path.append(sys.argv[6] + "/benchmarks")  # after the root: benchmarks/strategies.py is no package
 from _cli import claim
-from nas import params as P
-from nas.task import Task
+from nas.plugins import params as P
+from nas.plugins.task import Task
 from search_spaces.cnn import CNNSpace
 
 with np.load(data) as f:
@@ -92,7 +92,7 @@ def make_data(path: Path, seed: int) -> None:
     import numpy as np
 
     sys.path.insert(0, str(HERE.parent))
-    from nas.data import load_data
+    from nas.plugins.data import load_data
 
     d = load_data("digits", seed=seed)
     np.savez(path, x_train=d.x_train, y_train=d.y_train, x_val=d.x_val, y_val=d.y_val)

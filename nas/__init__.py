@@ -17,14 +17,18 @@ import os
 from typing import Any
 
 # TensorFlow's C++ log lines stay out of the terminal (a user's own setting wins; `--verbose` shows them), and
-# so does the banner it writes while it is imported, before any log level applies (nas.quiet).
+# so does the banner it writes while it is imported, before any log level applies (nas.runtime.quiet).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("NAS_VERBOSE") != "1":
-    from nas.quiet import hide_tensorflow_banner
+    from nas.runtime.quiet import hide_tensorflow_banner
 
     hide_tensorflow_banner()
 
 __version__ = "0.1.0"
+
+from nas import _compat  # noqa: E402  (module paths before the layer subpackages, deprecated)
+
+_compat.install()
 
 _WHERE = {
     "Run": "nas.api",
@@ -38,15 +42,15 @@ _WHERE = {
     "ResourceError": "nas.errors",
     "StorageError": "nas.errors",
     "RunError": "nas.errors",
-    "Objective": "nas.objective",
-    "parse_objective": "nas.objective",
-    "create_space": "nas.registry",
-    "create_strategy": "nas.registry",
-    "SearchSpace": "nas.space",
-    "Task": "nas.task",
-    "Observation": "nas.strategy",
-    "Proposal": "nas.strategy",
-    "Strategy": "nas.strategy",
+    "Objective": "nas.plugins.objective",
+    "parse_objective": "nas.plugins.objective",
+    "create_space": "nas.plugins.registry",
+    "create_strategy": "nas.plugins.registry",
+    "SearchSpace": "nas.plugins.space",
+    "Task": "nas.plugins.task",
+    "Observation": "nas.plugins.strategy",
+    "Proposal": "nas.plugins.strategy",
+    "Strategy": "nas.plugins.strategy",
 }
 
 __all__ = sorted([*_WHERE, "__version__"])

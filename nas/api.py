@@ -23,14 +23,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nas.data import Dataset
 from nas.errors import DataError, NasError, RunError
 from nas.estimation import SHARED
-from nas.objective import Objective
 from nas.options import SearchOptions, SearchResult
-from nas.records import TrialStatus
-from nas.results import pareto_front, rank
-from nas.store import ExperimentStore
+from nas.plugins.data import Dataset
+from nas.plugins.objective import Objective
+from nas.storage.records import TrialStatus
+from nas.storage.results import pareto_front, rank
+from nas.storage.store import ExperimentStore
 
 __all__ = ["Run", "open_run", "resume", "search", "search_options"]
 
@@ -122,9 +122,9 @@ def dump_config(opts: SearchOptions) -> str:
 
 
 def as_dataset(data: Any, validation_data: Any = None, seed: int = 0) -> Dataset:
-    """Arrays ``(x, y)``, a ``tf.data.Dataset`` of ``(x, y)`` or a ``nas.data.Dataset`` as one checked data set;
+    """Arrays ``(x, y)``, a ``tf.data.Dataset`` of ``(x, y)`` or a ``nas.plugins.data.Dataset`` as one checked data set;
     without ``validation_data``, a seeded 20 % of ``data`` is held out, as for files."""
-    from nas.data import from_arrays
+    from nas.plugins.data import from_arrays
 
     if isinstance(data, Dataset):
         return data
@@ -169,8 +169,8 @@ def search(space: Any = None, strategy: Any = None, *, data: Any = None, validat
     >>> run.best["metrics"]["val_accuracy"] > 0.5                                # doctest: +SKIP
     True
     """
-    from nas.engine import run_search
-    from nas.progress import Progress
+    from nas.driver.engine import run_search
+    from nas.views.progress import Progress
 
     named = {"space": space if isinstance(space, str) else None,
              "strategy": strategy if isinstance(strategy, str) else None,
@@ -191,8 +191,8 @@ def resume(name: str, *, storage: str | None = None, progress: bool | None = Non
 
     >>> run = nas.resume("my-run", trials=50)                                    # doctest: +SKIP
     """
-    from nas.engine import resume_search
-    from nas.progress import Progress
+    from nas.driver.engine import resume_search
+    from nas.views.progress import Progress
 
     changes = _pairs_as_dicts({_key(k): v for k, v in changes.items() if v is not None})
     with Progress(epochs=None, live=progress) as shown:
@@ -279,7 +279,7 @@ class Run:
 
     def status(self) -> dict[str, Any]:
         """``nas status NAME --json``."""
-        from nas.report import status_json
+        from nas.views.report import status_json
 
         return status_json(self.store)
 
@@ -300,17 +300,16 @@ class Run:
 
     def best_model(self, trial: str | int | None = None) -> Any:
         """The trained ``keras.Model`` of the best trial (or of ``trial``), at its best epoch."""
-        from nas import params as P
-        from nas.artifacts import load_best
-        from nas.registry import create_space
-        from nas.task import Task
-        from nas.rundir import trial_dir
+        from nas.plugins import params as P
+        from nas.plugins.registry import stored_space
+        from nas.storage.layout import trial_dir
+        from nas.trials.artifacts import load_best
 
         t = self._trial(trial)
         spec = self.spec
 
         def build() -> Any:  # the trial's configuration, for a trial cut short before its end wrote best.keras
-            space = create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
+            space = stored_space(spec)
             return space.build(P.to_hp(space.hyperparameters(), t["config"]))
 
         directory = trial_dir(self.directory, t["trial_id"])
@@ -325,7 +324,7 @@ class Run:
 
         >>> run.export("out/", formats=["keras", "onnx"])                         # doctest: +SKIP
         """
-        from nas.export import ExportOptions, parse_formats, run_export
+        from nas.views.export import ExportOptions, parse_formats, run_export
 
         opts = ExportOptions(name=self.name, storage=str(self.directory.parent), formats=parse_formats(formats),
                              trial=None if trial is None else str(trial), out=None if out is None else str(out),

@@ -16,12 +16,17 @@ from nas.options import (
     BACKENDS,
     DATA_SOURCES,
     DISTRIBUTED_MODES,
+    RESUME_MAY_CHANGE,
     SCHEDULERS,
     STORAGE_HELP,
     TASK_KINDS,
+    SearchOptions,
 )
-from nas.records import TrialStatus
-from nas.results import format_config, format_value
+from nas.storage.records import TrialStatus
+from nas.storage.results import format_config, format_value
+
+#: one set of defaults, the API's (nas.options.SearchOptions): the flags of `nas search` show them
+DEFAULTS = {k: v for k, v in vars(SearchOptions()).items() if not isinstance(v, (dict, list))}
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT}
 
@@ -86,13 +91,16 @@ def _seconds(text: str) -> float:
 
 
 def _failure_flags(group: Any, defaults: bool = True) -> None:
-    group.add_argument("--max-failures", type=int, default=0 if defaults else None,
-                       help="retry a trial whose worker died up to N times, from its last checkpoint (default: 0)")
-    group.add_argument("--max-consecutive-failures", type=int, default=5 if defaults else None,
-                       help="stop the search after N failed trials in a row (default: 5; 0: never)")
-    group.add_argument("--max-worker-rss-mb", default="auto" if defaults else None, metavar="MB|auto|off",
+    d = DEFAULTS if defaults else {}
+    group.add_argument("--max-failures", type=int, default=d.get("max_failures"),
+                       help="retry a trial whose worker died up to N times, from its last checkpoint (default: "
+                            f"{DEFAULTS['max_failures']})")
+    group.add_argument("--max-consecutive-failures", type=int, default=d.get("max_consecutive_failures"),
+                       help=f"stop the search after N failed trials in a row (default: "
+                            f"{DEFAULTS['max_consecutive_failures']}; 0: never)")
+    group.add_argument("--max-worker-rss-mb", default=d.get("max_worker_rss_mb"), metavar="MB|auto|off",
                        help="replace a reused worker once its resident memory passes MB; Keras leaks a few MB per "
-                            "model (default: auto, 1.5x a fresh worker's)")
+                            f"model (default: {DEFAULTS['max_worker_rss_mb']}, 1.5x a fresh worker's)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,38 +117,39 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     s = sub.add_parser("search", help="run a search", epilog=EXAMPLES["search"], formatter_class=fmt)
     g = s.add_argument_group("what to search")
-    g.add_argument("--space", default="mlp", help="search space: a registered name (see `nas list`), module:Class or file.py:Class (default: mlp)")
+    g.add_argument("--space", default=DEFAULTS["space"], help="search space: a registered name (see `nas list`), module:Class or file.py:Class (default: %(default)s)")
     g.add_argument("--strategy", default=None, help="strategy: a registered name, module:Class or file.py:Class (default: gp, Gaussian-process BO; rl, ENAS's controller, with --estimation shared-weights)")
     g.add_argument("--strategy-option", dest="strategy_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="strategy option, repeatable (e.g. points=3 for grid)")
     g.add_argument("--space-option", dest="space_options", action="append", type=_option, default=[], metavar="KEY=VALUE", help="search-space option, repeatable")
     g.add_argument("--objective", dest="objectives", action="append", default=[], metavar="METRIC[:max|min]", help="what to optimise (default: the space's, val_accuracy:max for classification)")
     w = s.add_argument_group("performance estimation (weight sharing: a supernet phase, then the top-k from scratch)")
-    w.add_argument("--estimation", choices=ESTIMATIONS, default="standalone",
+    w.add_argument("--estimation", choices=ESTIMATIONS, default=DEFAULTS["estimation"],
                    help="standalone: every trial trains from scratch (default); shared-weights: ENAS, one supernet "
                         "whose shared weights judge the architectures the strategy samples (needs a space with a "
                         "supernet, e.g. enas_cnn), then the top-k trained from scratch as the trials")
-    w.add_argument("--top-k", type=_positive_int, default=5,
+    w.add_argument("--top-k", type=_positive_int, default=DEFAULTS["top_k"],
                    help="shared-weights: architectures trained from scratch after the supernet phase; they are the "
-                        "search's trials (default: 5)")
-    w.add_argument("--supernet-epochs", type=_positive_int, default=30,
-                   help="shared-weights: supernet epochs, the first half on uniformly drawn children (default: 30)")
+                        "search's trials (default: %(default)s)")
+    w.add_argument("--supernet-epochs", type=_positive_int, default=DEFAULTS["supernet_epochs"],
+                   help="shared-weights: supernet epochs, the first half on uniformly drawn children (default: %(default)s)")
     w.add_argument("--supernet-option", dest="supernet_options", action="append", type=_option, default=[],
                    metavar="KEY=VALUE", help="shared-weights, repeatable: " + "; ".join(
                        f"{k} ({v[2]}, default {v[0]})" for k, v in SUPERNET_OPTIONS.items()))
     d = s.add_argument_group("data")
-    d.add_argument("--data", default="digits", help=f"{DATA_SOURCES[0]} (default, offline), {', '.join(DATA_SOURCES[1:])}, PATH.npz or PATH.csv")
+    d.add_argument("--data", default=DEFAULTS["data"], help=f"{DATA_SOURCES[0]} (default, offline), {', '.join(DATA_SOURCES[1:])}, PATH.npz or PATH.csv")
     d.add_argument("--target", help="CSV column to predict")
     d.add_argument("--window", type=_positive_int, help="CSV time series: predict the next value from W steps")
     d.add_argument("--task", choices=TASK_KINDS, help="default: the space's first task that fits the data")
     d.add_argument("--normal-class", type=int, help="--task anomaly: the label of normal examples (default: the smallest)")
     b = s.add_argument_group("budget")
-    b.add_argument("--trials", type=int, default=10, help="number of trials (default: 10)")
-    b.add_argument("--epochs", type=int, default=5, help="epochs per trial (default: 5)")
-    b.add_argument("--seed", type=int, default=0, help="seed for proposals and training (default: 0)")
-    b.add_argument("--scheduler", default="none", choices=SCHEDULERS,
-                   help="stop poor trials early from their per-epoch reports (default: none)")
-    b.add_argument("--min-epochs", type=_positive_int, default=1,
-                   help="epochs every trial runs before a scheduler may stop it (default: 1)")
+    b.add_argument("--trials", type=int, default=DEFAULTS["trials"], help="number of trials (default: %(default)s)")
+    b.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="epochs per trial (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seed for proposals and training (default: %(default)s)")
+    b.add_argument("--scheduler", default=DEFAULTS["scheduler"], choices=SCHEDULERS,
+                   help="stop poor trials early from their per-epoch reports (default: %(default)s)")
+    b.add_argument("--min-epochs", type=_positive_int, default=DEFAULTS["min_epochs"],
+                   help="epochs every trial runs before a scheduler may stop it (default: %(default)s)")
     b.add_argument("--max-params", type=_positive_int, help="constraint: reject larger models before training")
     b.add_argument("--max-latency-ms", type=float,
                    help="constraint: reject models slower than this (ms per sample, batch 1) before training")
@@ -149,16 +158,17 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="Keras backend every trial trains with (default: $KERAS_BACKEND, else tensorflow); jax is the "
                         "fast one on GPUs")
     r.add_argument("--address", help="an existing Ray cluster (default: start a local Ray on 127.0.0.1)")
-    r.add_argument("--connect-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+    r.add_argument("--connect-timeout", type=_seconds, default=DEFAULTS["connect_timeout"], metavar="SECONDS",
                    help="fail when the cluster of --address cannot be reached within this time (default: 30)")
     r.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: as many as resources allow)")
-    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: 1")
-    r.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU (default: 0)")
+    r.add_argument("--cpus-per-trial", type=float, default=DEFAULTS["cpus_per_trial"], help="default: %(default)g")
+    r.add_argument("--gpus-per-trial", type=float, default=DEFAULTS["gpus_per_trial"],
+                   help="fractions share a GPU (default: %(default)g)")
     r.add_argument("--num-cpus", type=_positive_int, help="local Ray only: CPUs to use (default: all)")
     r.add_argument("--num-gpus", type=int, help="local Ray only: GPUs to advertise (default: detected)")
-    r.add_argument("--workers-per-trial", type=_positive_int, default=1,
+    r.add_argument("--workers-per-trial", type=_positive_int, default=DEFAULTS["workers_per_trial"],
                    help="data-parallel ranks per trial, each with --cpus/--gpus-per-trial (needs --distributed horovod)")
-    r.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="none",
+    r.add_argument("--distributed", choices=DISTRIBUTED_MODES, default=DEFAULTS["distributed"],
                    help="horovod: --workers-per-trial ranks via horovod.ray (install: bash launch/install-horovod.sh); "
                         "mirrored: tf.distribute.MirroredStrategy over one trial's GPUs (default: none)")
     r.add_argument("--scale-lr", action="store_true", help="horovod: multiply the learning rate by the ranks")
@@ -232,7 +242,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 def _report(result: Any) -> int:
     """The summary on stdout: finished, stopped early or interrupted, and the command that comes next (which
     names --storage when the run is not in the default storage, so it works when pasted)."""
-    from nas.store import storage_flag
+    from nas.storage.store import storage_flag
 
     done = sum(t["status"] == TrialStatus.COMPLETED for t in result.trials)
     failed = sum(t["status"] == TrialStatus.FAILED for t in result.trials)
@@ -273,14 +283,17 @@ def _resume(name: str, storage: str | None, changes: dict[str, Any]) -> int:
     return _report(api.resume(name, storage=storage, **changes).result)
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    changes = {k: getattr(args, k) for k in ("trials", "max_concurrent", "address", "cpus_per_trial",
-                                             "gpus_per_trial", "max_failures", "max_consecutive_failures",
-                                             "max_worker_rss_mb", "connect_timeout")
-               if getattr(args, k, None) is not None}
+def resume_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """What `nas resume` was given: its flags are options a resume may change (``RESUME_MAY_CHANGE``)."""
+    changes = {k: getattr(args, k) for k in RESUME_MAY_CHANGE
+               if k not in ("name", "storage", "verbose") and getattr(args, k, None) is not None}
     if args.verbose:
         changes["verbose"] = True
-    return _resume(args.name, args.storage, changes)
+    return changes
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _resume(args.name, args.storage, resume_changes(args))
 
 
 def given(argv: Sequence[str] | None) -> dict[str, Any]:
@@ -309,8 +322,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- status, runs, plot --------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from nas.report import print_status, status_json
-    from nas.store import ExperimentStore
+    from nas.storage.store import ExperimentStore
+    from nas.views.report import print_status, status_json
 
     data = status_json(ExperimentStore.open(args.name, args.storage))
     if args.json:
@@ -321,7 +334,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nas.report import list_runs, print_runs
+    from nas.views.report import list_runs, print_runs
 
     runs = list_runs(args.storage)
     if args.json:
@@ -332,8 +345,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from nas.plot import plot_run
-    from nas.store import ExperimentStore
+    from nas.storage.store import ExperimentStore
+    from nas.views.plot import plot_run
 
     store = ExperimentStore.open(args.name, args.storage)
     out = Path(args.out) if args.out else store.root / "plot.png"
@@ -345,7 +358,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # -- list ---------------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from nas.registry import SPACES, STRATEGIES, available, describe
+    from nas.plugins.registry import SPACES, STRATEGIES, available, describe
 
     for group, title in ((SPACES, "spaces"), (STRATEGIES, "strategies")):
         print(f"{title}:")
@@ -360,7 +373,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # -- export -------------------------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import ExportOptions, parse_formats, run_export
+    from nas.views.export import ExportOptions, parse_formats, run_export
 
     opts = ExportOptions(name=args.name, storage=args.storage, trial=args.trial, formats=parse_formats(args.formats),
                          out=args.out, retrain=args.retrain, epochs=args.epochs)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from nas.backends import BACKENDS
-from nas.backends import default as default_backend
-from nas.data import BUILTIN as DATA_SOURCES
 from nas.errors import NasError
-from nas.estimation import ESTIMATIONS, SHARED
-from nas.estimation.settings import SupernetSettings
-from nas.measure import needed
-from nas.objective import Objective
-from nas.task import TASK_KINDS, Task
+from nas.estimation.settings import ESTIMATIONS, SHARED, SupernetSettings
+from nas.plugins.data import BUILTIN as DATA_SOURCES
+from nas.plugins.objective import LATENCY_METRICS, Objective
+from nas.plugins.task import TASK_KINDS, Task
+from nas.runtime.backends import BACKENDS
+from nas.runtime.backends import default as default_backend
 
 SCHEDULERS = ("none", "asha", "hyperband", "median")
 DISTRIBUTED_MODES = ("none", "horovod", "mirrored")
@@ -172,7 +170,13 @@ class TrialSetup:
                    cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                    workers_per_trial=opts.workers_per_trial, distributed=opts.distributed, scale_lr=opts.scale_lr,
                    max_params=opts.max_params, max_latency_ms=opts.max_latency_ms,
-                   measure_latency=needed([o.metric for o in objectives], opts.max_latency_ms))
+                   measure_latency=measures_latency([o.metric for o in objectives], opts.max_latency_ms))
+
+
+def measures_latency(metric_names: Iterable[str], max_latency_ms: float | None) -> bool:
+    """Whether a search uses latency at all (an objective names it, or a constraint): measuring costs a
+    compiled inference function per trial, so searches that do not use it skip it."""
+    return bool(max_latency_ms) or any(m in LATENCY_METRICS for m in metric_names)
 
 
 @dataclass

@@ -40,9 +40,9 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
-from nas.data import Dataset
 from nas.errors import DataError
-from nas.space import SearchSpace, Task, optimizer
+from nas.plugins.data import Dataset
+from nas.plugins.space import SearchSpace, Task, optimizer
 
 KINDS = ("undercomplete", "sparse", "denoising", "variational")
 MAX_DENSE = 3

@@ -14,7 +14,7 @@ from typing import Any
 
 import keras_tuner as kt
 
-from nas.space import SearchSpace, head, optimizer
+from nas.plugins.space import SearchSpace, head, optimizer
 
 MAX_BLOCKS = 4
 MAX_DENSE = 2

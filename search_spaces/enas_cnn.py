@@ -32,7 +32,7 @@ import numpy as np
 
 from nas.errors import PluginError
 from nas.estimation.supernet import SupernetSpace
-from nas.space import SearchSpace, head
+from nas.plugins.space import SearchSpace, head
 
 OPS = ("conv3x3", "conv5x5", "sepconv3x3", "sepconv5x5", "maxpool3x3", "avgpool3x3", "identity")
 SHORT = {"conv3x3": "c3", "conv5x5": "c5", "sepconv3x3": "s3", "sepconv5x5": "s5", "maxpool3x3": "mp",

@@ -12,8 +12,8 @@ from typing import Any
 
 import keras_tuner as kt
 
-from nas.space import SearchSpace, head, optimizer
-from nas.task import Task, is_classification, make_task
+from nas.plugins.space import SearchSpace, head, optimizer
+from nas.plugins.task import Task, is_classification, make_task
 
 MAX_LAYERS = 3
 

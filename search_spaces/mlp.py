@@ -6,7 +6,7 @@ from typing import Any
 
 import keras_tuner as kt
 
-from nas.space import SearchSpace, head, optimizer
+from nas.plugins.space import SearchSpace, head, optimizer
 
 MAX_LAYERS = 4
 

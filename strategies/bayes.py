@@ -36,10 +36,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from nas import params as P
 from nas.errors import PluginError
-from nas.objective import Objective
-from nas.strategy import Strategy
+from nas.plugins import params as P
+from nas.plugins.objective import Objective
+from nas.plugins.strategy import Strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 optuna.logging.disable_default_handler()

@@ -27,11 +27,11 @@ from typing import Any, Mapping
 
 import keras_tuner as kt
 
-from nas import params as P
 from nas.errors import PluginError
-from nas.objective import Objective
-from nas.results import dominates
-from nas.strategy import Observation, Strategy
+from nas.plugins import params as P
+from nas.plugins.objective import Objective
+from nas.plugins.strategy import Observation, Strategy
+from nas.storage.results import dominates
 
 #: mutations tried before accepting a child already proposed (small discrete spaces)
 _RETRIES = 20

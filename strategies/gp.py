@@ -40,10 +40,10 @@ import keras_tuner as kt
 import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 
-from nas import params as P
 from nas.errors import PluginError
-from nas.objective import Objective
-from nas.strategy import Strategy
+from nas.plugins import params as P
+from nas.plugins.objective import Objective
+from nas.plugins.strategy import Strategy
 
 #: a discrete parameter with at most this many values has all of them as neighbours; larger ones get a few
 #: nearby values (in the encoded scale) and one random value

@@ -7,10 +7,10 @@ from typing import Any, Iterator, Mapping
 
 import keras_tuner as kt
 
-from nas import params as P
 from nas.errors import NasError
-from nas.objective import Objective
-from nas.strategy import Strategy
+from nas.plugins import params as P
+from nas.plugins.objective import Objective
+from nas.plugins.strategy import Strategy
 
 
 class GridSearch(Strategy):

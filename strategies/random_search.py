@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas import params as P
-from nas.strategy import Strategy
+from nas.plugins import params as P
+from nas.plugins.strategy import Strategy
 
 #: draws tried before accepting a configuration already proposed (small discrete spaces)
 _RETRIES = 100

@@ -37,10 +37,10 @@ from typing import Any, Mapping
 import keras_tuner as kt
 import numpy as np
 
-from nas import params as P
 from nas.errors import PluginError
-from nas.objective import Objective
-from nas.strategy import Observation, Strategy
+from nas.plugins import params as P
+from nas.plugins.objective import Objective
+from nas.plugins.strategy import Observation, Strategy
 
 _POLICIES = ("categorical", "lstm")
 #: samples tried before accepting a configuration already proposed

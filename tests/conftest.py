@@ -43,7 +43,7 @@ def pytest_configure(config: Any) -> None:
     """The data-parallel tests need Horovod built for the installed TensorFlow, which no PyPI wheel is: the
     test command builds it the first time (minutes; launch/install-horovod.sh caches the wheel in
     ~/.cache/nas/wheels, so later runs and fresh environments on the machine install it in seconds)."""
-    from nas.distributed import horovod_missing
+    from nas.trials.horovod import horovod_missing
 
     if not horovod_missing():
         return
@@ -80,7 +80,7 @@ def no_leftover_ray_processes() -> Any:
 
 
 #: TensorFlow's oneDNN on, as it is by default on a CPU with AVX-512: its import then writes a banner to stderr
-#: before any log level applies (nas.quiet), so the quiet-output tests exercise its filter on every machine
+#: before any log level applies (nas.runtime.quiet), so the quiet-output tests exercise its filter on every machine
 ONEDNN_ON = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nas
-from nas.data import load_data
+from nas.plugins.data import load_data
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nas import backends
 from nas.errors import NasError
+from nas.runtime import backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def test_every_space_and_strategy_conforms_under_jax() -> None:
         "import sys\n"
         "import keras\n"
         "assert keras.backend.backend() == 'jax', keras.backend.backend()\n"
-        "from nas.registry import SPACES, STRATEGIES, available\n"
+        "from nas.plugins.registry import SPACES, STRATEGIES, available\n"
         "from nas.testing.conformance import check_space, check_strategy\n"
         "for name in sorted(available(SPACES)):\n"
         "    check_space(name, configurations=2)\n"
@@ -162,7 +162,7 @@ def test_every_space_and_strategy_conforms_under_jax() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900,
                           env=dict(os.environ, KERAS_BACKEND="jax"))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    from nas.registry import SPACES, STRATEGIES, available
+    from nas.plugins.registry import SPACES, STRATEGIES, available
 
     every = f"conforms: {sorted(available(SPACES))} {sorted(available(STRATEGIES))}"  # every registered plugin
     assert every in proc.stdout and "enas_cnn" in every and "rl" in every, proc.stdout

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from nas import params as P
-from nas.data import load_data
-from nas.registry import create_space
-from nas.task import make_task
+from nas.cli import build_parser, resume_changes
+from nas.options import RESUME_MAY_CHANGE, SearchOptions
+from nas.plugins import params as P
+from nas.plugins.data import load_data
+from nas.plugins.registry import create_space
+from nas.plugins.task import make_task
 
 pytestmark = pytest.mark.ray
 
@@ -139,7 +143,7 @@ def _listening(pids: set[int]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Add
 def test_local_ray_listens_on_loopback_only() -> None:
     import ray
 
-    from nas.ray_runtime import ray_session, uses_session
+    from nas.runtime.cluster import ray_session, uses_session
 
     before = ray._private.ray_constants.ENABLE_RAY_CLUSTER
     with ray_session(None, verbose=False, num_cpus=1):
@@ -151,3 +155,22 @@ def test_local_ray_listens_on_loopback_only() -> None:
     exposed = [a for a in addrs if not (a.is_loopback or getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)]
     assert not exposed, f"Ray listens beyond the loopback address: {exposed}"
     assert ray._private.ray_constants.ENABLE_RAY_CLUSTER == before  # put back for later --address connections
+
+
+def test_the_command_line_shows_the_apis_defaults_and_resume_offers_only_what_a_resume_may_change() -> None:
+    """One set of defaults (``SearchOptions``'): what `nas search --help` shows is what a search gets; every flag of
+    `nas resume` is an option a resume may change (``RESUME_MAY_CHANGE``), so none is refused after parsing."""
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    defaults = SearchOptions()
+    shown = {a.dest: a.default for a in subs["search"]._actions}
+    checked = 0
+    for f in fields(SearchOptions):
+        if f.name in shown and shown[f.name] is not None and not isinstance(shown[f.name], list):
+            assert shown[f.name] == getattr(defaults, f.name), f.name
+            checked += 1
+    assert checked >= 15, checked
+    resume = {a.dest for a in subs["resume"]._actions} - {"help", "name", "storage"}
+    assert resume and resume <= set(RESUME_MAY_CHANGE), resume - set(RESUME_MAY_CHANGE)
+    args = parser.parse_args(["resume", "r", "--trials", "12", "--max-failures", "2", "--connect-timeout", "5"])
+    assert resume_changes(args) == {"trials": 12, "max_failures": 2, "connect_timeout": 5.0}

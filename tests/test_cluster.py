@@ -38,7 +38,7 @@ def test_half_gpus_run_four_trials_at_once_each_on_its_device(cli, tmp_path) -> 
     assert len(trials) == 4 and all(t["status"] == "completed" for t in trials), trials
     # all four were running at the same moment: the last start precedes the first finish
     assert max(t["started"] for t in trials) < min(t["finished"] for t in trials), trials
-    from nas.store import ExperimentStore
+    from nas.storage.store import ExperimentStore
 
     recs = ExperimentStore(cli.storage / "gpus").trials()
     ids = sorted(r["gpu_ids"] for r in recs)
@@ -78,7 +78,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(cli, monkeypatch, tmp_path) 
                   "--space-option", "n=2", "--address", cluster.address, "--trials", "2", "--max-concurrent", "2",
                   "--epochs", "1", "--name", "two-nodes", timeout=400).stdout
         assert out.count("] trial ") == 2, out
-        from nas.store import ExperimentStore
+        from nas.storage.store import ExperimentStore
 
         recs = ExperimentStore(cli.storage / "two-nodes").trials()
         assert all(r["status"] == "completed" for r in recs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.registry import SPACES, STRATEGIES, available
+from nas.plugins.registry import SPACES, STRATEGIES, available
 from nas.testing.conformance import (
     SPACE_PROPERTIES,
     STRATEGY_PROPERTIES,
@@ -37,7 +37,7 @@ def test_every_failing_property_is_named(tmp_path) -> None:
     plugin = tmp_path / "broken_space.py"
     plugin.write_text(
         "import keras\n"
-        "from nas.space import SearchSpace\n"
+        "from nas.plugins.space import SearchSpace\n"
         "class Empty(SearchSpace):\n"
         "    def declare(self, hp):\n"
         "        pass\n"

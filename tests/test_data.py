@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.data import load_data
 from nas.errors import DataError
-from nas.task import make_task
+from nas.plugins.data import load_data
+from nas.plugins.task import make_task
 
 
 def test_digits_is_real_and_split_is_seeded() -> None:

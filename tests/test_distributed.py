@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.distributed import horovod_missing
+from nas.trials.horovod import horovod_missing
 
 pytestmark = pytest.mark.ray
 
@@ -57,11 +57,11 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
     assert hist[-1]["ranks_max_weight_diff"] == 0.0, hist[-1]
 
     # the same loop in this process, one rank, the same global batch and shuffling
-    from nas.data import load_data
-    from nas.distributed import DataParallelTrainer
-    from nas.objective import Objective
     from nas.options import TrialSetup
-    from nas.task import Task
+    from nas.plugins.data import load_data
+    from nas.plugins.objective import Objective
+    from nas.plugins.task import Task
+    from nas.trials.horovod import DataParallelTrainer
 
     setup = TrialSetup(space=spec["space"], task=Task.from_json(spec["task"]), epochs=2,
                        objective=Objective("val_accuracy", "max"), seed=spec["seed"])
@@ -73,7 +73,7 @@ def test_two_horovod_ranks_in_a_search_match_one_process(cli, tmp_path: Path) ->
         for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert abs(m[k] - h[k]) < 2e-3, (k, m[k], h[k])
             worst = max(worst, abs(m[k] - h[k]))
-    with np.load(run / "trials" / "0" / "resume.npz") as f:  # rank 0's checkpoint, the nas/worker.py format
+    with np.load(run / "trials" / "0" / "resume.npz") as f:  # rank 0's checkpoint, the nas/trials/worker.py format
         meta = json.loads(bytes(f["meta"]).decode())
         dist = [f[f"w{i}"] for i in range(meta["n_weights"])]
     assert meta["epoch"] == 2

@@ -72,12 +72,13 @@ def test_scheduler_and_constraint_flags_are_checked(cli, capsys, monkeypatch, ar
     assert code != 0 and needle in err, err
 
 
-@pytest.mark.parametrize("name", sorted(__import__("nas.registry", fromlist=["available"]).available("nas.strategies")))
+@pytest.mark.parametrize("name", sorted(__import__("nas.plugins.registry",
+                                                    fromlist=["available"]).available("nas.strategies")))
 def test_every_strategy_takes_several_objectives(name: str) -> None:
     """bayes: a multi-direction Optuna study; evolution: Pareto tournament; rl: mean of per-objective quantile
     rewards; random and grid ignore the values. All must propose valid points and resume exactly."""
     import nas
-    from nas import params as P
+    from nas.plugins import params as P
     from nas.testing.conformance import toy_metric, toy_space
 
     objectives = ["val_accuracy:max", "latency_ms:min"]

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas import params as P
-from nas.data import load_data
 from nas.estimation.settings import SupernetSettings
 from nas.options import TrialSetup
-from nas.objective import Objective
-from nas.task import make_task
+from nas.plugins import params as P
+from nas.plugins.data import load_data
+from nas.plugins.objective import Objective
+from nas.plugins.task import make_task
 from nas.testing.conformance import space_conformance, strategy_conformance, toy_space
 from search_spaces.enas_cnn import OPS, ENASSpace, reductions
 
@@ -193,7 +193,7 @@ assert keras.backend.backend() == "jax"
 sys.path.insert(0, {str(ROOT / "tests")!r})
 from pathlib import Path
 from test_enas import _children, _setup, _trainer
-from nas import params as P
+from nas.plugins import params as P
 from nas.estimation import layers
 
 calls = []

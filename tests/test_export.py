@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from conftest import CLI
 
-from nas.objective import Objective
-from nas.registry import SPACES, available
-from nas.results import pareto_front
-from nas.store import ExperimentStore
+from nas.plugins.objective import Objective
+from nas.plugins.registry import SPACES, available
+from nas.storage.results import pareto_front
+from nas.storage.store import ExperimentStore
 
 pytestmark = pytest.mark.ray
 
@@ -55,7 +55,7 @@ def test_trials_save_their_best_epoch_model(run) -> None:
         # accuracy on the validation split is the best epoch's (and best.npz, the same weights, is gone)
         import keras
 
-        from nas.data import load_data
+        from nas.plugins.data import load_data
 
         data = load_data("digits", seed=3)
         model = keras.models.load_model(d / "best.keras")
@@ -117,7 +117,7 @@ def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None
 
     # A fresh Python with only keras and numpy imported (not nas): loads with no custom objects, and the model
     # is the trial's best epoch: it reproduces the recorded validation accuracy.
-    from nas.data import load_data
+    from nas.plugins.data import load_data
 
     data = load_data("digits", seed=3)
     np.save(tmp_path / "x.npy", data.x_val)

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from nas.objective import Objective
-from nas.results import pareto_front
+from nas.plugins.objective import Objective
+from nas.storage.results import pareto_front
 
 pytestmark = pytest.mark.ray
 
@@ -66,10 +66,10 @@ def test_pareto_front_helper() -> None:
 def _sampled_run(space_name: str, n: int = 12) -> tuple[dict, list[dict]]:
     """The spec and trial records a run of a built-in space holds (its real hyperparameters, configurations
     sampled from them, one failed trial); the objective values are drawn, their layout is what is checked."""
-    from nas import params as P
-    from nas.data import load_data
-    from nas.registry import SPACES, create_space, load
-    from nas.task import make_task
+    from nas.plugins import params as P
+    from nas.plugins.data import load_data
+    from nas.plugins.registry import SPACES, create_space, load
+    from nas.plugins.task import make_task
 
     task = make_task(load_data("digits"), load(SPACES, space_name).tasks[0])
     space = create_space(space_name, task=task)
@@ -90,7 +90,7 @@ def test_plot_labels_never_overlap(space: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
-    from nas.plot import figure
+    from nas.views.plot import figure
 
     fig = figure(*_sampled_run(space))
     try:

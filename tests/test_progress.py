@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import pickle
 
-from nas.objective import Objective
 from nas.options import Budget
-from nas.progress import LinePrinter, LivePrinter, Progress, format_duration
+from nas.plugins.objective import Objective
+from nas.views.progress import LinePrinter, LivePrinter, Progress, format_duration
 
 OBJ = Objective("val_accuracy", "max")
 

@@ -82,7 +82,7 @@ def test_a_failed_trial_is_one_line_not_a_ray_traceback(cli, tmp_path, capsys, m
     assert code == 0 and (cli.storage / "broken" / "plot.png").stat().st_size > 20_000, err
 
 
-# -- TensorFlow's import banner (nas.quiet), alone: the real TensorFlow, and one that writes what we choose --------
+# -- TensorFlow's import banner (nas.runtime.quiet), alone: the real TensorFlow, and one that writes what we choose
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, **ONEDNN_ON, **env})

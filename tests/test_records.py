@@ -1,10 +1,10 @@
-"""The typed records of a run directory (nas.records): what they store is what earlier versions stored."""
+"""The typed records of a run directory (nas.storage.records): what they store is what earlier versions stored."""
 
 from __future__ import annotations
 
 import json
 
-from nas.records import STATUSES, TrialStatus, ended
+from nas.storage.records import STATUSES, TrialStatus, ended
 
 
 def test_a_status_is_stored_and_compared_as_the_string_earlier_versions_wrote() -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 import nas
-from nas import params as P
-from nas.data import load_data
-from nas.registry import create_space
-from nas.results import format_value
-from nas.task import make_task
+from nas.plugins import params as P
+from nas.plugins.data import load_data
+from nas.plugins.registry import create_space
+from nas.plugins.task import make_task
+from nas.storage.results import format_value
 
 pytestmark = pytest.mark.ray
 
@@ -60,7 +60,7 @@ def _wait_for(run: Path, proc: subprocess.Popen, completed: int, timeout: float 
 
 
 def _session_processes(session_dir: str) -> list[int]:
-    from nas.ray_runtime import uses_session
+    from nas.runtime.cluster import uses_session
 
     name = Path(session_dir).name
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, name)]

@@ -73,7 +73,7 @@ def test_a_resumed_trial_equals_an_uninterrupted_one(cli) -> None:
 #: one fit call over ``epoch_batches`` for epochs 1..3 against one fit call per epoch on the reordered arrays
 STREAM_VS_EPOCHS = '''
 import numpy as np, keras
-from nas.worker import epoch_batches, epoch_order
+from nas.trials.worker import epoch_batches, epoch_order
 rng = np.random.default_rng(0)
 x = rng.normal(size=(70, 4)).astype("float32")
 y = (x.sum(1) > 0).astype("int32")

@@ -139,7 +139,7 @@ def test_sample_draws_from_the_policy_without_proposing() -> None:
     again = [s.sample(np.random.default_rng(5)) for _ in range(1)]
     assert again[0] == drawn[0]
     hp = toy_space()
-    from nas import params as P
+    from nas.plugins import params as P
 
     for v in drawn:
         P.validate(hp, v)

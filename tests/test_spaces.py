@@ -11,11 +11,11 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from nas import params as P
-from nas.data import Dataset, load_data
 from nas.errors import DataError
-from nas.registry import SPACES, create_space, load
-from nas.task import Task, make_task
+from nas.plugins import params as P
+from nas.plugins.data import Dataset, load_data
+from nas.plugins.registry import SPACES, create_space, load
+from nas.plugins.task import Task, make_task
 
 SPACE_NAMES = ("mlp", "cnn", "ae", "lstm")
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import nas
-from nas import params as P
 from nas.errors import PluginError
+from nas.plugins import params as P
 from nas.testing.conformance import toy_metric, toy_space
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import keras_tuner as kt
 import pytest
 
 import nas
-from nas import params as P
 from nas.errors import NasError, PluginError
+from nas.plugins import params as P
 from nas.testing.conformance import toy_space
 
 

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
+from nas.driver.searcher import StrategySearcher, WorkerRecycler
 from nas.errors import NasError
 from nas.options import SearchOptions
-from nas.ray_runtime import trial_resources
-from nas.searcher import StrategySearcher, WorkerRecycler
-from nas.worker import GENERATION_KEY
+from nas.runtime.cluster import trial_resources
+from nas.trials.worker import GENERATION_KEY
 
 
 def test_recycler_starts_one_new_generation_per_worker_over_the_limit() -> None:
@@ -82,10 +82,10 @@ def test_workers_under_the_limit_are_reused(small_run) -> None:
 
 def _searcher(budget: int) -> StrategySearcher:
     import nas
-    from nas.data import load_data
     from nas.options import Budget
-    from nas.registry import create_space
-    from nas.task import make_task
+    from nas.plugins.data import load_data
+    from nas.plugins.registry import create_space
+    from nas.plugins.task import make_task
 
     hp = create_space("mlp", task=make_task(load_data("digits"), "classification")).hyperparameters()
     return StrategySearcher(nas.create_strategy("random", space=hp, objective="val_accuracy:max", seed=0),
@@ -118,7 +118,7 @@ def test_a_trial_ray_keeps_dropping_ends_failed_not_in_a_loop() -> None:
 
     from ray.tune.search import Searcher
 
-    from nas.searcher import LostTrials
+    from nas.driver.searcher import LostTrials
 
     s = _searcher(budget=1)
     s.set_max_concurrency(1)
@@ -138,7 +138,7 @@ def test_a_trial_ray_keeps_dropping_ends_failed_not_in_a_loop() -> None:
 
 def test_the_workers_warm_up_hook_names_a_function_that_imports_the_framework() -> None:
     """Ray imports ``WARM_UP_HOOK`` in every worker of a search as it starts: a wrong name would fail each one."""
-    from nas.ray_runtime import WARM_UP_HOOK
+    from nas.runtime.cluster import WARM_UP_HOOK
 
     module, _, name = WARM_UP_HOOK.rpartition(".")
     getattr(importlib.import_module(module), name)()

@@ -1,6 +1,6 @@
 """Performance estimation: how a search judges an architecture.
 
-- ``standalone`` (the default): every trial trains its configuration from scratch (``nas.trial``).
+- ``standalone`` (the default): every trial trains its configuration from scratch (``nas.trials.single``).
 - ``shared-weights``: ENAS (Pham et al., "Efficient Neural Architecture Search via Parameter Sharing", ICML
   2018). One supernet holds every operation choice of the space; its shared weights are trained on children the
   controller samples (one minibatch each), and the controller (a strategy: the rl strategy's LSTM, as in ENAS)
@@ -16,5 +16,6 @@ runs the supernet phase on Ray, prints its progress, hands the top-k to the engi
 
 from __future__ import annotations
 
-ESTIMATIONS = ("standalone", "shared-weights")
-SHARED = "shared-weights"
+from nas.estimation.settings import ESTIMATIONS, SHARED
+
+__all__ = ["ESTIMATIONS", "SHARED"]  # the names every caller uses

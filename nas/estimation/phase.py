@@ -26,15 +26,15 @@ from nas.estimation.settings import (
     SupernetSettings,
     controller_options,
 )
-from nas.estimation.supernet import require
 from nas.estimation.status import write_state
-from nas.objective import Objective
+from nas.estimation.supernet import require
 from nas.options import SearchOptions, TrialSetup
-from nas.ray_runtime import EarlyRay, check_resources, record_local_ray
-from nas.registry import STRATEGIES, create_strategy, load
-from nas.results import format_value
-from nas.rundir import CONTROLLER, supernet_dir
-from nas.store import ExperimentStore, write_json
+from nas.plugins.objective import Objective
+from nas.plugins.registry import STRATEGIES, create_strategy, load
+from nas.runtime.cluster import EarlyRay, check_resources, record_local_ray
+from nas.storage.layout import CONTROLLER, supernet_dir
+from nas.storage.results import format_value
+from nas.storage.store import ExperimentStore, write_json
 
 #: phase 2's strategy: the top-k configurations, in order (strategies/given.py)
 GIVEN = "strategies.given:GivenConfigurations"

@@ -1,4 +1,5 @@
-"""The options of the supernet phase (``--estimation shared-weights``), checked before anything runs.
+"""The options of the supernet phase (``--estimation shared-weights``), checked before anything runs: part of
+the search's options (``nas.options`` imports it; it imports only ``nas.errors``).
 
 ``nas search`` gives them as ``--supernet-epochs N``, ``--top-k K`` and ``--supernet-option KEY=VALUE``; they are
 stored in the run's spec (``options``) and kept by ``nas resume``.
@@ -10,6 +11,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from nas.errors import NasError
+
+#: --estimation values
+ESTIMATIONS = ("standalone", "shared-weights")
+SHARED = "shared-weights"
 
 #: --supernet-option keys: (default, minimum, what it is)
 OPTIONS: dict[str, tuple[int | str, int, str]] = {

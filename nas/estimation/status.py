@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from nas.results import format_value
-from nas.rundir import SUPERNET_STATE
-from nas.store import read_json, write_json
+from nas.storage.layout import SUPERNET_STATE
+from nas.storage.results import format_value
+from nas.storage.store import read_json, write_json
 
 #: ranked architectures kept in `nas status --json` (the whole ranking stays in the file)
 SHOWN = 20

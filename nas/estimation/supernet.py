@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nas.errors import PluginError
-from nas.results import format_config
+from nas.storage.results import format_config
 
 SUPERNET_METHODS = ("build_supernet", "arch_inputs")
 

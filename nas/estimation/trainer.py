@@ -14,7 +14,7 @@ space: every operation's weights train alike before the controller's samples con
 
 Then the epoch's best few children are evaluated on the whole validation set (the "best sampled architecture so
 far" of the progress line), and a checkpoint is written atomically to ``<run>/supernet/resume.npz``: the
-supernet's weights, optimizer and random state (``nas.worker``'s checkpoint), plus the controller's JSON state,
+supernet's weights, optimizer and random state (``nas.trials.worker``'s checkpoint), plus the controller's JSON state,
 the reward's moving average, the best architecture so far and the per-epoch history. What an epoch does is a
 function of that state, the seed and the epoch number (data order ``epoch_order``, global seeds ``seed_epoch``,
 children and validation minibatches from ``default_rng([seed, epoch, ...])``), so a resumed phase continues
@@ -37,12 +37,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nas import params as P
 from nas.estimation.settings import SupernetSettings
-from nas.objective import Objective
 from nas.options import TrialSetup
-from nas.rundir import CHECKPOINT, supernet_dir
-from nas.worker import (
+from nas.plugins import params as P
+from nas.plugins.objective import Objective
+from nas.storage.layout import CHECKPOINT, supernet_dir
+from nas.trials.worker import (
     checkpoint_arrays,
     configure_framework,
     epoch_order,
@@ -79,7 +79,7 @@ class SupernetTrainer:
         configure_framework(setup)
         import keras
 
-        from nas.registry import create_strategy
+        from nas.plugins.registry import create_strategy
 
         self.setup = setup
         self.settings = settings
@@ -260,9 +260,9 @@ class SupernetTrainer:
 def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
     """A stored run's supernet and controller as its last checkpoint left them, in this process (its backend
     must be the run's): e.g. to evaluate architectures with the run's shared weights."""
-    from nas.data import load_data
-    from nas.store import read_json
-    from nas.task import Task
+    from nas.plugins.data import load_data
+    from nas.plugins.task import Task
+    from nas.storage.store import read_json
 
     run_dir = Path(run_dir)
     spec = read_json(run_dir / "spec.json")

@@ -21,8 +21,8 @@ from typing import Any, Callable
 import keras_tuner as kt
 import numpy as np
 
-from nas import params as P
-from nas.registry import create_space, create_strategy
+from nas.plugins import params as P
+from nas.plugins.registry import create_space, create_strategy
 
 # -- a small conditional space and a deterministic objective for strategy checks ------------------------------
 
@@ -181,7 +181,7 @@ def _builds_and_trains(space: Any, data: Any, configurations: int, seed: int) ->
 def _reports_default_objective(space: Any, data: Any, configurations: int, seed: int) -> None:
     """Its default objective names a metric its trials report: a search on it trusts this and trains no model
     to check it (an objective a user names is checked before any trial)."""
-    from nas.engine import reported_metrics
+    from nas.driver.engine import reported_metrics
 
     metric = space.default_objective().split(":")[0]
     known = reported_metrics(space, data)
@@ -199,8 +199,8 @@ SPACE_PROPERTIES: dict[str, Callable[[Any, Any, int, int], None]] = {
 def check_space_property(prop: str, name: str, configurations: int = 10, seed: int = 0, task: Any = None,
                          data: Any = None) -> None:
     """One property of ``SPACE_PROPERTIES`` for the space ``name``, on ``data`` (default: digits)."""
-    from nas.data import load_data
-    from nas.registry import SPACES, load
+    from nas.plugins.data import load_data
+    from nas.plugins.registry import SPACES, load
 
     data = data or load_data("digits")
     task = task or load(SPACES, name).example_task(data)

@@ -8,6 +8,11 @@ from typing import Any, Iterable, Mapping
 
 from nas.errors import NasError
 
+#: the latency metrics every trial can report (``nas.trials.measure``)
+LATENCY = "latency_ms"  # per sample, batch 1, median of REPEATS calls after WARMUP
+LATENCY_BATCH = "latency_ms_b256"  # per sample, batch 256 (throughput view)
+LATENCY_METRICS = (LATENCY, LATENCY_BATCH)
+
 _MIN_HINTS = ("loss", "error", "mse", "mae", "latency", "params", "time")
 
 

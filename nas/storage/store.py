@@ -1,4 +1,4 @@
-"""One directory per search (its layout: ``nas.rundir``): the storage that holds runs, atomic JSON files, and
+"""One directory per search (its layout: ``nas.storage.layout``): the storage that holds runs, atomic JSON files, and
 ``ExperimentStore``, which reads and writes a run's spec, trial records and strategy state."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas.errors import RunError, StorageError
-from nas.rundir import SPEC, STRATEGY, TRIALS, trial_record
+from nas.storage.layout import SPEC, STRATEGY, TRIALS, trial_record
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -150,7 +150,7 @@ class ExperimentStore:
 
     def start_session(self, spec: dict[str, Any]) -> None:
         """A driver starts searching: ``spec["sessions"]`` gains an entry (how long a run searched, idle time
-        between sessions left out: ``nas.report.searching_s``) and the spec is written."""
+        between sessions left out: ``nas.views.report.searching_s``) and the spec is written."""
         spec.setdefault("sessions", []).append({"started": time.time(), "ended": None})
         self.write_spec(spec)
 
@@ -164,7 +164,7 @@ class ExperimentStore:
             pass
 
     def write_trial(self, record: Mapping[str, Any]) -> None:
-        # ``updated``: when the driver last wrote it (how long a killed session searched: nas.report.searching_s)
+        # ``updated``: when the driver last wrote it (how long a killed session searched: nas.views.report.searching_s)
         write_json(trial_record(self.root, record["trial_id"]), {**record, "updated": time.time()})
 
     def trial(self, trial_id: str) -> dict[str, Any]:
@@ -175,7 +175,7 @@ class ExperimentStore:
         return read_json(path)
 
     def trials(self) -> list[dict[str, Any]]:
-        from nas.results import sort_by_id
+        from nas.storage.results import sort_by_id
 
         if not self.trials_dir.is_dir():
             return []

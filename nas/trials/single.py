@@ -1,7 +1,7 @@
 """A single-process trial: build one configuration, train it, report every epoch to Ray Tune.
 
 ``train_trial`` is the Ray Tune function trainable of every search without ``--distributed horovod`` (that one
-is ``nas.distributed.train_trial_horovod``). What both kinds share lives in ``nas.worker``.
+is ``nas.trials.horovod.train_trial_horovod``). What both kinds share lives in ``nas.trials.worker``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nas import backends
-from nas import params as P
-from nas.artifacts import BackgroundWriter, BestModelSaver
-from nas.measure import LATENCY, latency
 from nas.options import TrialSetup
-from nas.rundir import trial_dir
-from nas.space import SearchSpace
-from nas.tensorboard import TrialLogger
-from nas.worker import (
+from nas.plugins import params as P
+from nas.plugins.space import SearchSpace
+from nas.runtime import backends
+from nas.storage.layout import trial_dir
+from nas.trials.artifacts import BackgroundWriter, BestModelSaver
+from nas.trials.measure import LATENCY, latency
+from nas.trials.tensorboard import TrialLogger
+from nas.trials.worker import (
     TrialInfeasible,
     check_finite,
     checkpoint_arrays,
@@ -40,7 +40,7 @@ from nas.worker import (
 
 
 def warm_up() -> None:
-    """Ray's ``worker_process_setup_hook`` for every worker of a search (``nas.ray_runtime.WARM_UP_HOOK``), run
+    """Ray's ``worker_process_setup_hook`` for every worker of a search (``nas.runtime.cluster.WARM_UP_HOOK``), run
     as each worker process starts: with this module (what a trial runs) loaded, import Keras and with it the
     framework ``KERAS_BACKEND`` names. Ray starts idle workers as soon as it is up and gives trial actors those
     workers, so the framework's import (seconds of CPU per worker) overlaps the driver's own start instead of

@@ -2,7 +2,8 @@
 
 ``StrategySearcher`` turns any ``nas.Strategy`` into a ``ray.tune.search.Searcher`` (what to try next);
 ``TrialRecorder`` is a ``ray.tune.Callback`` that writes trial records and prints progress (what happened).
-Trials themselves run in ``nas.trial.train_trial`` (or ``nas.distributed.train_trial_horovod``); early stopping, when asked for, is a Ray scheduler.
+Trials themselves run in ``nas.trials.single.train_trial`` (or ``nas.trials.horovod.train_trial_horovod``); early
+stopping, when asked for, is a Ray scheduler.
 Keeping the three apart is Ray Tune's own separation of concerns.
 """
 
@@ -16,13 +17,13 @@ from typing import Any, Callable
 from ray.tune import Callback, Stopper
 from ray.tune.search import Searcher
 
-from nas.objective import Objective
 from nas.options import Budget
-from nas.records import TrialStatus
-from nas.results import add_epoch, best_epoch, epoch_metrics
-from nas.rundir import BEST_MODEL, BEST_WEIGHTS, CHECKPOINT, trial_dir, trial_record
-from nas.strategy import Strategy
-from nas.worker import GENERATION_KEY, TRIAL_KEY, split_config
+from nas.plugins.objective import Objective
+from nas.plugins.strategy import Strategy
+from nas.storage.layout import BEST_MODEL, BEST_WEIGHTS, CHECKPOINT, trial_dir, trial_record
+from nas.storage.records import TrialStatus
+from nas.storage.results import add_epoch, best_epoch, epoch_metrics
+from nas.trials.worker import GENERATION_KEY, TRIAL_KEY, split_config
 
 
 class StrategySearcher(Searcher):

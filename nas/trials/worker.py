@@ -1,5 +1,5 @@
-"""What runs inside a Ray worker, shared by every kind of trial (single-process ``nas.trial`` and data-parallel
-``nas.distributed``): the trial's seed and files, epoch checkpoints, the per-epoch report fields, finiteness
+"""What runs inside a Ray worker, shared by every kind of trial (single-process ``nas.trials.single`` and data-parallel
+``nas.trials.horovod``): the trial's seed and files, epoch checkpoints, the per-epoch report fields, finiteness
 checks, framework configuration, and the space and data a worker keeps between trials.
 
 Workers are reused across trials (``reuse_actors=True``), so the framework is configured once per worker process
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas import backends
-from nas.artifacts import write_arrays
-from nas.rundir import CHECKPOINT
+from nas.runtime import backends
+from nas.storage.layout import CHECKPOINT
+from nas.trials.artifacts import write_arrays
 
 if TYPE_CHECKING:
     from nas.options import TrialSetup
@@ -240,7 +240,7 @@ def configure_framework(setup: TrialSetup) -> None:
 
 def space_and_data(setup: TrialSetup, data: Any) -> tuple[Any, Any, Any]:
     """The space object, its hyperparameters and its prepared data; cached while a worker runs the same search."""
-    from nas.registry import create_space
+    from nas.plugins.registry import create_space
 
     key = (setup.space, repr(setup.space_options), repr(setup.task), id(data))
     cached = _worker.get("space")

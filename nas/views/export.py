@@ -1,7 +1,7 @@
 """``nas export``: a searched model in deployable formats, with its architecture, metrics and a model card.
 
 By default the chosen trial's model is the one it saved at its best epoch (``<run>/trials/<id>/best.keras``,
-written by ``nas.artifacts.BestModelSaver``); ``retrain`` rebuilds the configuration through its space and
+written by ``nas.trials.artifacts.BestModelSaver``); ``retrain`` rebuilds the configuration through its space and
 trains it on train+validation instead. Every format written is reloaded and its predictions on a validation
 batch compared with the model's before the export is reported as done.
 
@@ -34,17 +34,17 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from nas import backends
-from nas.artifacts import load_best
 from nas.errors import NasError, RunError
-from nas.objective import Objective
-from nas.quiet import quiet_environment
-from nas.records import TrialStatus
-from nas.results import format_config, format_value, pareto_front, rank
-from nas.rundir import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, trial_dir
-from nas.store import ExperimentStore, write_json
-from nas.task import Task
-from nas.worker import trial_seed
+from nas.plugins.objective import Objective
+from nas.plugins.registry import stored_space
+from nas.runtime import backends
+from nas.runtime.quiet import quiet_environment
+from nas.storage.layout import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, trial_dir
+from nas.storage.records import TrialStatus
+from nas.storage.results import format_config, format_value, pareto_front, rank
+from nas.storage.store import ExperimentStore, write_json
+from nas.trials.artifacts import load_best
+from nas.trials.worker import trial_seed
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
 DEFAULT_FORMATS = ("keras", "savedmodel")
@@ -155,15 +155,9 @@ def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_
 
 
 # -- building or loading the model ----------------------------------------------------------------------------
-def _space(spec: Mapping[str, Any]) -> Any:
-    from nas.registry import create_space
-
-    return create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
-
-
 def _data(spec: Mapping[str, Any], space: Any) -> Any:
     """The data the search used, prepared by the space as the trials saw it."""
-    from nas.data import load_data
+    from nas.plugins.data import load_data
 
     d = spec["data"]
     data = load_data(d["spec"], target=d.get("target"), window=d.get("window"), seed=spec.get("seed") or 0)
@@ -174,7 +168,7 @@ def _retrain(spec: Mapping[str, Any], space: Any, prepared: Any, trial: Mapping[
              log: Callable[[str], None]) -> tuple[Any, list[dict[str, float]]]:
     import keras
 
-    from nas import params as P
+    from nas.plugins import params as P
 
     keras.utils.set_random_seed(trial_seed(spec.get("seed"), str(trial["trial_id"])))
     hp = P.to_hp(space.hyperparameters(), trial["config"])
@@ -382,7 +376,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     backend = backends.check(export_backend(formats, run_backend))
     backends.select(backend)  # before Keras is imported (by the space)
 
-    space = _space(spec)
+    space = stored_space(spec)
     prepared = _data(spec, space)
     retrain: dict[str, Any] | None = None
     if opts.retrain:
@@ -390,7 +384,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
         model, history = _retrain(spec, space, prepared, trial, epochs, log)
         retrain = {"epochs": epochs, "history": history, "seed": spec.get("seed")}
     else:
-        from nas import params as P
+        from nas.plugins import params as P
 
         model, saved = load_best(saved.parent, lambda: space.build(P.to_hp(space.hyperparameters(), trial["config"])))
         log(f"loaded trial {tid}'s best-epoch model ({trial['metrics'].get('best_epoch')} of "

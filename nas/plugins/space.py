@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import keras_tuner as kt
 
 from nas.errors import DataError
-from nas.task import Task, make_task
+from nas.plugins.task import Task, make_task
 
 if TYPE_CHECKING:  # keep TensorFlow out of imports that do not train
     import keras
 
-    from nas.data import Dataset
+    from nas.plugins.data import Dataset
 
 
 class SearchSpace(kt.HyperModel, abc.ABC):
@@ -154,7 +154,7 @@ class HyperModelSpace(SearchSpace):
         import keras
         import numpy as np
 
-        from nas import params as P
+        from nas.plugins import params as P
 
         found = kt.HyperParameters()
         self.hypermodel.build(found)
@@ -183,7 +183,7 @@ class HyperModelSpace(SearchSpace):
         """Validation accuracy when the hypermodel's default model is compiled with it, else validation loss."""
         import keras
 
-        from nas import params as P
+        from nas.plugins import params as P
 
         model = self.build(P.to_hp(self._space, P.default_values(self._space)))
         metrics = [m if isinstance(m, str) else getattr(m, "name", "") for m in

@@ -1,9 +1,9 @@
 """Running a search: prepare it (data, space, strategy, objective: everything that can fail before Ray), then
 hand it to Ray Tune, for a new run (``run_search``) or a stored one (``resume_search``).
 
-The rooms around it: ``nas.options`` (what was asked), ``nas.ray_runtime`` (the Ray it runs on),
-``nas.searcher`` (strategy <-> Tune, trial records), ``nas.trial`` / ``nas.distributed`` (the trials themselves),
-``nas.store`` (the run directory).
+The rooms around it: ``nas.options`` (what was asked), ``nas.runtime.cluster`` (the Ray it runs on),
+``nas.driver.searcher`` (strategy <-> Tune, trial records), ``nas.trials.single`` / ``nas.trials.horovod`` (the
+trials themselves), ``nas.storage.store`` (the run directory).
 """
 
 from __future__ import annotations
@@ -15,27 +15,33 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nas import backends
-from nas import params as P
-from nas.data import Dataset, check_spec, load_data
-from nas.distributed import require_horovod, train_trial_horovod
+from nas.driver.inputs import kept, label
 from nas.errors import NasError, RunError, StorageError
 from nas.estimation import SHARED
 from nas.estimation.phase import shared_weights
-from nas.inputs import kept, label
-from nas.lock import FILES as LOCK_FILES
-from nas.lock import owning
-from nas.objective import Objective, parse_objectives
 from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, TrialSetup
-from nas.quiet import quiet_environment
-from nas.ray_runtime import (EarlyRay, check_resources, cleanup_local_ray, package_versions,
-                             record_local_ray, trial_resources)
-from nas.records import TrialStatus, ended
-from nas.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
-from nas.results import rank
-from nas.rundir import RAY
-from nas.store import ExperimentStore, check_name, generate_name, open_storage
-from nas.task import is_classification, make_task
+from nas.plugins import params as P
+from nas.plugins.data import Dataset, check_spec, load_data
+from nas.plugins.objective import Objective, parse_objectives
+from nas.plugins.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
+from nas.plugins.task import is_classification, make_task
+from nas.runtime import backends
+from nas.runtime.cluster import (
+    EarlyRay,
+    check_resources,
+    cleanup_local_ray,
+    package_versions,
+    record_local_ray,
+    trial_resources,
+)
+from nas.runtime.quiet import quiet_environment
+from nas.storage.layout import RAY
+from nas.storage.lock import FILES as LOCK_FILES
+from nas.storage.lock import owning
+from nas.storage.records import TrialStatus, ended
+from nas.storage.results import rank
+from nas.storage.store import ExperimentStore, check_name, generate_name, open_storage
+from nas.trials.horovod import require_horovod, train_trial_horovod
 
 Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, Budget], Printer]
@@ -322,16 +328,16 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
           announce: Callable[[str], None], replay: list, budget: Budget) -> SearchResult:
     from ray import tune
 
-    from nas.searcher import (
+    from nas.driver.searcher import (
         FailureGuard,
         LostTrials,
         StrategySearcher,
         TrialRecorder,
         WorkerRecycler,
     )
-    from nas.tensorboard import run_metrics, write_hparams_config
-    from nas.trial import train_trial
-    from nas.worker import GENERATION_KEY
+    from nas.trials.single import train_trial
+    from nas.trials.tensorboard import run_metrics, write_hparams_config
+    from nas.trials.worker import GENERATION_KEY
 
     setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
     printer = printer_factory(objectives[0], budget) if printer_factory else None

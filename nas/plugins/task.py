@@ -1,7 +1,7 @@
 """What a search asks its models to do: a ``Task`` derived from the data before any trial.
 
-Data loading (``nas.data``) produces arrays; a search space (``nas.space``) builds models for a task; this module
-sits between them, so neither has to import the other.
+Data loading (``nas.plugins.data``) produces arrays; a search space (``nas.plugins.space``) builds models for a task;
+this module sits between them, so neither has to import the other.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from nas.errors import DataError
 
 if TYPE_CHECKING:
-    from nas.data import Dataset
+    from nas.plugins.data import Dataset
 
 TASK_KINDS = ("classification", "regression", "reconstruction", "anomaly")
 

@@ -12,12 +12,12 @@ from typing import Any, Mapping
 
 from nas.errors import NasError, RunError
 from nas.estimation.status import status_line, supernet_status
-from nas.lock import driver_state, when
-from nas.objective import Objective
-from nas.progress import format_duration, interactive
-from nas.records import STATUSES, TrialStatus
-from nas.results import format_config, format_value, pareto_front, rank
-from nas.store import ExperimentStore, default_storage, storage_flag
+from nas.plugins.objective import Objective
+from nas.storage.lock import driver_state, when
+from nas.storage.records import STATUSES, TrialStatus
+from nas.storage.results import format_config, format_value, pareto_front, rank
+from nas.storage.store import ExperimentStore, default_storage, storage_flag
+from nas.views.progress import format_duration, interactive
 
 _SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "device", "started", "finished")
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nas.errors import ResourceError
-from nas.rundir import LOCAL_RAY
-from nas.store import ExperimentStore, read_json, write_json
+from nas.storage.layout import LOCAL_RAY
+from nas.storage.store import ExperimentStore, read_json, write_json
 
 PACKAGES = ("nas", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ray", "optuna", "numpy", "scikit-learn")
-#: run by Ray in every worker process of a search as it starts (see ``nas.trial.warm_up``)
-WARM_UP_HOOK = "nas.trial.warm_up"
+#: run by Ray in every worker process of a search as it starts (see ``nas.trials.single.warm_up``)
+WARM_UP_HOOK = "nas.trials.single.warm_up"
 #: a Horovod trial's own bundle (its "driver"): it only coordinates the ranks and reports to Tune
 DRIVER_CPUS = 0.1
 
@@ -380,7 +380,7 @@ def trial_resources(workers: int, cpus: float, gpus: float, distributed: str, ge
     trial driver's bundle first and one bundle per rank (``cpus``/``gpus`` each), so Tune accounts for all of a
     trial's resources and RayExecutor places its ranks inside it.
 
-    ``generation`` (``nas.searcher.WorkerRecycler``) adds that many bytes of Ray's ``memory`` resource: nothing
+    ``generation`` (``nas.driver.searcher.WorkerRecycler``) adds that many bytes of Ray's ``memory`` resource: nothing
     to any scheduler, but Tune reuses a worker only for a trial requesting exactly what the worker was started
     with, so a new generation never lands on an old worker."""
     if distributed != "horovod":
@@ -417,7 +417,7 @@ def cleanup_local_ray(store: ExperimentStore) -> list[int]:
     """Kill what a SIGKILL-ed driver's local Ray left behind (``ray::DashboardAgent`` and
     ``ray::RuntimeEnvAgent`` outlive a SIGKILL-ed driver and ignore SIGTERM): processes carrying the run's mark
     (``RUN_MARK``, there however early the driver died) or using the session ``ray/local.json`` names, and only
-    those whose driver is gone (the caller also holds the run's lock, ``nas.lock``). Ray has no way to stop a
+    those whose driver is gone (the caller also holds the run's lock, ``nas.storage.lock``). Ray has no way to stop a
     dead driver's local instance, hence this."""
     prefix = f"{RUN_MARK}={store.root.resolve()}#".encode()
     session = ""

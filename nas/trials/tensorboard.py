@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from nas.rundir import tensorboard_dir
+from nas.storage.layout import tensorboard_dir
 
 SKIP = {"epoch", "pid", "fit_started", "node", "gpu_ids"}
 

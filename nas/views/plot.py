@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nas.errors import RunError
-from nas.objective import Objective
-from nas.records import TrialStatus
-from nas.results import pareto_front, rank, sort_by_id
+from nas.plugins.objective import Objective
+from nas.storage.records import TrialStatus
+from nas.storage.results import pareto_front, rank, sort_by_id
 
 BEST = "#d62728"
 POINT = "#1f77b4"

@@ -1,7 +1,7 @@
 """What a user sees while a search runs.
 
 The engine calls a printer ``printer(kind, rec)`` from Ray Tune's driver loop with ``kind`` one of
-``started | epoch | completed | failed`` and the trial's record (see ``nas.searcher.TrialRecorder``), and, before
+``started | epoch | completed | failed`` and the trial's record (see ``nas.driver.searcher.TrialRecorder``), and, before
 a resumed search starts, ``earlier`` for each trial earlier sessions recorded (the best so far counts them).
 
 - ``LinePrinter``: one line per finished trial; what CI logs, redirected output and the tests see.
@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from nas.objective import Objective
 from nas.options import Budget
-from nas.records import TrialStatus
-from nas.results import format_config, format_value
+from nas.plugins.objective import Objective
+from nas.storage.records import TrialStatus
+from nas.storage.results import format_config, format_value
 
 
 def format_duration(seconds: float | None) -> str:

@@ -7,12 +7,12 @@ Ray runtime, the supernet phase, exports and the API all find their files here.
     <storage>/<name>/trials/<id>/           the trial's files: resume.npz (its last epoch's checkpoint), best.npz
                                             and best.json (its best epoch's weights), best.keras (its best model)
     <storage>/<name>/strategy.json          the strategy's get_state() after every tell
-    <storage>/<name>/driver.lock            the lock (flock) the driver that owns the run holds (``nas.lock``)
+    <storage>/<name>/driver.lock            the lock (flock) the driver that owns the run holds (``nas.storage.lock``)
     <storage>/<name>/driver.json            that driver: pid, host, since, command, outcome
     <storage>/<name>/ray/local.json         the local Ray a driver started (its pid, Ray's session directory)
     <storage>/<name>/ray/session-<k>/       Ray Tune's experiment state, one directory per driver session
-    <storage>/<name>/tensorboard/[<id>/]    HParams and per-epoch logs (``nas.tensorboard``)
-    <storage>/<name>/data.npz, plugins/     what the Python API gave in memory (``nas.inputs``)
+    <storage>/<name>/tensorboard/[<id>/]    HParams and per-epoch logs (``nas.trials.tensorboard``)
+    <storage>/<name>/data.npz, plugins/     what the Python API gave in memory (``nas.driver.inputs``)
     <storage>/<name>/supernet/              the weight-sharing phase: resume.npz (its checkpoint), state.json,
                                             controller.json
 """

@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Iterable, Mapping
 import keras_tuner as kt
 import numpy as np
 
-from nas import params as P
 from nas.errors import NasError
-from nas.objective import Objective, parse_objectives
+from nas.plugins import params as P
+from nas.plugins.objective import Objective, parse_objectives
 
 STATE_VERSION = 1
 

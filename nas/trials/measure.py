@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-#: latency keys every trial reports
-LATENCY = "latency_ms"  # per sample, batch 1, median of REPEATS calls after WARMUP
-LATENCY_BATCH = "latency_ms_b256"  # per sample, batch 256 (throughput view)
-METRICS = (LATENCY, LATENCY_BATCH)
+from nas.plugins.objective import LATENCY, LATENCY_BATCH
+
 WARMUP, REPEATS = 3, 15
-
-
-def needed(metric_names: Iterable[str], max_latency_ms: float | None) -> bool:
-    """Whether a search uses latency at all (an objective names it, or a constraint): measuring costs a
-    compiled inference function per trial, so searches that do not use it skip it."""
-    return bool(max_latency_ms) or any(m in METRICS for m in metric_names)
 
 
 def latency(model: Any, x: np.ndarray) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """What a trial leaves in its artifacts directory (``<run>/trials/<id>/``) for later use, and how it writes it
 without holding up training.
 
-- ``resume.npz``: the last epoch's checkpoint (``nas.worker``), rewritten every epoch;
+- ``resume.npz``: the last epoch's checkpoint (``nas.trials.worker``), rewritten every epoch;
 - ``best.npz`` + ``best.json``: the weights of the best epoch so far by the primary objective (the epoch the
   trial record's ``metrics`` describe), and which epoch that is, with its metrics;
 - ``best.keras``: that model in Keras' self-contained format, written once when the trial ends, so ``nas
@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nas.objective import Objective
-from nas.rundir import BEST_INFO, BEST_MODEL, BEST_WEIGHTS
+from nas.plugins.objective import Objective
+from nas.storage.layout import BEST_INFO, BEST_MODEL, BEST_WEIGHTS
 
 
 def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -109,7 +109,7 @@ class BackgroundWriter:
 
 class BestModelSaver:
     """Keeps the weights of the best epoch so far (ties go to the later epoch, and every epoch counts until one
-    has a usable objective value: the choice ``nas.results.best_epoch`` makes) and writes ``best.keras`` from
+    has a usable objective value: the choice ``nas.storage.results.best_epoch`` makes) and writes ``best.keras`` from
     them when the trial ends. A resumed trial starts from the best its earlier sessions saved."""
 
     def __init__(self, out_dir: str | Path, objective: Objective, writer: BackgroundWriter | None = None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import PluginError
-from nas.objective import Objective
+from nas.plugins.objective import Objective
 
 if TYPE_CHECKING:
     import keras_tuner as kt
@@ -62,7 +62,7 @@ def check_ref(group: str, ref: str) -> None:
     kind = _KIND[group]
     if not isinstance(ref, str) or not ref:
         raise PluginError(f"{kind} name {ref!r} is not valid")
-    if ref.endswith(".pkl"):  # a plugin object the Python API saved with its run (nas.inputs)
+    if ref.endswith(".pkl"):  # a plugin object the Python API saved with its run (nas.driver.inputs)
         if not Path(ref).is_file():
             raise PluginError(f"{kind} file {ref!r} does not exist")
         return
@@ -107,8 +107,8 @@ def load(group: str, ref: str) -> type:
 
 
 def _check_class(group: str, ref: str, obj: Any) -> None:
-    from nas.space import SearchSpace
-    from nas.strategy import Strategy
+    from nas.plugins.space import SearchSpace
+    from nas.plugins.strategy import Strategy
 
     base = SearchSpace if group == SPACES else Strategy
     if not (inspect.isclass(obj) and issubclass(obj, base)):
@@ -126,8 +126,8 @@ def _accepted(cls: type) -> list[str] | None:
     """The keyword options ``cls(...)`` accepts, along its ``__init__`` chain: a class taking ``**kwargs`` passes
     them on to the next ``__init__`` up; our base classes take none (None: the chain ends in a ``**kwargs`` we
     cannot see through)."""
-    from nas.space import SearchSpace
-    from nas.strategy import Strategy
+    from nas.plugins.space import SearchSpace
+    from nas.plugins.strategy import Strategy
 
     names: list[str] = []
     for klass in cls.__mro__:
@@ -160,7 +160,7 @@ def create_strategy(
 ) -> Any:
     """A strategy by registered name (or ``module:Class`` / ``file.py:Class`` / a saved ``.pkl``) over ``space``;
     a ``nas.Strategy`` subclass is made the same way, and an instance is used as it is."""
-    from nas.strategy import Strategy
+    from nas.plugins.strategy import Strategy
 
     plugin = _plugin(STRATEGIES, name)
     if isinstance(plugin, Strategy):
@@ -172,8 +172,8 @@ def create_strategy(
 def create_space(name: Any, task: Any, **options: Any) -> Any:
     """A search space by registered name (or ``module:Class`` / ``file.py:Class`` / a saved ``.pkl``) built for
     ``task``; a ``nas.SearchSpace`` subclass is made the same way, an instance is used as it is, and any other
-    ``keras_tuner.HyperModel`` becomes a ``nas.space.HyperModelSpace``."""
-    from nas.space import HyperModelSpace, SearchSpace
+    ``keras_tuner.HyperModel`` becomes a ``nas.plugins.space.HyperModelSpace``."""
+    from nas.plugins.space import HyperModelSpace, SearchSpace
 
     plugin = _plugin(SPACES, name)
     if isinstance(plugin, SearchSpace):
@@ -184,10 +184,18 @@ def create_space(name: Any, task: Any, **options: Any) -> Any:
     return plugin(task=task, **options)
 
 
+def stored_space(spec: Any) -> Any:
+    """The search space a stored run was searched with, from its ``spec.json``: its reference, task and
+    options (export, the API's ``Run.best_model``)."""
+    from nas.plugins.task import Task
+
+    return create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
+
+
 def space_class(ref: Any) -> type:
     """The ``SearchSpace`` class a space reference, class or object stands for (its ``tasks`` are read before the
-    space is built): a ``keras_tuner.HyperModel`` object stands for ``nas.space.HyperModelSpace``."""
-    from nas.space import HyperModelSpace, SearchSpace
+    space is built): a ``keras_tuner.HyperModel`` object stands for ``nas.plugins.space.HyperModelSpace``."""
+    from nas.plugins.space import HyperModelSpace, SearchSpace
 
     plugin = _plugin(SPACES, ref)
     if inspect.isclass(plugin):
@@ -199,8 +207,8 @@ def _plugin(group: str, ref: Any) -> Any:
     """A plugin class (from a reference, or given), or an instance given or saved in a ``.pkl`` file."""
     import keras_tuner as kt
 
-    from nas.space import SearchSpace
-    from nas.strategy import Strategy
+    from nas.plugins.space import SearchSpace
+    from nas.plugins.strategy import Strategy
 
     base = SearchSpace if group == SPACES else Strategy
     if isinstance(ref, str) and ref.endswith(".pkl"):

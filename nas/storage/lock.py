@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nas.errors import NasError, RunError, StorageError
-from nas.rundir import LOCK, OWNER
-from nas.store import read_json, write_json
+from nas.storage.layout import LOCK, OWNER
+from nas.storage.store import read_json, write_json
 
 FILES = (LOCK, OWNER)
 #: a reader probing the lock holds it for microseconds; a new driver retries this long before it gives up

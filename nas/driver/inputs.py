@@ -25,10 +25,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from nas.data import Dataset
 from nas.options import SearchOptions
-from nas.rundir import DATA, PLUGINS
-from nas.store import ExperimentStore
+from nas.plugins.data import Dataset
+from nas.storage.layout import DATA, PLUGINS
+from nas.storage.store import ExperimentStore
 
 #: our own packages: importable wherever nas is installed
 OWN_PACKAGES = ("nas", "search_spaces", "strategies")

@@ -11,7 +11,7 @@ rank 0, metrics summed across ranks with ``hvd.allreduce``.
 The trial function (a Ray Tune function trainable, the "trial driver") stays the process that talks to Tune:
 it runs the ranks one epoch at a time (``executor.execute(...)`` per epoch; each rank keeps its model between
 calls), reports every epoch with ``tune.report`` exactly like a single-worker trial, and has rank 0 write the
-same per-epoch checkpoint (``nas.worker.save_checkpoint``) a single-worker trial writes, so ``nas resume``
+same per-epoch checkpoint (``nas.trials.worker.save_checkpoint``) a single-worker trial writes, so ``nas resume``
 continues a distributed trial from its last epoch.
 
 Batches: the space's ``batch_size`` is the *global* batch. Every epoch the training set is shuffled with a
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from nas import params as P
 from nas.errors import NasError
 from nas.options import TrialSetup
-from nas.rundir import trial_dir
-from nas.worker import (
+from nas.plugins import params as P
+from nas.storage.layout import trial_dir
+from nas.trials.worker import (
     check_finite,
     configure_framework,
     epoch_fields,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from nas.objective import Objective
-from nas.records import TrialStatus
+from nas.plugins.objective import Objective
+from nas.storage.records import TrialStatus
 
 #: keys Ray or our runner add to every report that are bookkeeping, not metrics
 BOOKKEEPING = {
