@@ -8,7 +8,8 @@ in a plugin's own test module certifies it, with one pytest test per property (a
     test_my_space = space_conformance("my_pkg.mod:MySpace")
 
 Without pytest: ``check_strategy(name)`` / ``check_space(name)`` run every property and raise one
-``AssertionError`` listing each that failed. ``tests/test_conformance.py`` runs them over every registered plugin.
+``AssertionError`` listing each that failed. ``tests/plugins/test_conformance.py`` runs them over every registered
+plugin.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import nas
 from nas.testing.conformance import toy_metric, toy_space
 from strategies.rl import _lstm_loss_and_grads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tf_loss_and_grads(weights, actions, adv, pad, entropy_weight):

@@ -18,7 +18,7 @@ import pytest
 
 import nas
 
-DATA = Path(__file__).resolve().parent / "data" / "runs_af59df6"
+DATA = Path(__file__).resolve().parents[1] / "data" / "runs_af59df6"
 
 pytestmark = pytest.mark.ray
 

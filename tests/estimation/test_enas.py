@@ -24,7 +24,7 @@ from nas.plugins.task import make_task
 from nas.testing.conformance import space_conformance, strategy_conformance, toy_space
 from search_spaces.enas_cnn import OPS, ENASSpace, reductions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENAS = "search_spaces.enas_cnn:ENASSpace"
 GIVEN = "strategies.given:GivenConfigurations"
 

@@ -13,7 +13,7 @@ import pytest
 from nas.errors import NasError
 from nas.runtime import backends
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: the mlp space, recording the environment its trial workers run with (the backend and GPU settings Ray gave
 #: them) and the backend Keras actually uses there

@@ -17,7 +17,7 @@ from nas.errors import PluginError
 from nas.plugins import params as P
 from nas.testing.conformance import toy_metric, toy_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _drive(s, n, metric=toy_metric, key="val_accuracy"):
@@ -193,7 +193,7 @@ def test_evolution_rejects_bad_options():
 GP = "strategies.gp:GaussianProcessSearch"  # registered as "gp" (pyproject.toml)
 
 
-def test_gp_keeps_conditionals_valid_and_never_repeats():  # conformance: tests/test_conformance.py
+def test_gp_keeps_conditionals_valid_and_never_repeats():  # conformance: tests/plugins/test_conformance.py
     hp = toy_space()
     s = nas.create_strategy(GP, space=hp, seed=0, n_startup_trials=4)
     props = _drive(s, 20)
