@@ -28,7 +28,7 @@ from nas.estimation import SHARED
 from nas.options import SearchOptions, SearchResult
 from nas.plugins.data import Dataset
 from nas.plugins.objective import Objective
-from nas.storage.records import TrialStatus
+from nas.storage.records import TrialStatus, spec_objectives
 from nas.storage.results import pareto_front, rank
 from nas.storage.store import ExperimentStore
 
@@ -260,7 +260,7 @@ class Run:
 
     @property
     def objectives(self) -> list[Objective]:
-        return [Objective(**o) for o in self.spec["objectives"]]
+        return spec_objectives(self.spec)
 
     @property
     def trials(self) -> list[dict[str, Any]]:

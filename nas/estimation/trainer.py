@@ -42,6 +42,7 @@ from nas.options import TrialSetup
 from nas.plugins import params as P
 from nas.plugins.objective import Objective
 from nas.storage.layout import CHECKPOINT, supernet_dir
+from nas.storage.records import spec_objectives
 from nas.trials.worker import (
     checkpoint_arrays,
     configure_framework,
@@ -268,7 +269,7 @@ def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
     spec = read_json(run_dir / "spec.json")
     d = spec["data"]
     data = load_data(d["spec"], target=d.get("target"), window=d.get("window"), seed=spec.get("seed") or 0)
-    objectives = [Objective(**o) for o in spec["objectives"]]
+    objectives = spec_objectives(spec)
     opts = spec["options"]
     setup = TrialSetup(space=spec["space"], task=Task.from_json(spec["task"]), epochs=int(spec["epochs"]),
                        objective=objectives[0], backend=spec.get("backend", "tensorflow"),

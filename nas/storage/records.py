@@ -1,12 +1,14 @@
-"""The typed records of a run directory, shared by every layer that reads or writes them (no nas imports).
+"""The typed records of a run directory, shared by every layer that reads or writes them.
 
-``TrialStatus``: a trial record's ``status``.
+``TrialStatus``: a trial record's ``status``; ``spec_objectives``: the objectives a run's spec holds.
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Any, Mapping
+
+from nas.plugins.objective import Objective
 
 
 class TrialStatus(str, enum.Enum):
@@ -33,3 +35,8 @@ STATUSES = tuple(s.value for s in TrialStatus)
 def ended(record: Mapping[str, Any]) -> bool:
     """The trial of ``record`` completed or failed: it never runs again."""
     return record.get("status") in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+
+
+def spec_objectives(spec: Mapping[str, Any]) -> list[Objective]:
+    """The objectives of a run, from its ``spec.json`` (the first one ranks and picks the best)."""
+    return [Objective(**o) for o in spec["objectives"]]

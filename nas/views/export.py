@@ -40,7 +40,7 @@ from nas.plugins.registry import stored_space
 from nas.runtime import backends
 from nas.runtime.quiet import quiet_environment
 from nas.storage.layout import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, trial_dir
-from nas.storage.records import TrialStatus
+from nas.storage.records import TrialStatus, spec_objectives
 from nas.storage.results import format_config, format_value, pareto_front, rank
 from nas.storage.store import ExperimentStore, write_json
 from nas.trials.artifacts import load_best
@@ -362,7 +362,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     check_packages(formats)
     store = ExperimentStore.open(opts.name, opts.storage)
     spec = store.spec()
-    objectives = [Objective(**o) for o in spec["objectives"]]
+    objectives = spec_objectives(spec)
     trial = choose_trial(store, objectives, opts.trial, log)
     tid = str(trial["trial_id"])
     saved = trial_dir(store.root, tid) / BEST_MODEL

@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.errors import RunError
 from nas.plugins.objective import Objective
-from nas.storage.records import TrialStatus
+from nas.storage.records import TrialStatus, spec_objectives
 from nas.storage.results import pareto_front, rank, sort_by_id
 
 BEST = "#d62728"
@@ -112,7 +112,7 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
-    objectives = [Objective(**o) for o in spec["objectives"]]
+    objectives = spec_objectives(spec)
     obj = objectives[0]
     trials = sort_by_id(trials)
     done = [t for t in trials if t.get("status") == TrialStatus.COMPLETED and obj.value(t.get("metrics")) is not None]

@@ -12,9 +12,8 @@ from typing import Any, Mapping
 
 from nas.errors import NasError, RunError
 from nas.estimation.status import status_line, supernet_status
-from nas.plugins.objective import Objective
 from nas.storage.lock import driver_state, when
-from nas.storage.records import STATUSES, TrialStatus
+from nas.storage.records import STATUSES, TrialStatus, spec_objectives
 from nas.storage.results import format_config, format_value, pareto_front, rank
 from nas.storage.store import ExperimentStore, default_storage, storage_flag
 from nas.views.progress import format_duration, interactive
@@ -75,7 +74,7 @@ def run_state(counts: Mapping[str, int], budget: int, driver: Mapping[str, Any])
 def status_json(store: ExperimentStore) -> dict[str, Any]:
     """The `nas status --json` contract (see README); keys are only ever added."""
     spec = store.spec()
-    objectives = [Objective(**o) for o in spec["objectives"]]
+    objectives = spec_objectives(spec)
     driver = driver_state(store.root)
     trials = store.trials()
     if not driver["live"]:  # nothing runs without a driver: what was running continues after `nas resume`
@@ -124,7 +123,7 @@ def _early(trial: Mapping[str, Any], data: Mapping[str, Any]) -> str:
 # -- nas status ----------------------------------------------------------------------------------------------
 def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> None:
     rich = interactive() if rich is None else rich
-    objectives = [Objective(**o) for o in data["objectives"]]
+    objectives = spec_objectives(data)
     obj = objectives[0]
     c = data["counts"]
     by_id = {t["trial_id"]: t for t in data["trials"]}
