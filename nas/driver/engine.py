@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -47,6 +47,35 @@ Printer = Callable[[str, dict[str, Any]], None]
 PrinterFactory = Callable[[Objective, Budget], Printer]
 
 
+class Prepared(NamedTuple):
+    """A search prepared before Ray: everything built from its options and data (``prepare``)."""
+
+    task: Any  # nas.plugins.task.Task
+    space: Any  # nas.plugins.space.SearchSpace
+    objectives: list[Objective]
+    strategy: Any  # nas.plugins.strategy.Strategy
+
+
+@dataclass
+class Search:
+    """One driver's search, new or resumed: what every step after the preparation is handed (instead of each
+    step passing the same ten values down)."""
+
+    opts: SearchOptions
+    store: ExperimentStore
+    data: Dataset
+    prepared: Prepared
+    ray: EarlyRay
+    printer_factory: PrinterFactory | None
+    announce: Callable[[str], None]
+
+    def shared_weights(self, spec: dict[str, Any]) -> Any:
+        """The supernet phase (``--estimation shared-weights``), run or finished; returns phase 2's strategy."""
+        p = self.prepared
+        return shared_weights(self.opts, self.store, spec, self.data, p.task, p.space, p.objectives, self.ray,
+                              self.announce)
+
+
 def check(opts: SearchOptions) -> None:
     """What can fail in milliseconds, without Keras or data: the options and the plugins' names. Runs before Ray
     starts, so most bad input never starts it."""
@@ -71,7 +100,7 @@ def load(opts: SearchOptions, data: Dataset | None = None) -> Dataset:
     return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
 
 
-def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objective], Any]:
+def prepare(opts: SearchOptions, data: Dataset) -> Prepared:
     """Build the task, space and strategy and check the objective (imports Keras and the framework)."""
     space_cls = space_class(opts.space)
     kind = opts.task or _default_task(space_cls, data)
@@ -83,7 +112,7 @@ def prepare(opts: SearchOptions, data: Dataset) -> tuple[Any, Any, list[Objectiv
     if opts.objectives:  # a space's own default objective is one its trials report: no model need be trained
         check_objectives(space, data, objectives)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
-    return task, space, objectives, strategy
+    return Prepared(task, space, objectives, strategy)
 
 
 #: what every trial reports besides the model's own metrics
@@ -159,18 +188,16 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
             check(opts)
             with _early_ray(opts, env, store) as ray:  # Ray starts while the data load, Keras is imported and the
                 data = load(opts, data)  # search prepared
-                task, space, objectives, strategy = prepare(opts, data)
+                search = Search(opts, store, data, prepare(opts, data), ray, printer_factory, announce)
                 announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
                          f"{opts.epochs} epochs on {opts.data}")
-                return lock.done(_new_run(opts, store, name, data, task, space, objectives, strategy, ray,
-                                          printer_factory, announce))
+                return lock.done(_new_run(search))
 
 
-def _new_run(opts: SearchOptions, store: ExperimentStore, name: str, data: Any, task: Any, space: Any,
-             objectives: list[Objective], strategy: Any, ray: EarlyRay,
-             printer_factory: PrinterFactory | None, announce: Callable[[str], None]) -> SearchResult:
+def _new_run(search: Search) -> SearchResult:
+    opts, (task, space, objectives, strategy), data = search.opts, search.prepared, search.data
     spec = {
-        "name": name,
+        "name": search.store.name,
         "space": opts.space,
         "space_version": getattr(space, "version", "1"),
         "strategy": opts.strategy,
@@ -193,9 +220,8 @@ def _new_run(opts: SearchOptions, store: ExperimentStore, name: str, data: Any, 
         "command": " ".join(sys.argv),
     }
     if opts.estimation == SHARED:  # weight sharing: the supernet phase, whose top-k are the trials
-        strategy = shared_weights(opts, store, spec, data, task, space, objectives, ray, announce)
-    return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=[],
-                 budget=Budget(opts.trials))
+        strategy = search.shared_weights(spec)
+    return _tune(search, spec, strategy, replay=[], budget=Budget(opts.trials))
 
 
 def resume_search(name: str, storage: str | None = None, changes: dict[str, Any] | None = None,
@@ -235,15 +261,15 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
     check(opts)
     with _early_ray(opts, env, store) as ray:
         data = load(opts)
-        task, space, objectives, strategy = prepare(opts, data)
+        search = Search(opts, store, data, prepare(opts, data), ray, printer_factory, announce)
+        strategy = search.prepared.strategy
         if opts.estimation == SHARED:  # weight sharing: finish the supernet phase first (a no-op once it is done)
-            strategy = shared_weights(opts, store, spec, data, task, space, objectives, ray, announce)
-        return _resume(opts, store, spec, data, task, objectives, strategy, ray, printer_factory, announce)
+            strategy = search.shared_weights(spec)
+        return _resume(search, spec, strategy)
 
 
-def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
-            objectives: list[Objective], strategy: Any, ray: EarlyRay, printer_factory: PrinterFactory | None,
-            announce: Callable[[str], None]) -> SearchResult:
+def _resume(search: Search, spec: dict[str, Any], strategy: Any) -> SearchResult:
+    opts, store, announce, objectives = search.opts, search.store, search.announce, search.prepared.objectives
     state = store.strategy_state()
     if state is None:
         raise RunError(f"{store.strategy_path} is missing: the strategy's state cannot be restored")
@@ -281,8 +307,7 @@ def _resume(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], d
                  f"{store.command('resume', '--trials', str(done + 10))}")
         return _result(store, objectives[0], 0.0, interrupted=False)
     announce(f"resuming run {store.name}: {done} of {opts.trials} trials done, {len(replay)} to continue")
-    return _tune(opts, store, spec, data, task, strategy, objectives, ray, printer_factory, announce, replay=replay,
-                 budget=Budget(opts.trials, finished=done))
+    return _tune(search, spec, strategy, replay=replay, budget=Budget(opts.trials, finished=done))
 
 
 def _result(store: ExperimentStore, objective: Objective, wall: float, interrupted: bool,
@@ -323,9 +348,9 @@ def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore)
                     run_dir=store.root)
 
 
-def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any, strategy: Any,
-          objectives: list[Objective], ray: EarlyRay, printer_factory: PrinterFactory | None,
-          announce: Callable[[str], None], replay: list, budget: Budget) -> SearchResult:
+def _tune(search: Search, spec: dict[str, Any], strategy: Any, replay: list, budget: Budget) -> SearchResult:
+    """Run the trials on Ray Tune: ``strategy`` proposes (after ``replay``, the trials a killed driver left
+    running), ``budget`` counts them."""
     from ray import tune
 
     from nas.driver.searcher import (
@@ -339,7 +364,9 @@ def _tune(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], dat
     from nas.trials.tensorboard import run_metrics, write_hparams_config
     from nas.trials.worker import GENERATION_KEY
 
-    setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
+    opts, store, data, ray, announce = search.opts, search.store, search.data, search.ray, search.announce
+    objectives, printer_factory = search.prepared.objectives, search.printer_factory
+    setup = TrialSetup.of(opts, search.prepared.task, objectives, store.root.resolve())
     printer = printer_factory(objectives[0], budget) if printer_factory else None
     for rec in store.trials() if printer else []:  # earlier sessions' trials count for "best so far"
         printer("earlier", rec)
