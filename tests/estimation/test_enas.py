@@ -190,7 +190,7 @@ import sys, time
 import numpy as np
 import keras, jax
 assert keras.backend.backend() == "jax"
-sys.path.insert(0, {str(ROOT / "tests")!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from pathlib import Path
 from test_enas import _children, _setup, _trainer
 from nas.plugins import params as P
