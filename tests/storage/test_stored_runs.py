@@ -5,7 +5,8 @@ that version wrote them) are listed, shown, exported and resumed by this one.
 digits data and the built-in ``mlp`` space and ``given`` strategy (tiny models: the copy is 480 KB):
 - ``finished``: 2 trials x 2 epochs, done;
 - ``interrupted``: 3 trials x 30 epochs at concurrency 1, its driver killed with SIGKILL while trial 1 was
-  running at epoch 3 (trial 0 completed, trial 2 not started; trial 1 has its epoch checkpoint).
+  running (trial 0 completed, trial 2 not started; trial 1's record has 3 epochs, its checkpoint 4: the kill came
+  between the two writes).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def test_an_earlier_versions_interrupted_run_resumes_where_it_stopped(stored) ->
     assert status["counts"] == {"completed": 3, "failed": 0, "running": 0, "pending": 0}, status["counts"]
     after = {tid: _record(run, tid) for tid in ("0", "1", "2")}
     assert after["0"]["finished"] == before["0"]["finished"]  # the completed trial was not run again
-    assert after["1"]["resumed_from_epoch"] == len(before["1"]["history"]) == 3  # from its checkpoint
+    # from its checkpoint: the driver was killed after the epoch-4 checkpoint, before the record said so
+    assert len(before["1"]["history"]) == 3 and after["1"]["resumed_from_epoch"] == 4
     assert [h["epoch"] for h in after["1"]["history"]] == list(range(1, 31))
     assert after["1"]["history"][:3] == before["1"]["history"]  # its earlier epochs kept as they were
     configs = [after[t]["config"]["activation"] + after[t]["config"]["optimizer"] for t in ("0", "1", "2")]
