@@ -39,8 +39,8 @@ class _Alias(importlib.abc.Loader):
                       DeprecationWarning, stacklevel=2)
         return importlib.import_module(self.new)  # the module itself: its classes are the same objects
 
-    def exec_module(self, module: Any) -> None:  # already executed under its new name
-        pass
+    def exec_module(self, module: Any) -> None:
+        """Nothing to run: ``create_module`` returned the module, already executed under its new name."""
 
 
 class _OldPaths(importlib.abc.MetaPathFinder):

@@ -25,16 +25,18 @@ class TrialStatus(str, enum.Enum):
 
     @property
     def ended(self) -> bool:
-        return self in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+        return self in ENDED
 
 
 #: every status, in the order counts are shown
 STATUSES = tuple(s.value for s in TrialStatus)
+#: the statuses of a trial that never runs again
+ENDED = (TrialStatus.COMPLETED, TrialStatus.FAILED)
 
 
 def ended(record: Mapping[str, Any]) -> bool:
     """The trial of ``record`` completed or failed: it never runs again."""
-    return record.get("status") in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+    return record.get("status") in ENDED
 
 
 def spec_objectives(spec: Mapping[str, Any]) -> list[Objective]:
