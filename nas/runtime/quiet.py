@@ -32,7 +32,6 @@ import importlib.abc
 import importlib.machinery
 import logging
 import os
-import subprocess
 import sys
 import warnings
 from typing import Any, Iterator
@@ -126,6 +125,7 @@ while True:
 def filtered_stderr() -> Iterator[None]:
     """File descriptor 2 goes through ``_FILTER`` for the duration (see the module's docstring). Without a real
     descriptor 2 (an embedding host) or a way to start the filter, nothing is filtered."""
+    import subprocess  # here, not at `import nas`: only a TensorFlow import needs it
     try:
         sys.stderr.flush()
         real = os.dup(2)
