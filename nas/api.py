@@ -16,6 +16,8 @@ Errors raise ``nas.NasError`` subclasses carrying the one-line messages the comm
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -25,20 +27,21 @@ import numpy as np
 
 from nas.errors import DataError, NasError, RunError
 from nas.estimation import SHARED
-from nas.options import SearchOptions, SearchResult
+from nas.options import FIT_BY_NAS, FIT_PASSED, SearchOptions, SearchResult
 from nas.plugins.data import Dataset
 from nas.plugins.objective import Objective
-from nas.storage.records import TrialStatus, spec_objectives
+from nas.storage.records import TrialStatus
 from nas.storage.results import pareto_front, rank
-from nas.storage.store import ExperimentStore
+from nas.storage.store import ExperimentStore, choose_trial
 
 __all__ = ["Run", "open_run", "resume", "search", "search_options"]
 
 #: keys of a config file / keywords of ``search`` beyond the option names themselves
 ALIASES = {"objective": "objectives", "strategy_option": "strategy_options", "space_option": "space_options",
            "supernet_option": "supernet_options"}
-#: options a search has but a config file does not set (where it runs from, not what it searches)
-NOT_IN_CONFIG = ("name", "storage")
+#: options a search has but a config file does not set (where it runs from, not what it searches; the fit
+#: arguments' file, which the driver writes)
+NOT_IN_CONFIG = ("name", "storage", "fit_arguments")
 
 
 def search_options(config: str | Path | Mapping[str, Any] | None = None, **options: Any) -> SearchOptions:
@@ -74,11 +77,61 @@ def _pairs_as_dicts(values: dict[str, Any]) -> dict[str, Any]:
 def _key(key: str) -> str:
     k = key.replace("-", "_")
     k = ALIASES.get(k, k)
-    accepted = {f.name for f in fields(SearchOptions)}
+    accepted = {f.name for f in fields(SearchOptions)} - set(NOT_IN_CONFIG[2:])
     if k not in accepted:
         names = sorted(n.replace("_", "-") for n in accepted | set(ALIASES) - set(ALIASES.values()))
-        raise NasError(f"option {key!r} is not valid; accepted: {', '.join(names)}")
+        near = difflib.get_close_matches(k, [*accepted, *ALIASES, *FIT_PASSED], n=3, cutoff=0.7)
+        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+        raise NasError(f"option {key!r} is not valid{hint}; accepted: {', '.join(names)} (and, in nas.search, "
+                       f"Model.fit's {', '.join(FIT_PASSED)})")
     return k
+
+
+def fit_arguments(options: dict[str, Any], space: Any = None) -> dict[str, Any]:
+    """Take from ``options`` (``nas.search``'s keywords) the ``Model.fit`` arguments every trial's ``fit`` gets
+    (``FIT_PASSED``, and the keywords a hypermodel's own ``fit`` names), as KerasTuner's ``tuner.search(x, y,
+    **fit_kwargs)`` does; one ``NasError`` for an argument nas sets itself (naming what to give instead) or one
+    that cannot reach the trial workers (they get a pickled copy)."""
+    own = _own_fit_keywords(space)
+    options_named = {f.name for f in fields(SearchOptions)} | set(ALIASES)
+    fit = {}
+    for key in list(options):
+        k = key.replace("-", "_")
+        if k in options_named:
+            continue
+        if k in FIT_BY_NAS and k not in own:
+            raise NasError(f"fit argument {key}= is set by nas for every trial; give {FIT_BY_NAS[k]} instead")
+        if k in FIT_PASSED or k in own:
+            value = options.pop(key)
+            if value is not None:
+                fit[k] = value
+    import cloudpickle
+
+    for k, v in fit.items():
+        try:
+            cloudpickle.dumps(v)
+        except Exception as e:  # noqa: BLE001 - whatever pickling raises, the user's value is the cause
+            raise NasError(f"fit argument {k}={_short(v)} cannot be sent to the trial workers: it does not pickle "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); give values that "
+                           f"do (Keras callbacks, arrays, dicts)") from None
+    return fit
+
+
+def _own_fit_keywords(space: Any) -> set[str]:
+    """The keywords a hypermodel's own ``fit(self, hp, model, *args, **kwargs)`` names (given as an object)."""
+    if space is None or isinstance(space, str):
+        return set()
+    fit = getattr(space if inspect.isclass(space) else type(space), "fit", None)
+    try:
+        params = inspect.signature(fit).parameters.values() if fit is not None else []
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self", "hp", "model"}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _read_config(config: str | Path | Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -159,7 +212,10 @@ def search(space: Any = None, strategy: Any = None, *, data: Any = None, validat
     """Run a search and return its ``Run``; every option of ``nas search`` is a keyword.
 
     ``space``: a registered name (``"cnn"``), ``module:Class``, ``file.py:Class``, a ``nas.SearchSpace`` subclass
-    or instance, or any ``keras_tuner.HyperModel`` object. ``strategy``: a registered name (default ``"gp"``) or a
+    or instance, any ``keras_tuner.HyperModel`` (class or object), or a KerasTuner build function
+    ``build(hp) -> compiled keras.Model``. Keywords that are ``Model.fit`` arguments (``callbacks``,
+    ``class_weight``, ``sample_weight``, ``batch_size``, ...; those a hypermodel's own ``fit`` names) reach every
+    trial's ``fit``, as in KerasTuner's ``tuner.search(x, y, **fit_kwargs)``. ``strategy``: a registered name (default ``"gp"``) or a
     ``nas.Strategy`` subclass or instance. ``data``: a name or path as on the command line (default ``"digits"``),
     arrays ``(x, y)`` or a ``tf.data.Dataset`` (``validation_data`` alike; without it a seeded 20 % is held
     out). In-memory data go to the trial workers once, through Ray's object store, and are saved in the run
@@ -175,14 +231,26 @@ def search(space: Any = None, strategy: Any = None, *, data: Any = None, validat
     named = {"space": space if isinstance(space, str) else None,
              "strategy": strategy if isinstance(strategy, str) else None,
              "data": data if isinstance(data, str) else None}
+    options = dict(options)
+    fit = fit_arguments(options, space)
     opts = search_options(config, **named, **options)
     dataset = None if data is None or isinstance(data, str) else as_dataset(data, validation_data, opts.seed or 0)
     if dataset is None and validation_data is not None:
         raise DataError("validation_data goes with in-memory data=(x, y); a data set name or file brings its own")
+    if fit and opts.distributed == "horovod":
+        raise NasError(f"fit arguments ({', '.join(fit)}) do not reach --distributed horovod trials (their ranks run "
+                       f"their own fit); leave them out, or use distributed='none' or 'mirrored'")
+    if "sample_weight" in fit:
+        if dataset is None or validation_data is None:
+            raise DataError("sample_weight= goes with data=(x, y) and validation_data=(x_val, y_val): without them "
+                            "nas holds out part of the data and the weights would no longer match the examples")
+        if len(fit["sample_weight"]) != len(dataset.x_train):
+            raise DataError(f"sample_weight= has {len(fit['sample_weight'])} weights for {len(dataset.x_train)} "
+                            f"training examples; give one per example of data")
     with Progress(epochs=opts.epochs, live=progress) as shown:
         result = run_search(opts, printer_factory=shown.factory, announce=shown.announce, data=dataset,
                             space=None if isinstance(space, str) or space is None else space,
-                            strategy=None if isinstance(strategy, str) or strategy is None else strategy)
+                            strategy=None if isinstance(strategy, str) or strategy is None else strategy, fit=fit)
     return Run(result.directory, result)
 
 
@@ -225,11 +293,13 @@ class Run:
         self.wall_s = result.wall_s if result else None
 
     def __repr__(self) -> str:
-        done = sum(t["status"] == TrialStatus.COMPLETED for t in self.trials)
-        best = self.best
+        records = self.store.trials()
+        done = sum(t.status == TrialStatus.COMPLETED for t in records)
         obj = self.objectives[0]
-        value = f", best {obj.metric}={best['metrics'].get(obj.metric):.4g} (trial {best['trial_id']})" if best else ""
-        return f"<nas.Run {self.name!r}: {done}/{self.spec['trials']} trials completed{value}>"
+        ranked = rank(records, obj)
+        best = ranked[0] if ranked else None
+        value = f", best {obj.metric}={best.metrics.get(obj.metric):.4g} (trial {best.trial_id})" if best else ""
+        return f"<nas.Run {self.name!r}: {done}/{self.store.spec().trials} trials completed{value}>"
 
     def _repr_html_(self) -> str:
         """In a notebook a run shows as a compact leaderboard: the 10 best trials by the first objective."""
@@ -237,10 +307,10 @@ class Run:
 
         objective = self.objectives[0]
         head = f"<b>{escape(repr(self))}</b>"
-        ranked = rank(self.trials, objective)[:10]
+        ranked = rank(self.store.trials(), objective)[:10]
         if not ranked:
             return head
-        frame = self.trials_frame().set_index("trial_id").loc[[t["trial_id"] for t in ranked]]
+        frame = self.trials_frame().set_index("trial_id").loc[[t.trial_id for t in ranked]]
         columns = [c for c in frame.columns if c.startswith("config_")] + \
             [c for c in (objective.metric, "params", "epochs") if c in frame.columns]
         return head + frame[columns].to_html(float_format=lambda v: f"{v:.4g}")
@@ -255,27 +325,28 @@ class Run:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """What was searched and how (``spec.json``)."""
-        return self.store.spec()
+        """What was searched and how: ``spec.json``'s content (``nas.storage.records.RunSpec`` names its keys)."""
+        return self.store.spec().to_json()
 
     @property
     def objectives(self) -> list[Objective]:
-        return spec_objectives(self.spec)
+        return self.store.spec().objectives
 
     @property
     def trials(self) -> list[dict[str, Any]]:
-        """Every trial's record (config, per-epoch history, best-epoch metrics, status, error), by id."""
-        return self.store.trials()
+        """Every trial's record (config, per-epoch history, best-epoch metrics, status, error), by id: the JSON
+        of ``trials/<id>.json`` (``nas.storage.records.TrialRecord`` names its fields)."""
+        return [t.to_json() for t in self.store.trials()]
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The best completed trial by the (first) objective; None before any completed."""
-        ranked = rank(self.trials, self.objectives[0])
-        return dict(ranked[0]) if ranked else None
+        """The best completed trial's record by the (first) objective; None before any completed."""
+        ranked = rank(self.store.trials(), self.objectives[0])
+        return ranked[0].to_json() if ranked else None
 
     def pareto_front(self) -> list[dict[str, Any]]:
         """The completed trials no other beats on every objective (the best trial(s) with one objective)."""
-        return [dict(t) for t in pareto_front(self.trials, self.objectives)]
+        return [t.to_json() for t in pareto_front(self.store.trials(), self.objectives)]
 
     def status(self) -> dict[str, Any]:
         """``nas status NAME --json``."""
@@ -290,11 +361,11 @@ class Run:
         import pandas as pd
 
         rows = []
-        for t in self.trials:
-            row: dict[str, Any] = {"trial_id": t["trial_id"], "status": t["status"]}
-            row.update({f"config_{k}": v for k, v in (t.get("config") or {}).items()})
-            row.update(t.get("metrics") or {})
-            row.update(error=t.get("error"), started=t.get("started"), finished=t.get("finished"))
+        for t in self.store.trials():
+            row: dict[str, Any] = {"trial_id": t.trial_id, "status": t.status.value}
+            row.update({f"config_{k}": v for k, v in t.config.items()})
+            row.update(t.metrics)
+            row.update(error=t.error, started=t.started, finished=t.finished)
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -305,17 +376,18 @@ class Run:
         from nas.storage.layout import trial_dir
         from nas.trials.artifacts import load_best
 
-        t = self._trial(trial)
-        spec = self.spec
+        t = choose_trial(self.store, self.objectives, trial, choose="trial=ID (one of run.pareto_front())",
+                         completed=False)
+        spec = self.store.spec()
 
         def build() -> Any:  # the trial's configuration, for a trial cut short before its end wrote best.keras
             space = stored_space(spec)
-            return space.build(P.to_hp(space.hyperparameters(), t["config"]))
+            return space.build(P.to_hp(space.hyperparameters(), t.config))
 
-        directory = trial_dir(self.directory, t["trial_id"])
+        directory = trial_dir(self.directory, t.trial_id)
         found = load_best(directory, build)
         if found is None:
-            raise RunError(f"trial {t['trial_id']} of run {self.name!r} saved no model ({directory})")
+            raise RunError(f"trial {t.trial_id} of run {self.name!r} saved no model ({directory})")
         return found[0]
 
     def export(self, out: str | Path | None = None, formats: str | Sequence[str] = ("keras", "savedmodel"),
@@ -335,14 +407,4 @@ class Run:
         """Continue this run (``nas.resume(run.name, ...)``)."""
         return resume(self.name, storage=str(self.directory.parent), **changes)
 
-    def _trial(self, trial: str | int | None) -> dict[str, Any]:
-        if trial is not None:
-            return self.store.trial(str(trial))
-        if len(self.objectives) > 1:
-            raise RunError(f"run {self.name!r} has several objectives; choose a trial of run.pareto_front(): "
-                           f"{[t['trial_id'] for t in self.pareto_front()]}")
-        best = self.best
-        if best is None:
-            raise RunError(f"run {self.name!r} has no completed trial")
-        return best
 

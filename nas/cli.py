@@ -244,18 +244,18 @@ def _report(result: Any) -> int:
     names --storage when the run is not in the default storage, so it works when pasted)."""
     from nas.storage.store import storage_flag
 
-    done = sum(t["status"] == TrialStatus.COMPLETED for t in result.trials)
-    failed = sum(t["status"] == TrialStatus.FAILED for t in result.trials)
+    done = sum(t.status == TrialStatus.COMPLETED for t in result.trials)
+    failed = sum(t.status == TrialStatus.FAILED for t in result.trials)
     where = storage_flag(Path(result.directory).parent)
     ended = "interrupted" if result.interrupted else "stopped early" if result.stopped else "finished"
     print(f"{ended}: {done} completed, {failed} failed in {result.wall_s:.1f}s")
     if result.best:
         b = result.best
-        metrics = {k: v for k, v in b["metrics"].items() if k not in ("node",)}
+        metrics = {k: v for k, v in b.metrics.items() if k not in ("node",)}
         so_far = " so far" if result.interrupted or result.stopped else ""
-        print(f"best trial{so_far} {b['trial_id']}: {result.objective.metric}="
+        print(f"best trial{so_far} {b.trial_id}: {result.objective.metric}="
               f"{format_value(metrics.get(result.objective.metric))}")
-        print(f"  config:  {format_config(b['config'])}")
+        print(f"  config:  {format_config(b.config)}")
         print(f"  metrics: {format_config(metrics)}")
     else:
         print("no trial completed")

@@ -21,6 +21,7 @@ from nas.plugins.objective import LATENCY_METRICS, Objective
 from nas.plugins.task import TASK_KINDS, Task
 from nas.runtime.backends import BACKENDS
 from nas.runtime.backends import default as default_backend
+from nas.storage.records import TrialRecord
 
 SCHEDULERS = ("none", "asha", "hyperband", "median")
 DISTRIBUTED_MODES = ("none", "horovod", "mirrored")
@@ -67,6 +68,9 @@ class SearchOptions:
     connect_timeout: float = 30.0  # seconds to reach the Ray cluster of --address before failing
     keep_checkpoints: bool = False  # keep a completed trial's mid-trial checkpoint (trials/<id>/resume.npz)
     verbose: bool = False
+    # the user's Model.fit arguments (nas.search's keywords that are not options: FIT_PASSED), saved with the run
+    # (<run>/plugins/fit.pkl; nas.driver.inputs) and loaded afresh by every trial: its path, set by the driver
+    fit_arguments: str | None = None
     # -- weight sharing (nas.estimation): a supernet phase, then the top-k trained from scratch as the trials
     estimation: str = "standalone"  # standalone | shared-weights
     top_k: int = 5
@@ -136,6 +140,21 @@ class SearchOptions:
 
 
 #: options a resumed search may change; any other option given must equal the stored one
+#: Keras' ``Model.fit`` arguments every trial's ``fit`` is given when ``nas.search`` is (``callbacks=[...]``, as
+#: ``tuner.search(x, y, callbacks=[...])``); ``tests/test_api.py`` checks these and ``FIT_BY_NAS`` are exactly
+#: ``Model.fit``'s parameters, so a new Keras argument is noticed
+FIT_PASSED = ("batch_size", "verbose", "callbacks", "class_weight", "sample_weight", "validation_batch_size")
+#: the ``Model.fit`` arguments nas sets itself, with what a user gives instead
+FIT_BY_NAS = {
+    "x": "data=(x, y)", "y": "data=(x, y)", "validation_data": "validation_data=(x_val, y_val)",
+    "validation_split": "validation_data=, or nothing: a seeded 20 % of data is held out",
+    "epochs": "epochs=", "initial_epoch": "nas.resume(name) (each trial continues from its last epoch checkpoint)",
+    "steps_per_epoch": "batch_size=", "validation_steps": "validation_batch_size=",
+    "validation_freq": "nothing: every epoch is validated (strategies and schedulers read each epoch's metrics)",
+    "shuffle": "nothing: nas orders each epoch's batches itself, seeded, so a resumed trial trains exactly as an "
+               "uninterrupted one (a HyperModel's own fit may still set shuffle=)",
+}
+
 RESUME_MAY_CHANGE = ("trials", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "num_cpus",
                      "num_gpus", "verbose", "max_failures", "max_consecutive_failures", "max_worker_rss_mb",
                      "storage", "name", "connect_timeout", "keep_checkpoints")
@@ -161,6 +180,7 @@ class TrialSetup:
     max_params: int | None = None
     max_latency_ms: float | None = None
     measure_latency: bool = True  # only searches whose objectives or constraints use latency pay for it
+    fit_arguments: str | None = None  # SearchOptions.fit_arguments
 
     @classmethod
     def of(cls, opts: SearchOptions, task: Task, objectives: list[Objective], run_dir: Path | str) -> "TrialSetup":
@@ -170,7 +190,8 @@ class TrialSetup:
                    cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                    workers_per_trial=opts.workers_per_trial, distributed=opts.distributed, scale_lr=opts.scale_lr,
                    max_params=opts.max_params, max_latency_ms=opts.max_latency_ms,
-                   measure_latency=measures_latency([o.metric for o in objectives], opts.max_latency_ms))
+                   measure_latency=measures_latency([o.metric for o in objectives], opts.max_latency_ms),
+                   fit_arguments=opts.fit_arguments)
 
 
 def measures_latency(metric_names: Iterable[str], max_latency_ms: float | None) -> bool:
@@ -196,8 +217,8 @@ class Budget:
 class SearchResult:
     name: str
     directory: Path
-    best: dict[str, Any] | None
-    trials: list[dict[str, Any]]
+    best: TrialRecord | None
+    trials: list[TrialRecord]
     objective: Objective
     wall_s: float
     interrupted: bool = False

@@ -38,7 +38,7 @@ from nas.runtime.quiet import quiet_environment
 from nas.storage.layout import RAY
 from nas.storage.lock import FILES as LOCK_FILES
 from nas.storage.lock import owning
-from nas.storage.records import TrialStatus, ended
+from nas.storage.records import DataSpec, RunSpec, TrialStatus
 from nas.storage.results import rank
 from nas.storage.store import ExperimentStore, check_name, generate_name, open_storage
 from nas.trials.horovod import require_horovod, train_trial_horovod
@@ -69,11 +69,9 @@ class Search:
     printer_factory: PrinterFactory | None
     announce: Callable[[str], None]
 
-    def shared_weights(self, spec: dict[str, Any]) -> Any:
+    def shared_weights(self, spec: RunSpec) -> Any:
         """The supernet phase (``--estimation shared-weights``), run or finished; returns phase 2's strategy."""
-        p = self.prepared
-        return shared_weights(self.opts, self.store, spec, self.data, p.task, p.space, p.objectives, self.ray,
-                              self.announce)
+        return shared_weights(self, spec)
 
 
 def check(opts: SearchOptions) -> None:
@@ -168,7 +166,7 @@ def _default_task(space_cls: Any, data: Any) -> str:
 
 def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = None,
                announce: Callable[[str], None] | None = None, data: Dataset | None = None, space: Any = None,
-               strategy: Any = None) -> SearchResult:
+               strategy: Any = None, fit: dict[str, Any] | None = None) -> SearchResult:
     """Run a whole search and return its trials; the store holds everything written along the way.
     ``data``, ``space``, ``strategy``: given in memory (the Python API), instead of ``opts``' names."""
     announce = announce or (lambda s: None)
@@ -184,41 +182,33 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     with owning(store.root, name, announce, fresh=lambda: not store.exists()) as lock:
         if store.exists() or store.has_files(ignore=LOCK_FILES):
             raise taken
-        with kept(store, opts, data, space, strategy):  # in-memory inputs become files of the run
+        with kept(store, opts, data, space, strategy, fit):  # in-memory inputs become files of the run
             check(opts)
+            data_given = data is not None
             with _early_ray(opts, env, store) as ray:  # Ray starts while the data load, Keras is imported and the
                 data = load(opts, data)  # search prepared
                 search = Search(opts, store, data, prepare(opts, data), ray, printer_factory, announce)
-                announce(f"searching space {opts.space!r} with strategy {opts.strategy!r}: {opts.trials} trials x "
-                         f"{opts.epochs} epochs on {opts.data}")
+                shown = {k: label(obj, getattr(opts, k)) if obj is not None else getattr(opts, k)
+                         for k, obj in (("space", space), ("strategy", strategy))}  # not a .pkl path
+                announce(f"searching space {shown['space']!r} with strategy {shown['strategy']!r}: {opts.trials} "
+                         f"trials x {opts.epochs} epochs on {'in-memory arrays' if data_given else opts.data}")
                 return lock.done(_new_run(search))
 
 
 def _new_run(search: Search) -> SearchResult:
     opts, (task, space, objectives, strategy), data = search.opts, search.prepared, search.data
-    spec = {
-        "name": search.store.name,
-        "space": opts.space,
-        "space_version": getattr(space, "version", "1"),
-        "strategy": opts.strategy,
-        "backend": opts.backend,
-        "strategy_options": opts.strategy_options,
-        "space_options": opts.space_options,
-        "data": {"spec": opts.data, "target": opts.target, "window": opts.window, **data.describe()},
-        "task": task.to_json(),
-        "objectives": [o.to_json() for o in objectives],
-        "trials": opts.trials,
-        "epochs": opts.epochs,
-        "seed": opts.seed,
-        "resources": {"cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial,
-                      "max_concurrent": opts.max_concurrent, "address": opts.address,
-                      "workers_per_trial": opts.workers_per_trial, "distributed": opts.distributed},
-        "hyperparameters": P.space_summary(space.hyperparameters()),
-        "options": {k: v for k, v in asdict(opts).items() if k not in ("name", "storage", "verbose")},
-        "created": time.time(),
-        "versions": package_versions(),
-        "command": " ".join(sys.argv),
-    }
+    spec = RunSpec(
+        name=search.store.name, space=opts.space, strategy=opts.strategy, task=task,
+        data=DataSpec(opts.data, opts.target, opts.window, data.describe()), objectives=list(objectives),
+        trials=opts.trials, epochs=opts.epochs, space_version=getattr(space, "version", "1"), backend=opts.backend,
+        strategy_options=opts.strategy_options, space_options=opts.space_options, seed=opts.seed,
+        resources={"cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial,
+                   "max_concurrent": opts.max_concurrent, "address": opts.address,
+                   "workers_per_trial": opts.workers_per_trial, "distributed": opts.distributed},
+        hyperparameters=P.space_summary(space.hyperparameters()),
+        options={k: v for k, v in asdict(opts).items() if k not in ("name", "storage", "verbose", "trials")},
+        created=time.time(), versions=package_versions(), command=" ".join(sys.argv),
+    )
     if opts.estimation == SHARED:  # weight sharing: the supernet phase, whose top-k are the trials
         strategy = search.shared_weights(spec)
     return _tune(search, spec, strategy, replay=[], budget=Budget(opts.trials))
@@ -244,9 +234,14 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
             announce: Callable[[str], None]) -> SearchResult:
     name = store.name
     spec = store.spec()
-    if "options" not in spec:
+    store.trials()  # every record readable (else RunError naming it) before anything starts or is written
+    if spec.options is None:
         raise RunError(f"{store.spec_path} has no 'options' entry; this run cannot be resumed")
-    opts = SearchOptions(**{"backend": "tensorflow", **spec["options"]})  # runs before --backend: tensorflow
+    try:
+        opts = SearchOptions(**spec.search_options())
+    except TypeError as e:  # an option this version does not have
+        raise RunError(f"{store.spec_path}: its 'options' cannot be read by this version ({e}); nothing was changed") \
+            from None
     for key, value in (changes or {}).items():
         if key in RESUME_MAY_CHANGE:
             setattr(opts, key, value)
@@ -268,7 +263,7 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
         return _resume(search, spec, strategy)
 
 
-def _resume(search: Search, spec: dict[str, Any], strategy: Any) -> SearchResult:
+def _resume(search: Search, spec: RunSpec, strategy: Any) -> SearchResult:
     opts, store, announce, objectives = search.opts, search.store, search.announce, search.prepared.objectives
     state = store.strategy_state()
     if state is None:
@@ -278,29 +273,28 @@ def _resume(search: Search, spec: dict[str, Any], strategy: Any) -> SearchResult
     except (KeyError, TypeError, ValueError, NasError) as e:
         raise RunError(f"{store.strategy_path} cannot be used to resume ({type(e).__name__}: {e}); "
                        f"nothing was changed") from None
-    records = {t["trial_id"]: t for t in store.trials()}
+    records = {t.trial_id: t for t in store.trials()}
     told = {o.trial_id: o.metrics for o in strategy.history}
     for rec in records.values():  # the strategy was told, but the driver died before the record said so
-        if not ended(rec) and rec["trial_id"] in told:
-            rec.update(status=TrialStatus.COMPLETED if told[rec["trial_id"]] is not None else TrialStatus.FAILED,
-                       finished=rec.get("updated"))
+        if not rec.ended and rec.trial_id in told:
+            rec.status = TrialStatus.COMPLETED if told[rec.trial_id] is not None else TrialStatus.FAILED
+            rec.finished = rec.updated
             store.write_trial(rec)
     replay = []
     for trial_id, values in list(strategy.pending.items()):
         rec = records.get(trial_id)
-        if rec and rec["status"] == TrialStatus.COMPLETED:  # done, but the driver died before telling the strategy
-            strategy.tell(trial_id, rec["metrics"])
-        elif rec and rec["status"] == TrialStatus.FAILED:
+        if rec and rec.status == TrialStatus.COMPLETED:  # done, but the driver died before telling the strategy
+            strategy.tell(trial_id, rec.metrics)
+        elif rec and rec.status == TrialStatus.FAILED:
             strategy.tell(trial_id, None)
         else:  # was running or about to: run it again, from its last epoch checkpoint
-            replay.append((trial_id, values, list(rec["history"]) if rec else []))
-    done = sum(ended(r) for r in records.values() if r["trial_id"] not in
-               {t for t, _, _ in replay})
+            replay.append((trial_id, values, list(rec.history) if rec else []))
+    replayed = {t for t, _, _ in replay}
+    done = sum(r.ended for r in records.values() if r.trial_id not in replayed)
     if opts.trials < done:
         raise RunError(f"--trials {opts.trials} is below the {done} trials this run has already finished")
-    spec["trials"] = opts.trials
-    spec["options"]["trials"] = opts.trials
-    spec.setdefault("resumed", []).append(time.time())
+    spec.trials = opts.trials
+    spec.resumed.append(time.time())
     store.write_strategy_state(strategy.get_state())
     if opts.trials == done:
         announce(f"run {store.name} already has its {done} trials; to run more, raise the budget: "
@@ -324,11 +318,7 @@ def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
     `hyperband` is Ray's asynchronous HyperBand (several ASHA brackets): it stops trials rather than pausing
     them, so it needs no pause/resume protocol from the trainable.
     """
-    from ray.tune.schedulers import (
-        ASHAScheduler,
-        AsyncHyperBandScheduler,
-        MedianStoppingRule,
-    )
+    from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, MedianStoppingRule
 
     common = dict(time_attr="epoch", metric=objective.metric, mode=objective.mode)
     if opts.scheduler == "asha":
@@ -348,18 +338,12 @@ def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore)
                     run_dir=store.root)
 
 
-def _tune(search: Search, spec: dict[str, Any], strategy: Any, replay: list, budget: Budget) -> SearchResult:
+def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Budget) -> SearchResult:
     """Run the trials on Ray Tune: ``strategy`` proposes (after ``replay``, the trials a killed driver left
     running), ``budget`` counts them."""
     from ray import tune
 
-    from nas.driver.searcher import (
-        FailureGuard,
-        LostTrials,
-        StrategySearcher,
-        TrialRecorder,
-        WorkerRecycler,
-    )
+    from nas.driver.searcher import FailureGuard, LostTrials, StrategySearcher, TrialRecorder, WorkerRecycler
     from nas.trials.single import train_trial
     from nas.trials.tensorboard import run_metrics, write_hparams_config
     from nas.trials.worker import GENERATION_KEY
@@ -423,7 +407,7 @@ def _tune(search: Search, spec: dict[str, Any], strategy: Any, replay: list, bud
     interrupted = not budget.spent and not searcher.exhausted and not guard.tripped
     if interrupted:  # Ctrl-C: trials still running will continue from their last epoch checkpoint
         for rec in store.trials():
-            if rec["status"] == TrialStatus.RUNNING:
-                rec["status"] = TrialStatus.PENDING
+            if rec.status == TrialStatus.RUNNING:
+                rec.status = TrialStatus.PENDING
                 store.write_trial(rec)
     return _result(store, objectives[0], time.time() - started, interrupted, stopped=guard.reason)

@@ -4,11 +4,13 @@ line (whose inputs are names and paths already).
 
 - data arrays (``nas.search(data=(x, y), ...)``): ``<run>/data.npz`` (``x_train``, ``y_train``, ``x_val``,
   ``y_val``: the validation split is saved, not drawn again), recorded as the run's ``--data``;
-- a space or strategy given as a class or an instance: recorded as ``module:Class`` when the class is importable
-  from an installed package, else saved with cloudpickle in ``<run>/plugins/`` (``space.pkl``, ``strategy.pkl``),
+- a space or strategy given as a class or an instance (or a space as a KerasTuner build function): recorded as
+  ``module:Class`` when the class (function) is importable from an installed package, else saved with cloudpickle in ``<run>/plugins/`` (``space.pkl``, ``strategy.pkl``),
   by value for a class from the user's own modules (a notebook, a script's directory): Ray's workers and a later
   ``nas resume`` do not have those on their import path;
-- ``file.py:Class`` made absolute (Ray Tune runs each trial in a working directory of its own).
+- ``file.py:Class`` made absolute (Ray Tune runs each trial in a working directory of its own);
+- the user's ``Model.fit`` arguments (``nas.search(..., callbacks=[...])``): ``<run>/plugins/fit.pkl``, recorded
+  as the run's ``fit_arguments``; every trial loads its own copy (a callback's state is per trial).
 
 Nothing here imports Keras.
 """
@@ -27,7 +29,7 @@ import numpy as np
 
 from nas.options import SearchOptions
 from nas.plugins.data import Dataset
-from nas.storage.layout import DATA, PLUGINS
+from nas.storage.layout import DATA, FIT_ARGUMENTS, PLUGINS
 from nas.storage.store import ExperimentStore
 
 #: our own packages: importable wherever nas is installed
@@ -62,23 +64,38 @@ def reference(plugin: Any, path: Path) -> str:
     ``module:Class`` for an installed class, else the path of ``plugin`` saved to ``path`` with cloudpickle."""
     if isinstance(plugin, str):
         return plugin_ref(plugin)
-    cls = plugin if inspect.isclass(plugin) else type(plugin)
+    named = inspect.isclass(plugin) or inspect.isfunction(plugin)  # a class, or a KerasTuner build function
+    cls = plugin if named else type(plugin)
     module = sys.modules.get(cls.__module__)
-    if inspect.isclass(plugin) and installed(module) and getattr(module, cls.__qualname__, None) is plugin:
+    if named and installed(module) and getattr(module, cls.__qualname__, None) is plugin:
         return f"{cls.__module__}:{cls.__qualname__}"
+    return save_pickled(plugin, path, [module])
+
+
+def save_pickled(obj: Any, path: Path, modules: list[Any]) -> str:
+    """``obj`` saved to ``path`` with cloudpickle, what it takes from ``modules`` that are the user's own (not
+    installed: a Ray worker could not import them) by value; returns its absolute path."""
     import cloudpickle
 
-    by_value = module is not None and not installed(module) and module.__name__ not in ("__main__", "__mp_main__")
-    if by_value:  # cloudpickle keeps __main__'s classes by value already; a user's module it would name
+    by_value = [m for m in dict.fromkeys(modules)
+                if m is not None and not installed(m) and m.__name__ not in ("__main__", "__mp_main__")]
+    for module in by_value:  # cloudpickle keeps __main__'s classes by value already; a user's module it would name
         cloudpickle.register_pickle_by_value(module)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
-            cloudpickle.dump(plugin, f)
+            cloudpickle.dump(obj, f)
     finally:
-        if by_value:
+        for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
     return str(path.resolve())
+
+
+def _modules(value: Any) -> list[Any]:
+    """The modules of the classes of ``value`` (and of what a list or dict of it holds)."""
+    items = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, (list, tuple)) \
+        else [value]
+    return [sys.modules.get(type(v).__module__) for v in items]
 
 
 def save_data(data: Dataset, path: Path) -> str:
@@ -89,7 +106,7 @@ def save_data(data: Dataset, path: Path) -> str:
 
 @contextlib.contextmanager
 def kept(store: ExperimentStore, opts: SearchOptions, data: Dataset | None, space: Any,
-         strategy: Any) -> Iterator[None]:
+         strategy: Any, fit: dict[str, Any] | None = None) -> Iterator[None]:
     """Within the block, ``opts`` names files of the run for what was given in memory. Should the search fail
     before the run exists (no spec: bad input), those files are removed again, so the attempt leaves no trace."""
     written: list[Path] = []
@@ -103,6 +120,9 @@ def kept(store: ExperimentStore, opts: SearchOptions, data: Dataset | None, spac
         if data is not None:
             written.append(store.root / DATA)
             opts.data = save_data(data, store.root / DATA)
+        if fit:
+            modules = [m for v in fit.values() for m in _modules(v)]
+            opts.fit_arguments = save_pickled(dict(fit), store.root / FIT_ARGUMENTS, modules)
         yield
     except BaseException:
         if not store.exists():
@@ -120,4 +140,6 @@ def label(plugin: Any, default: str) -> str:
         return default
     if isinstance(plugin, str):
         return plugin
+    if inspect.isfunction(plugin):  # a KerasTuner build function
+        return plugin.__name__
     return (plugin if inspect.isclass(plugin) else type(plugin)).__name__

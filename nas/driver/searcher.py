@@ -21,7 +21,7 @@ from nas.options import Budget
 from nas.plugins.objective import Objective
 from nas.plugins.strategy import Strategy
 from nas.storage.layout import BEST_MODEL, BEST_WEIGHTS, CHECKPOINT, trial_dir, trial_record
-from nas.storage.records import TrialStatus
+from nas.storage.records import TrialRecord, TrialStatus
 from nas.storage.results import add_epoch, best_epoch, epoch_metrics
 from nas.trials.worker import GENERATION_KEY, TRIAL_KEY, split_config
 
@@ -270,7 +270,7 @@ class FailureGuard(Stopper):
 class TrialRecorder(Callback):
     """Writes a record per trial into the store as it progresses, and tells the user what finished."""
 
-    def __init__(self, store: Any, objective: Objective, printer: Callable[[str, dict[str, Any]], None],
+    def __init__(self, store: Any, objective: Objective, printer: Callable[[str, TrialRecord], None],
                  guard: FailureGuard | None = None, max_epochs: int | None = None,
                  recycler: WorkerRecycler | None = None, keep_checkpoints: bool = True) -> None:
         self.store = store
@@ -280,35 +280,23 @@ class TrialRecorder(Callback):
         self.printer = printer
         self.guard = guard
         self.max_epochs = max_epochs
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, TrialRecord] = {}
 
-    def _record(self, trial: Any) -> dict[str, Any]:
+    def _record(self, trial: Any) -> TrialRecord:
         nas_id, values = split_config(trial.config)
         rec = self.records.get(nas_id)
         if rec is None and trial_record(self.store.root, nas_id).is_file():
             rec = self.records[nas_id] = self.store.trial(nas_id)  # a resumed trial keeps its earlier epochs
         if rec is None:
-            rec = {
-                "trial_id": nas_id,
-                "status": TrialStatus.PENDING,
-                "config": values,
-                "metrics": {},
-                "error": None,
-                "ray_trial_id": trial.trial_id,
-                "node": None,
-                "started": None,
-                "finished": None,
-                "history": [],
-            }
-            self.records[nas_id] = rec
+            rec = self.records[nas_id] = TrialRecord(nas_id, config=values, ray_trial_id=trial.trial_id)
         return rec
 
-    def _drop_checkpoint(self, rec: dict[str, Any]) -> None:
+    def _drop_checkpoint(self, rec: TrialRecord) -> None:
         """A completed trial is done for good: its best-epoch model (``best.keras``) stays, its mid-trial
         checkpoint goes, and so do the best epoch's bare weights ``best.npz`` once ``best.keras`` holds them,
         unless --keep-checkpoints."""
-        if not self.keep_checkpoints and rec["status"] == TrialStatus.COMPLETED:
-            directory = trial_dir(self.store.root, rec["trial_id"])
+        if not self.keep_checkpoints and rec.status == TrialStatus.COMPLETED:
+            directory = trial_dir(self.store.root, rec.trial_id)
             try:
                 (directory / CHECKPOINT).unlink(missing_ok=True)
                 if (directory / BEST_MODEL).is_file():
@@ -321,7 +309,7 @@ class TrialRecorder(Callback):
         for rec in self.records.values():
             self._drop_checkpoint(rec)
 
-    def _write(self, rec: dict[str, Any]) -> bool:
+    def _write(self, rec: TrialRecord) -> bool:
         if self.guard is None:
             self.store.write_trial(rec)
             return True
@@ -329,36 +317,37 @@ class TrialRecorder(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
-        rec.update(status=TrialStatus.RUNNING, started=rec["started"] or time.time())
+        rec.status, rec.started = TrialStatus.RUNNING, rec.started or time.time()
         if self._write(rec):
             self.printer("started", rec)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         rec = self._record(trial)
-        add_epoch(rec["history"], epoch_metrics(result))
+        add_epoch(rec.history, epoch_metrics(result))
         if result.get("resumed_from_epoch"):
-            rec["resumed_from_epoch"] = int(result["resumed_from_epoch"])
-        rec["node"] = result.get("node") or rec["node"]
-        rec["node_id"] = result.get("node_id") or rec.get("node_id")
+            rec.resumed_from_epoch = int(result["resumed_from_epoch"])
+        rec.node = result.get("node") or rec.node
+        rec.node_id = result.get("node_id") or rec.node_id
         if result.get("workers"):
-            rec["workers"] = int(result["workers"])
-        rec["gpu_ids"] = result.get("gpu_ids", "")
-        rec["device"] = result.get("device") or rec.get("device")  # "cpu", or the GPU's name
-        rec.setdefault("fit_started", result.get("fit_started"))
-        rec["pid"], rec["worker_rss_mb"] = result.get("pid"), result.get("worker_rss_mb")
+            rec.workers = int(result["workers"])
+        rec.gpu_ids = result.get("gpu_ids", "")
+        rec.device = result.get("device") or rec.device
+        if rec.fit_started is None:
+            rec.fit_started = result.get("fit_started")
+        rec.pid, rec.worker_rss_mb = result.get("pid"), result.get("worker_rss_mb")
         if self.recycler is not None:
-            self.recycler.observe(trial.config, rec["pid"], rec["worker_rss_mb"])
-        rec["metrics"] = best_epoch(rec["history"], self.objective) or {}
-        rec["status"] = TrialStatus.RUNNING
+            self.recycler.observe(trial.config, rec.pid, rec.worker_rss_mb)
+        rec.metrics = best_epoch(rec.history, self.objective) or {}
+        rec.status = TrialStatus.RUNNING
         if self._write(rec):
             self.printer("epoch", rec)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
-        rec.update(status=TrialStatus.COMPLETED, finished=time.time(),
-                   metrics=best_epoch(rec["history"], self.objective) or {})
-        if self.max_epochs and rec["metrics"].get("epochs", self.max_epochs) < self.max_epochs:
-            rec["stopped_early"] = True  # by the scheduler; the strategy is told its best epoch all the same
+        rec.status, rec.finished = TrialStatus.COMPLETED, time.time()
+        rec.metrics = best_epoch(rec.history, self.objective) or {}
+        if self.max_epochs and rec.metrics.get("epochs", self.max_epochs) < self.max_epochs:
+            rec.stopped_early = True  # by the scheduler; the strategy is told its best epoch all the same
         if not self._write(rec):
             return
         self._drop_checkpoint(rec)
@@ -368,9 +357,9 @@ class TrialRecorder(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rec = self._record(trial)
-        rec.update(status=TrialStatus.FAILED, finished=time.time(), error=_error_text(trial))
+        rec.status, rec.finished, rec.error = TrialStatus.FAILED, time.time(), _error_text(trial)
         if not self._write(rec):
             return
         if self.guard:
-            self.guard.record(True, rec["error"])
+            self.guard.record(True, rec.error)
         self.printer(TrialStatus.FAILED, rec)

@@ -17,15 +17,10 @@ fail before Ray (data, space, strategy, objective) has been checked. It
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from nas.errors import NasError, RunError
-from nas.estimation.settings import (
-    SHARED_METRICS,
-    SLOW_CONTROLLERS,
-    SupernetSettings,
-    controller_options,
-)
+from nas.estimation.settings import SHARED_METRICS, SLOW_CONTROLLERS, SupernetSettings, controller_options
 from nas.estimation.status import write_state
 from nas.estimation.supernet import require
 from nas.options import SearchOptions, TrialSetup
@@ -33,11 +28,27 @@ from nas.plugins.objective import Objective
 from nas.plugins.registry import STRATEGIES, create_strategy, load
 from nas.runtime.cluster import EarlyRay, check_resources, record_local_ray
 from nas.storage.layout import CONTROLLER, supernet_dir
+from nas.storage.records import RunSpec
 from nas.storage.results import format_value
 from nas.storage.store import ExperimentStore, write_json
 
 #: phase 2's strategy: the top-k configurations, in order (strategies/given.py)
 GIVEN = "strategies.given:GivenConfigurations"
+
+
+class Phase(Protocol):
+    """What the supernet phase is handed: the driver's search context (``nas.driver.engine.Search``, a layer
+    above, so it is described here rather than imported)."""
+
+    opts: SearchOptions
+    store: ExperimentStore
+    data: Any
+    ray: EarlyRay
+    announce: Callable[[str], None]
+
+    @property
+    def prepared(self) -> Any:  # task, space, objectives, strategy
+        ...
 
 
 def check(opts: SearchOptions, space: Any, objectives: list[Objective]) -> tuple[SupernetSettings, dict[str, Any]]:
@@ -77,13 +88,13 @@ def epoch_line(rec: dict[str, Any], metric: str, describe: Callable[[dict[str, A
             f"{rec['children']} children {float(rec['time_s']):.1f}s")
 
 
-def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
-                   space: Any, objectives: list[Objective], ray_runtime: EarlyRay,
-                   announce: Callable[[str], None]) -> Any:
-    """Run (or finish) the supernet phase on the search's Ray (``ray_runtime``, started in the background with the
+def shared_weights(search: Phase, spec: RunSpec) -> Any:
+    """Run (or finish) the supernet phase on the search's Ray (``search.ray``, started in the background with the
     trials' environment); return phase 2's strategy over the top-k architectures."""
+    opts, store, announce, space, objectives = (search.opts, search.store, search.announce, search.prepared.space,
+                                                search.prepared.objectives)
     settings, ctrl_options = check(opts, space, objectives)
-    spec["supernet"] = {**settings.to_json(), "controller": opts.strategy, "controller_options": ctrl_options}
+    spec.supernet = {**settings.to_json(), "controller": opts.strategy, "controller_options": ctrl_options}
     from nas.estimation.supernet import summary
     from nas.estimation.trainer import read_phase_state
 
@@ -91,8 +102,7 @@ def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, 
     metric = objectives[0].metric
     done = read_phase_state(store.root)
     if done is None or done.get("ranking") is None:
-        result = _run_phase(opts, store, spec, data, task, settings, ctrl_options, objectives, ray_runtime,
-                            announce, metric, describe)
+        result = _run_phase(search, spec, settings, ctrl_options, describe)
     else:
         announce(f"supernet phase of run {store.name} already done ({done['epoch']} epochs); training its top "
                  f"{settings.top_k} from scratch")
@@ -114,23 +124,23 @@ def shared_weights(opts: SearchOptions, store: ExperimentStore, spec: dict[str, 
     return strategy
 
 
-def _run_phase(opts: SearchOptions, store: ExperimentStore, spec: dict[str, Any], data: Any, task: Any,
-               settings: SupernetSettings, ctrl_options: dict[str, Any], objectives: list[Objective],
-               ray_runtime: EarlyRay, announce: Callable[[str], None], metric: str,
+def _run_phase(search: Phase, spec: RunSpec, settings: SupernetSettings, ctrl_options: dict[str, Any],
                describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
     import ray
 
     from nas.estimation.trainer import SupernetTrainer
 
-    setup = TrialSetup.of(opts, task, objectives, store.root.resolve())
-    ray_runtime.wait()
+    opts, store, announce, objectives = search.opts, search.store, search.announce, search.prepared.objectives
+    metric = objectives[0].metric
+    setup = TrialSetup.of(opts, search.prepared.task, objectives, store.root.resolve())
+    search.ray.wait()
     check_resources(opts.cpus_per_trial, opts.gpus_per_trial, 1)
     store.write_spec(spec)  # from now on `nas resume` can continue the run
     if not opts.address:
         record_local_ray(store)
     actor_cls = ray.remote(SupernetTrainer).options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial,
                                                     max_restarts=0)
-    trainer = actor_cls.remote(setup, data, settings, opts.strategy, ctrl_options,
+    trainer = actor_cls.remote(setup, search.data, settings, opts.strategy, ctrl_options,
                                [o.to_json() for o in objectives])
     try:
         state = _get(trainer.restore.remote())

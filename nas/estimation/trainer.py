@@ -42,7 +42,6 @@ from nas.options import TrialSetup
 from nas.plugins import params as P
 from nas.plugins.objective import Objective
 from nas.storage.layout import CHECKPOINT, supernet_dir
-from nas.storage.records import spec_objectives
 from nas.trials.worker import (
     checkpoint_arrays,
     configure_framework,
@@ -261,21 +260,18 @@ class SupernetTrainer:
 def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
     """A stored run's supernet and controller as its last checkpoint left them, in this process (its backend
     must be the run's): e.g. to evaluate architectures with the run's shared weights."""
-    from nas.plugins.data import load_data
-    from nas.plugins.task import Task
-    from nas.storage.store import read_json
+    from nas.storage.store import ExperimentStore
 
     run_dir = Path(run_dir)
-    spec = read_json(run_dir / "spec.json")
-    d = spec["data"]
-    data = load_data(d["spec"], target=d.get("target"), window=d.get("window"), seed=spec.get("seed") or 0)
-    objectives = spec_objectives(spec)
-    opts = spec["options"]
-    setup = TrialSetup(space=spec["space"], task=Task.from_json(spec["task"]), epochs=int(spec["epochs"]),
-                       objective=objectives[0], backend=spec.get("backend", "tensorflow"),
-                       space_options=dict(spec.get("space_options") or {}), seed=spec.get("seed"),
-                       run_dir=str(run_dir), cpus_per_trial=opts.get("cpus_per_trial", 1.0))
-    sn = spec["supernet"]
+    spec = ExperimentStore(run_dir).spec()
+    data = spec.data.load(spec.seed)
+    objectives = spec.objectives
+    setup = TrialSetup(space=spec.space, task=spec.task, epochs=spec.epochs, objective=objectives[0],
+                       backend=spec.backend, space_options=dict(spec.space_options), seed=spec.seed,
+                       run_dir=str(run_dir), cpus_per_trial=(spec.options or {}).get("cpus_per_trial", 1.0))
+    sn = spec.supernet
+    if sn is None:
+        raise FileNotFoundError(f"{run_dir} was not searched with --estimation shared-weights: it has no supernet")
     settings = SupernetSettings.from_json({k: v for k, v in sn.items() if k not in ("controller", "controller_options")})
     trainer = SupernetTrainer(setup, data, settings, sn["controller"], sn["controller_options"],
                               [o.to_json() for o in objectives])

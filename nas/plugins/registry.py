@@ -78,6 +78,13 @@ def check_ref(group: str, ref: str) -> None:
 
 def load(group: str, ref: str) -> type:
     """A plugin class from a registered name, ``module:Class`` or ``file.py:Class``."""
+    obj = _target(group, ref)
+    _check_class(group, ref, obj)
+    return obj
+
+
+def _target(group: str, ref: str) -> Any:
+    """What a registered name, ``module:attr`` or ``file.py:attr`` names (unchecked)."""
     kind = _KIND[group]
     if not isinstance(ref, str) or not ref:
         raise PluginError(f"{kind} name {ref!r} is not valid")
@@ -102,7 +109,6 @@ def load(group: str, ref: str) -> type:
             obj = eps[ref].load()
         except Exception as e:
             raise PluginError(f"{kind} {ref!r} ({eps[ref].value}) failed to load: {type(e).__name__}: {e}") from e
-    _check_class(group, ref, obj)
     return obj
 
 
@@ -186,10 +192,8 @@ def create_space(name: Any, task: Any, **options: Any) -> Any:
 
 def stored_space(spec: Any) -> Any:
     """The search space a stored run was searched with, from its ``spec.json``: its reference, task and
-    options (export, the API's ``Run.best_model``)."""
-    from nas.plugins.task import Task
-
-    return create_space(spec["space"], task=Task.from_json(spec["task"]), **(spec.get("space_options") or {}))
+    options (export, the API's ``Run.best_model``); ``spec``: a ``nas.storage.records.RunSpec``."""
+    return create_space(spec.space, task=spec.task, **spec.space_options)
 
 
 def space_class(ref: Any) -> type:
@@ -219,20 +223,41 @@ def _plugin(group: str, ref: Any) -> Any:
             raise PluginError(f"{_KIND[group]} file {ref!r} does not exist")
         with open(path, "rb") as f:
             ref = cloudpickle.load(f)
+    label = _label(ref)
     if isinstance(ref, str):
-        return load(group, ref)
+        if group == SPACES and ":" in ref:  # file.py:build_model, module:MyHyperModel, ... (KerasTuner's forms)
+            ref = _target(group, ref)
+            if inspect.isclass(ref) and issubclass(ref, base):
+                _check_class(group, label, ref)
+                return ref
+        else:
+            return load(group, ref)
+    if group == SPACES:
+        from nas.plugins.space import BuildFunction
+
+        if inspect.isclass(ref) and issubclass(ref, kt.HyperModel) and not issubclass(ref, base):
+            try:
+                return ref()  # a HyperModel class, as KerasTuner users write them: no constructor arguments
+            except TypeError as e:
+                raise PluginError(f"space {label!r} is a keras_tuner.HyperModel class whose constructor needs "
+                                  f"arguments ({e}); give an instance") from None
+        if not inspect.isclass(ref) and not isinstance(ref, kt.HyperModel) and callable(ref):
+            return BuildFunction(ref)  # KerasTuner's build function: build(hp) -> compiled keras.Model
     if inspect.isclass(ref):
-        _check_class(group, _label(ref), ref)
+        _check_class(group, label, ref)
         return ref
     if isinstance(ref, base) or (group == SPACES and isinstance(ref, kt.HyperModel)):
         return ref
-    wanted = "nas.SearchSpace or keras_tuner.HyperModel" if group == SPACES else "nas.Strategy"
-    raise PluginError(f"{_KIND[group]} {ref!r} is not a {wanted} (class or instance) nor a name")
+    wanted = ("nas.SearchSpace or keras_tuner.HyperModel (class or instance), a build function build(hp)"
+              if group == SPACES else "nas.Strategy (class or instance)")
+    raise PluginError(f"{_KIND[group]} {label!r} is not a {wanted} nor a name")
 
 
 def _label(ref: Any) -> str:
     if isinstance(ref, str):
         return ref
+    if inspect.isfunction(ref) or inspect.ismethod(ref):
+        return ref.__name__
     cls = ref if inspect.isclass(ref) else type(ref)
     return cls.__name__
 

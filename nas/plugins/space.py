@@ -10,7 +10,8 @@ because ``build(hp)`` calls ``declare`` first, the same object works unchanged i
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
+import contextlib
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import keras_tuner as kt
 
@@ -131,14 +132,34 @@ def head(task: Task) -> tuple[int, str | None, str, list[str]]:
     raise DataError(f"task {task.kind!r} has no supervised head")
 
 
-class HyperModelSpace(SearchSpace):
-    """Any ``keras_tuner.HyperModel`` as a search space (``nas.search(space=MyHyperModel())``).
+class BuildFunction(kt.HyperModel):
+    """A KerasTuner build function ``build(hp) -> compiled keras.Model`` as a hypermodel, as ``kt.RandomSearch``
+    takes one (KerasTuner wraps it the same way in its private ``DefaultHyperModel``; this keeps the function and
+    its name, which name the space in messages and run names)."""
 
-    A KerasTuner hypermodel declares its hyperparameters while it builds, so a branch it does not take is unknown
-    until some trial takes it. Our strategies see the whole space before the first trial, so the space is
-    discovered up front: the model is built with the defaults, then with seeded random values of what is known,
-    until ``discover`` builds in a row find nothing new (KerasTuner's own oracles learn the space as trials run;
-    nothing in KerasTuner enumerates it, which is why this loop is written here). The hypermodel's own ``fit`` trains.
+    def __init__(self, build: Any) -> None:
+        super().__init__(name=getattr(build, "__name__", None) or type(build).__name__)
+        self.function = build
+
+    def build(self, hp: kt.HyperParameters) -> Any:
+        return self.function(hp)
+
+
+#: fit arguments the trial runner passes that a hypermodel's own ``fit`` may set itself (KerasTuner's guide tunes
+#: ``shuffle``); they reach ``model.fit`` as defaults, so a keyword is never passed twice
+SOFT_FIT_ARGUMENTS = ("shuffle", "verbose", "batch_size")
+
+
+class HyperModelSpace(SearchSpace):
+    """Any ``keras_tuner.HyperModel``, or a build function, as a search space (``nas.search(space=build_model)``).
+
+    A KerasTuner hypermodel declares its hyperparameters while it builds (and, in its own ``fit``, while it
+    trains), so a branch it does not take is unknown until some trial takes it. Our strategies see the whole space
+    before the first trial, so the space is discovered up front: the model is built with the defaults, then with
+    seeded random values of what is known, until ``discover`` builds in a row find nothing new; after each build
+    the hypermodel's own ``fit`` runs with ``model.fit`` doing nothing, so what ``fit`` declares is found too
+    (KerasTuner's own oracles learn the space as trials run; nothing in KerasTuner enumerates it, which is why this
+    loop is written here). The hypermodel's own ``fit`` trains.
     """
 
     name = "hypermodel"
@@ -147,8 +168,43 @@ class HyperModelSpace(SearchSpace):
     def __init__(self, task: Task, hypermodel: kt.HyperModel, discover: int = 8, seed: int = 0) -> None:
         super().__init__(task)
         self.hypermodel = hypermodel
-        self.name = type(hypermodel).__name__
+        self.name = getattr(hypermodel, "name", None) or type(hypermodel).__name__
         self._space = self._discover(discover, seed)
+
+    @property
+    def own_fit(self) -> bool:
+        """Whether the hypermodel trains with a ``fit`` of its own (KerasTuner's default calls ``model.fit``)."""
+        return type(self.hypermodel).fit is not kt.HyperModel.fit
+
+    def _build_checked(self, hp: kt.HyperParameters) -> "keras.Model":
+        """``hypermodel.build(hp)``, its failures as one line naming the space (the first build, before Ray)."""
+        import keras
+
+        from nas.errors import PluginError
+
+        try:
+            model = self.hypermodel.build(hp)
+        except Exception as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise PluginError(f"space {self.name!r}: build(hp) raised {type(e).__name__}: {text}"[:500]) from e
+        if not isinstance(model, keras.Model):
+            raise PluginError(f"space {self.name!r}: build(hp) returned {type(model).__name__}, not a keras.Model; "
+                              f"return the compiled model")
+        if not getattr(model, "compiled", True):
+            raise PluginError(f"space {self.name!r}: build(hp) returned a model that is not compiled; call "
+                              f"model.compile(optimizer=..., loss=..., metrics=[...]) before returning it")
+        return model
+
+    def _declare_fit(self, hp: kt.HyperParameters, model: "keras.Model") -> None:
+        """Run the hypermodel's own ``fit`` with ``model.fit`` doing nothing: what it declares joins ``hp``. A fit
+        that needs the data (a custom loop) stops at its first use of them: what it declared before stays."""
+        if not self.own_fit:
+            return
+        with _fit_defaults(model, {}, replace=lambda *a, **k: None):
+            try:
+                self.hypermodel.fit(hp, model)
+            except Exception:  # noqa: BLE001 - discovery only; the trial runs the real fit
+                pass
 
     def _discover(self, patience: int, seed: int) -> kt.HyperParameters:
         import keras
@@ -157,11 +213,11 @@ class HyperModelSpace(SearchSpace):
         from nas.plugins import params as P
 
         found = kt.HyperParameters()
-        self.hypermodel.build(found)
+        self._declare_fit(found, self._build_checked(found))
         rng, quiet, builds = np.random.default_rng(seed), 0, 0
         while quiet < patience and builds < 20 * patience:
             hp = P.to_hp(found, P.sample_values(found, rng))
-            self.hypermodel.build(hp)
+            self._declare_fit(hp, self.hypermodel.build(hp))
             builds += 1
             new = [p for p in hp.space if p.name not in {q.name for q in found.space}]
             for p in new:
@@ -177,7 +233,14 @@ class HyperModelSpace(SearchSpace):
         return self.hypermodel.build(hp)
 
     def fit(self, hp: kt.HyperParameters, model: "keras.Model", *args: Any, **kwargs: Any) -> Any:
-        return self.hypermodel.fit(hp, model, *args, **kwargs)
+        """The hypermodel's ``fit``, handed what KerasTuner hands it (data, ``validation_data``, ``epochs``,
+        ``callbacks``, the user's fit arguments); the runner's ``SOFT_FIT_ARGUMENTS`` reach ``model.fit`` as
+        defaults the hypermodel's own keywords override (its ``shuffle=hp.Boolean(...)``)."""
+        soft = {k: kwargs.pop(k) for k in SOFT_FIT_ARGUMENTS if k in kwargs}
+        if not self.own_fit:
+            return model.fit(*args, **soft, **kwargs)
+        with _fit_defaults(model, soft):
+            return self.hypermodel.fit(hp, model, *args, **kwargs)
 
     def default_objective(self) -> str:
         """Validation accuracy when the hypermodel's default model is compiled with it, else validation loss."""
@@ -190,3 +253,19 @@ class HyperModelSpace(SearchSpace):
                    (model.get_compile_config() or {}).get("metrics") or []]
         keras.backend.clear_session(free_memory=False)
         return "val_accuracy:max" if {"accuracy", "acc"} & set(metrics) else "val_loss:min"
+
+
+@contextlib.contextmanager
+def _fit_defaults(model: Any, defaults: dict[str, Any], replace: Any = None) -> Iterator[None]:
+    """Within the block, ``model.fit`` (or ``replace``) takes ``defaults`` for keywords its caller leaves out. Set
+    on the instance, bypassing Keras' attribute tracking, and removed after."""
+    original = replace or model.fit
+
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **{**defaults, **kwargs})
+
+    object.__setattr__(model, "fit", fit)
+    try:
+        yield
+    finally:
+        vars(model).pop("fit", None)

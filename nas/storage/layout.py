@@ -31,6 +31,7 @@ LOCAL_RAY = f"{RAY}/local.json"
 TENSORBOARD = "tensorboard"
 DATA = "data.npz"
 PLUGINS = "plugins"
+FIT_ARGUMENTS = f"{PLUGINS}/fit.pkl"  # the user's Model.fit arguments (nas.search(..., callbacks=[...]))
 SUPERNET = "supernet"
 SUPERNET_STATE = f"{SUPERNET}/state.json"
 CONTROLLER = "controller.json"  # in the supernet directory: the controller strategy's final state

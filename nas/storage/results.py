@@ -10,7 +10,7 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from nas.plugins.objective import Objective
-from nas.storage.records import TrialStatus
+from nas.storage.records import TrialRecord, TrialStatus
 
 #: keys Ray or our runner add to every report that are bookkeeping, not metrics
 BOOKKEEPING = {
@@ -60,20 +60,20 @@ def best_epoch(history: Sequence[Mapping[str, Any]], objective: Objective) -> di
     return best
 
 
-def rank(trials: Iterable[Mapping[str, Any]], objective: Objective) -> list[Mapping[str, Any]]:
+def rank(trials: Iterable[TrialRecord], objective: Objective) -> list[TrialRecord]:
     """Completed trials with a usable objective, best first."""
-    scored = [(objective.score(t.get("metrics")), t) for t in trials if t.get("status") == TrialStatus.COMPLETED]
+    scored = [(objective.score(t.metrics), t) for t in trials if t.status == TrialStatus.COMPLETED]
     scored = [(s, t) for s, t in scored if s is not None]
     scored.sort(key=lambda st: (-st[0], _id_key(st[1])))
     return [t for _, t in scored]
 
 
-def _id_key(t: Mapping[str, Any]) -> tuple[int, str]:
-    tid = str(t.get("trial_id", ""))
+def _id_key(t: TrialRecord) -> tuple[int, str]:
+    tid = t.trial_id
     return (int(tid), tid) if tid.isdigit() else (1 << 30, tid)
 
 
-def sort_by_id(trials: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def sort_by_id(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
     return sorted(trials, key=_id_key)
 
 
@@ -94,17 +94,18 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
-def pareto_front(trials: Iterable[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[Mapping[str, Any]]:
+def pareto_front(trials: Iterable[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
     """Completed trials no other completed trial dominates on all objectives (ids ascending).
 
     Trials whose objectives are not all reported are left out; with one objective this is the best trial(s).
     """
     scored = []
     for t in trials:
-        if t.get("status") != TrialStatus.COMPLETED:
+        if t.status != TrialStatus.COMPLETED:
             continue
-        s = [o.score(t.get("metrics")) for o in objectives]
+        s = [o.score(t.metrics) for o in objectives]
         if all(v is not None for v in s):
             scored.append((s, t))
     front = [t for s, t in scored if not any(dominates(s2, s) for s2, _ in scored)]
     return list(sort_by_id(front))
+

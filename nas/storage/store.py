@@ -12,10 +12,13 @@ import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import RunError, StorageError
+from nas.plugins.objective import Objective
 from nas.storage.layout import SPEC, STRATEGY, TRIALS, trial_record
+from nas.storage.records import RunSpec, TrialRecord, TrialStatus
+from nas.storage.results import format_config, format_value, pareto_front, rank, sort_by_id
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -142,47 +145,83 @@ class ExperimentStore:
         """Whether the run directory holds anything besides ``ignore`` (the lock files of a starting driver)."""
         return self.root.is_dir() and any(p.name not in ignore for p in self.root.iterdir())
 
-    def write_spec(self, spec: Mapping[str, Any]) -> None:
-        write_json(self.spec_path, dict(spec))
+    def write_spec(self, spec: RunSpec) -> None:
+        write_json(self.spec_path, spec.to_json())
 
-    def spec(self) -> dict[str, Any]:
-        return read_json(self.spec_path)
+    def spec(self) -> RunSpec:
+        """The run's spec; one that is not a run spec raises ``RunError`` naming the file (left as it is)."""
+        return RunSpec.from_json(read_json(self.spec_path), source=self.spec_path)
 
-    def start_session(self, spec: dict[str, Any]) -> None:
-        """A driver starts searching: ``spec["sessions"]`` gains an entry (how long a run searched, idle time
+    def start_session(self, spec: RunSpec) -> None:
+        """A driver starts searching: ``spec.sessions`` gains an entry (how long a run searched, idle time
         between sessions left out: ``nas.views.report.searching_s``) and the spec is written."""
-        spec.setdefault("sessions", []).append({"started": time.time(), "ended": None})
+        spec.sessions.append({"started": time.time(), "ended": None})
         self.write_spec(spec)
 
-    def end_session(self, spec: dict[str, Any]) -> None:
+    def end_session(self, spec: RunSpec) -> None:
         """The driver stops searching (a killed one never says so: its last trial write tells instead)."""
-        if spec.get("sessions"):
-            spec["sessions"][-1]["ended"] = time.time()
+        if spec.sessions:
+            spec.sessions[-1]["ended"] = time.time()
         try:
             self.write_spec(spec)
         except OSError:  # full or read-only storage: the search stops with that error, not this one
             pass
 
-    def write_trial(self, record: Mapping[str, Any]) -> None:
+    def write_trial(self, record: TrialRecord) -> None:
         # ``updated``: when the driver last wrote it (how long a killed session searched: nas.views.report.searching_s)
-        write_json(trial_record(self.root, record["trial_id"]), {**record, "updated": time.time()})
+        record.updated = time.time()
+        write_json(trial_record(self.root, record.trial_id), record.to_json())
 
-    def trial(self, trial_id: str) -> dict[str, Any]:
+    def trial(self, trial_id: str) -> TrialRecord:
         path = trial_record(self.root, trial_id)
         if not path.is_file():
-            ids = [t["trial_id"] for t in self.trials()]
+            ids = [t.trial_id for t in self.trials()]
             raise RunError(f"run {self.name!r} has no trial {trial_id!r}; trials: {', '.join(ids[:30]) or 'none'}")
-        return read_json(path)
+        return TrialRecord.from_json(read_json(path), source=path)
 
-    def trials(self) -> list[dict[str, Any]]:
-        from nas.storage.results import sort_by_id
-
+    def trials(self) -> list[TrialRecord]:
+        """Every trial's record, by id; one that is not a record raises ``RunError`` naming its file."""
         if not self.trials_dir.is_dir():
             return []
-        return list(sort_by_id(read_json(p) for p in self.trials_dir.glob("*.json")))
+        return sort_by_id(TrialRecord.from_json(read_json(p), source=p) for p in self.trials_dir.glob("*.json"))
 
     def write_strategy_state(self, state: Mapping[str, Any]) -> None:
         write_json(self.strategy_path, dict(state))
 
     def strategy_state(self) -> dict[str, Any] | None:
         return read_json(self.strategy_path) if self.strategy_path.is_file() else None
+
+
+def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_id: str | int | None,
+                 log: Callable[[str], None] | None = None, choose: str = "--trial ID",
+                 completed: bool = True) -> TrialRecord:
+    """The trial to export or load (``nas export``, ``Run.best_model``): ``trial_id`` if given (one that
+    completed, unless ``completed`` is false), else the best completed trial.
+
+    With several objectives there is no single best: the non-dominated trials are listed (to ``log``) and the
+    error asks for a choice, the way ``choose`` says it (``--trial ID`` on the command line).
+    """
+    if trial_id is not None:
+        t = store.trial(str(trial_id))
+        if completed and t.status != TrialStatus.COMPLETED:
+            raise RunError(f"trial {str(trial_id)!r} of run {store.name!r} is {t.status}, not completed; "
+                           f"export a completed trial (see `{store.command('status')}`)")
+        return t
+    trials = store.trials()
+    if len(objectives) > 1:
+        front = pareto_front(trials, objectives)
+        if not front:
+            raise RunError(f"run {store.name!r} has no completed trial to export")
+        if log is not None:
+            log(f"run {store.name!r} has {len(objectives)} objectives; its non-dominated trials are:")
+            for t in front:
+                values = " ".join(f"{o.metric}={format_value(o.value(t.metrics))}" for o in objectives)
+                log(f"  trial {t.trial_id}: {values}  {format_config(t.config)}")
+        example = (f"`{store.command('export', '--trial', front[0].trial_id)}`" if choose == "--trial ID"
+                   else f"trial={front[0].trial_id!r}")
+        raise RunError(f"run {store.name!r} has several objectives and {len(front)} non-dominated trials "
+                       f"({', '.join(t.trial_id for t in front)}); choose one with {choose}, e.g. {example}")
+    ranked = rank(trials, objectives[0])
+    if not ranked:
+        raise RunError(f"run {store.name!r} has no completed trial to export (see `{store.command('status')}`)")
+    return ranked[0]

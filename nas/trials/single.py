@@ -12,6 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from nas.options import TrialSetup
 from nas.plugins import params as P
 from nas.plugins.space import SearchSpace
@@ -29,6 +31,7 @@ from nas.trials.worker import (
     epoch_batches,
     epoch_fields,
     epoch_order,
+    fit_arguments,
     load_checkpoint,
     rss_mb,
     seed_epoch,
@@ -88,13 +91,18 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     seed = trial_seed(setup.seed, trial_id)
     x, y = prepared.x_train, prepared.y_train
     n_weights = len(model.weights)
+    user = fit_arguments(setup)  # nas.search(..., callbacks=[...], class_weight=...): every trial's fit gets them
+    user_callbacks = list(user.pop("callbacks", None) or [])
+    sample_weight = user.pop("sample_weight", None)
+    batch_size = user.pop("batch_size", None)
     # One fit call over every epoch when the space keeps nas's own fit, in batches whose order depends only on
     # (trial seed, epoch), with the global seeds set from them as each epoch begins: what decides an epoch is
     # then its number and the checkpointed state (weights, optimizer, the layers' random state), so a resumed
     # trial trains the epochs an uninterrupted one would. A space with its own fit (a KerasTuner hypermodel's,
     # say) gets arrays, so it gets one fit call per epoch on a reordered copy of them, the next made while this
     # one trains; so does --distributed mirrored, whose strategy splits array batches across devices itself.
-    one_fit = type(space).fit is SearchSpace.fit and setup.distributed != "mirrored"
+    # Per-example weights must be reordered with their examples: they take the per-epoch path too.
+    one_fit = type(space).fit is SearchSpace.fit and setup.distributed != "mirrored" and sample_weight is None
 
     class Report(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -123,13 +131,16 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
             tune.report(dict(resumed["metrics"], resumed_from_epoch=initial_epoch))
         if one_fit:
             if initial_epoch < setup.epochs:
-                batches, steps = epoch_batches(x, y, seed, space.batch_size(hp), initial_epoch, setup.epochs,
-                                               setup.backend)
+                batches, steps = epoch_batches(x, y, seed, batch_size or space.batch_size(hp), initial_epoch,
+                                               setup.epochs, setup.backend)
                 space.fit(hp, model, batches, validation_data=validation, epochs=setup.epochs,
-                          initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False, callbacks=[Report()],
-                          verbose=0)
+                          initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                          callbacks=[Report(), *user_callbacks], **{"verbose": 0, **user})
         else:
-            _fit_epoch_by_epoch(space, hp, model, x, y, validation, seed, initial_epoch, setup.epochs, Report())
+            if batch_size is not None:
+                user["batch_size"] = batch_size
+            _fit_epoch_by_epoch(space, hp, model, x, y, validation, seed, initial_epoch, setup.epochs, Report(),
+                                user_callbacks, sample_weight, user)
     except SystemExit:  # Ray Tune ended the trial (a scheduler stopped it early): it completed, keep its model
         _finish(writer, saver, model)
         raise
@@ -142,24 +153,84 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
 
 
 def _fit_epoch_by_epoch(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple[Any, Any], seed: int,
-                        initial_epoch: int, epochs: int, report: Any) -> None:
-    """One ``space.fit`` call per epoch on the arrays in ``epoch_order(seed, epoch)``, the global seeds set from
-    ``seed_epoch`` before each; the next epoch's reordered copy is made while this one trains."""
+                        initial_epoch: int, epochs: int, report: Any, user_callbacks: list[Any] | None = None,
+                        sample_weight: Any = None, user: dict[str, Any] | None = None) -> None:
+    """One ``space.fit`` call per epoch on the arrays in ``epoch_order(seed, epoch)`` (``sample_weight`` in the
+    same order), the global seeds set from ``seed_epoch`` before each; the next epoch's reordered copy is made
+    while this one trains. The user's callbacks see one training across the calls (``_AcrossFits``), and one
+    that stops it (``EarlyStopping``) ends the loop: the trial completes with the epochs it trained."""
+    weights = None if sample_weight is None else np.asarray(sample_weight)
 
-    def reordered(epoch: int) -> tuple[Any, Any]:
+    def reordered(epoch: int) -> tuple[Any, Any, Any]:
         order = epoch_order(seed, epoch, len(x))
-        return x[order], y[order]
+        return x[order], y[order], None if weights is None else weights[order]
 
+    across = _across_fits(user_callbacks or [])
+    extra = {"verbose": 0, **(user or {})}
     with ThreadPoolExecutor(1, thread_name_prefix="nas-data") as ahead:
         upcoming = ahead.submit(reordered, initial_epoch)
         for epoch in range(initial_epoch, epochs):
-            xe, ye = upcoming.result()
+            xe, ye, we = upcoming.result()
             if epoch + 1 < epochs:
                 upcoming = ahead.submit(reordered, epoch + 1)
             seed_epoch(seed, epoch)
+            if we is not None:
+                extra["sample_weight"] = we
             space.fit(hp, model, xe, ye, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                      shuffle=False, callbacks=[report], verbose=0)
-            del xe, ye
+                      shuffle=False, callbacks=[report, across], **extra)
+            del xe, ye, we
+            if model.stop_training:  # the user's EarlyStopping (or any callback) ended training
+                break
+    across.finish()
+
+
+def _across_fits(callbacks: list[Any]) -> Any:
+    """The user's Keras callbacks as one callback that sees a single training across nas's per-epoch ``fit``
+    calls: ``on_train_begin`` before the first, ``on_train_end`` after the last (``finish``), every other hook as
+    it comes. Keras calls ``on_train_begin`` at each ``fit``, which would reset ``EarlyStopping``'s patience every
+    epoch; nothing in Keras spans calls, hence this wrapper."""
+    import keras
+
+    class AcrossFits(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.begun = list(callbacks), False
+
+        def set_model(self, model: Any) -> None:
+            super().set_model(model)
+            for c in self.inner:
+                c.set_model(model)
+
+        def set_params(self, params: Any) -> None:
+            super().set_params(params)
+            for c in self.inner:
+                c.set_params(params)
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            if not self.begun:
+                self.begun = True
+                for c in self.inner:
+                    c.on_train_begin(logs)
+
+        def on_train_end(self, logs: Any = None) -> None:
+            """Held until ``finish``."""
+
+        def finish(self, logs: Any = None) -> None:
+            if self.begun:
+                for c in self.inner:
+                    c.on_train_end(logs)
+
+    def forward(hook: str) -> Any:
+        def call(self: Any, *args: Any, **kwargs: Any) -> None:
+            for c in self.inner:
+                getattr(c, hook)(*args, **kwargs)
+        return call
+
+    for hook in ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
+                 "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
+                 "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end"):
+        setattr(AcrossFits, hook, forward(hook))
+    return AcrossFits()
 
 
 def _finish(writer: BackgroundWriter, saver: BestModelSaver, model: Any) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from nas.storage.layout import tensorboard_dir
+from nas.storage.records import TrialRecord
 
 SKIP = {"epoch", "pid", "fit_started", "node", "gpu_ids"}
 
@@ -132,11 +133,11 @@ def write_hparams_config(run_dir: str | Path, space: Any, metrics: Iterable[str]
         return None
 
 
-def run_metrics(trials: Iterable[Mapping[str, Any]]) -> list[str]:
+def run_metrics(trials: Iterable[TrialRecord]) -> list[str]:
     """The metric names the trials reported per epoch (what TensorBoard got as scalars)."""
     names: dict[str, None] = {}
     for t in trials:
-        for h in t.get("history") or []:
+        for h in t.history:
             for k, v in h.items():
                 if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool):
                     names[k] = None

@@ -39,6 +39,21 @@ class TrialInfeasible(TrialFailed):
     """A configuration that breaks a constraint (--max-params, --max-latency-ms); rejected before training."""
 
 
+def fit_arguments(setup: Any) -> dict[str, Any]:
+    """The user's ``Model.fit`` arguments (``nas.search(..., callbacks=[...])``; ``TrialSetup.fit_arguments``), a
+    copy of their own for this trial: a callback keeps state (``EarlyStopping``'s best value and patience)."""
+    if not setup.fit_arguments:
+        return {}
+    import cloudpickle
+
+    try:
+        with open(setup.fit_arguments, "rb") as f:
+            return dict(cloudpickle.load(f))
+    except FileNotFoundError:
+        raise TrialFailed(f"the run's fit arguments {setup.fit_arguments} are missing: a worker must see the run "
+                          f"directory (shared storage on a cluster)") from None
+
+
 def split_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The nas trial id and the hyperparameter values in a Ray trial config."""
     values = {k: v for k, v in config.items() if not k.startswith("__")}

@@ -40,9 +40,9 @@ from nas.plugins.registry import stored_space
 from nas.runtime import backends
 from nas.runtime.quiet import quiet_environment
 from nas.storage.layout import BEST_INFO, BEST_MODEL, BEST_WEIGHTS, trial_dir
-from nas.storage.records import TrialStatus, spec_objectives
-from nas.storage.results import format_config, format_value, pareto_front, rank
-from nas.storage.store import ExperimentStore, write_json
+from nas.storage.records import RunSpec, TrialRecord, TrialStatus
+from nas.storage.results import format_config, format_value
+from nas.storage.store import ExperimentStore, choose_trial, write_json
 from nas.trials.artifacts import load_best
 from nas.trials.worker import trial_seed
 
@@ -124,54 +124,20 @@ def check_packages(formats: Sequence[str]) -> None:
 
 
 # -- choosing the trial ---------------------------------------------------------------------------------------
-def choose_trial(store: ExperimentStore, objectives: Sequence[Objective], trial_id: str | None,
-                 log: Callable[[str], None]) -> dict[str, Any]:
-    """The trial to export: ``trial_id`` if given (it must have completed), else the best completed trial.
-
-    With several objectives there is no single best: the non-dominated trials are listed and a choice asked for.
-    """
-    if trial_id is not None:
-        t = store.trial(str(trial_id))
-        if t.get("status") != TrialStatus.COMPLETED:
-            raise RunError(f"trial {trial_id!r} of run {store.name!r} is {t.get('status')}, not completed; "
-                           f"export a completed trial (see `{store.command('status')}`)")
-        return t
-    trials = store.trials()
-    if len(objectives) > 1:
-        front = pareto_front(trials, objectives)
-        if not front:
-            raise RunError(f"run {store.name!r} has no completed trial to export")
-        log(f"run {store.name!r} has {len(objectives)} objectives; its non-dominated trials are:")
-        for t in front:
-            values = " ".join(f"{o.metric}={format_value(o.value(t['metrics']))}" for o in objectives)
-            log(f"  trial {t['trial_id']}: {values}  {format_config(t['config'])}")
-        raise RunError(f"run {store.name!r} has several objectives and {len(front)} non-dominated trials "
-                       f"(listed above); choose one with --trial ID, e.g. "
-                       f"`{store.command('export', '--trial', str(front[0]['trial_id']))}`")
-    ranked = rank(trials, objectives[0])
-    if not ranked:
-        raise RunError(f"run {store.name!r} has no completed trial to export (see `{store.command('status')}`)")
-    return dict(ranked[0])
-
-
 # -- building or loading the model ----------------------------------------------------------------------------
-def _data(spec: Mapping[str, Any], space: Any) -> Any:
+def _data(spec: RunSpec, space: Any) -> Any:
     """The data the search used, prepared by the space as the trials saw it."""
-    from nas.plugins.data import load_data
-
-    d = spec["data"]
-    data = load_data(d["spec"], target=d.get("target"), window=d.get("window"), seed=spec.get("seed") or 0)
-    return space.prepare_data(data)
+    return space.prepare_data(spec.data.load(spec.seed))
 
 
-def _retrain(spec: Mapping[str, Any], space: Any, prepared: Any, trial: Mapping[str, Any], epochs: int,
+def _retrain(spec: RunSpec, space: Any, prepared: Any, trial: TrialRecord, epochs: int,
              log: Callable[[str], None]) -> tuple[Any, list[dict[str, float]]]:
     import keras
 
     from nas.plugins import params as P
 
-    keras.utils.set_random_seed(trial_seed(spec.get("seed"), str(trial["trial_id"])))
-    hp = P.to_hp(space.hyperparameters(), trial["config"])
+    keras.utils.set_random_seed(trial_seed(spec.seed, str(trial.trial_id)))
+    hp = P.to_hp(space.hyperparameters(), trial.config)
     model = space.build(hp)
     x = np.concatenate([prepared.x_train, prepared.x_val])
     y = np.concatenate([prepared.y_train, prepared.y_val])
@@ -184,7 +150,7 @@ def _retrain(spec: Mapping[str, Any], space: Any, prepared: Any, trial: Mapping[
             history.append({"epoch": epoch + 1, **m})
             log(f"  epoch {epoch + 1}/{epochs}: {format_config(m)}  {time.perf_counter() - started:.1f}s")
 
-    log(f"retraining trial {trial['trial_id']} on train+validation ({len(x)} examples) for {epochs} epochs")
+    log(f"retraining trial {trial.trial_id} on train+validation ({len(x)} examples) for {epochs} epochs")
     space.fit(hp, model, x, y, epochs=int(epochs), callbacks=[Progress()], verbose=0, shuffle=True)
     return model, history
 
@@ -282,13 +248,13 @@ def _summary(model: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _model_card(spec: Mapping[str, Any], trial: Mapping[str, Any], objectives: Sequence[Objective],
+def _model_card(spec: RunSpec, trial: TrialRecord, objectives: Sequence[Objective],
                 architecture: Mapping[str, Any], metrics: Mapping[str, Any], files: Mapping[str, Path],
                 differences: Mapping[str, float], retrain: Mapping[str, Any] | None, n_completed: int) -> str:
     obj = objectives[0]
-    d = spec["data"]
-    tid = trial["trial_id"]
-    m = trial["metrics"]
+    d, task = spec.data.to_json(), spec.task
+    tid = trial.trial_id
+    m = trial.metrics
     if len(objectives) > 1:
         how = (f"chosen with `--trial {tid}` from the non-dominated trials of a search on "
                f"{', '.join(str(o) for o in objectives)}")
@@ -298,24 +264,24 @@ def _model_card(spec: Mapping[str, Any], trial: Mapping[str, Any], objectives: S
     weights = (f"retrained from scratch on train+validation for {retrain['epochs']} epochs (seeded)" if retrain else
                f"the weights trial {tid} saved at its best epoch ({m.get('best_epoch')} of {m.get('epochs')})")
     rows = "\n".join(f"| {k} | {format_value(v)} |" for k, v in m.items() if isinstance(v, (int, float)))
-    hps = "\n".join(f"| {k} | {format_value(v)} |" for k, v in trial["config"].items())
+    hps = "\n".join(f"| {k} | {format_value(v)} |" for k, v in trial.config.items())
     fmt_rows = "\n".join(f"| {f} | `{files[f].name}` | {differences[f]:.3g} |" for f in files)
-    shape = ", ".join(str(int(v)) for v in spec["task"]["input_shape"])
+    shape = ", ".join(str(int(v)) for v in task.input_shape)
     load = (f"```python\nimport keras\nmodel = keras.models.load_model(\"model.keras\")\n"
             f"predictions = model.predict(x)  # x: float32, shape (N, {shape})\n```\n") if "keras" in files else (
             f"```python\nimport tensorflow as tf\nmodel = tf.saved_model.load(\"saved_model\")\n"
             f"predictions = model.serve(x)  # x: float32, shape (N, {shape})\n```\n")
-    return f"""# {spec['name']} — trial {tid}
+    return f"""# {spec.name} — trial {tid}
 
-A `{spec['space']}` model (space version {architecture['space_version']}) found by `nas` with strategy
-`{spec['strategy']}`, trained with the Keras backend `{architecture['backend']}`, for the task `{spec['task']['kind']}` on `{d['spec']}` (input shape
-{tuple(spec['task']['input_shape'])}{f", {spec['task']['num_classes']} classes" if spec['task'].get('num_classes') else ''}).
+A `{spec.space}` model (space version {architecture['space_version']}) found by `nas` with strategy
+`{spec.strategy}`, trained with the Keras backend `{architecture['backend']}`, for the task `{task.kind}` on `{d['spec']}` (input shape
+{tuple(task.input_shape)}{f", {task.num_classes} classes" if task.num_classes else ''}).
 
 ## What was searched
 
-Space `{spec['space']}`: {len(spec.get('hyperparameters') or [])} hyperparameters
-({', '.join(h['name'] + ' ' + h['range'] for h in spec.get('hyperparameters') or [])}).
-Budget: {spec['trials']} trials x {spec['epochs']} epochs, seed {spec.get('seed')}; {n_completed} trials completed.
+Space `{spec.space}`: {len(spec.hyperparameters)} hyperparameters
+({', '.join(h['name'] + ' ' + h['range'] for h in spec.hyperparameters)}).
+Budget: {spec.trials} trials x {spec.epochs} epochs, seed {spec.seed}; {n_completed} trials completed.
 Data: {d.get('train')} training and {d.get('val')} validation examples.
 
 ## How this model was chosen
@@ -362,9 +328,9 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     check_packages(formats)
     store = ExperimentStore.open(opts.name, opts.storage)
     spec = store.spec()
-    objectives = spec_objectives(spec)
-    trial = choose_trial(store, objectives, opts.trial, log)
-    tid = str(trial["trial_id"])
+    objectives = spec.objectives
+    trial = choose_trial(store, objectives, opts.trial, log=log)
+    tid = str(trial.trial_id)
     saved = trial_dir(store.root, tid) / BEST_MODEL
     weights = trial_dir(store.root, tid) / BEST_WEIGHTS  # a trial cut short before writing best.keras has these
     if not opts.retrain and not saved.is_file() and not weights.is_file():
@@ -372,7 +338,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
                        f"trials saved their best epoch have none); export it with --retrain")
 
     quiet_environment(verbose=False)  # before TensorFlow is imported; a user's own settings win
-    run_backend = spec.get("backend", "tensorflow")
+    run_backend = spec.backend
     backend = backends.check(export_backend(formats, run_backend))
     backends.select(backend)  # before Keras is imported (by the space)
 
@@ -380,15 +346,15 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     prepared = _data(spec, space)
     retrain: dict[str, Any] | None = None
     if opts.retrain:
-        epochs = int(opts.epochs or trial["metrics"].get("best_epoch") or spec["epochs"])
+        epochs = int(opts.epochs or trial.metrics.get("best_epoch") or spec.epochs)
         model, history = _retrain(spec, space, prepared, trial, epochs, log)
-        retrain = {"epochs": epochs, "history": history, "seed": spec.get("seed")}
+        retrain = {"epochs": epochs, "history": history, "seed": spec.seed}
     else:
         from nas.plugins import params as P
 
-        model, saved = load_best(saved.parent, lambda: space.build(P.to_hp(space.hyperparameters(), trial["config"])))
-        log(f"loaded trial {tid}'s best-epoch model ({trial['metrics'].get('best_epoch')} of "
-            f"{trial['metrics'].get('epochs')} epochs) from {saved}")
+        model, saved = load_best(saved.parent, lambda: space.build(P.to_hp(space.hyperparameters(), trial.config)))
+        log(f"loaded trial {tid}'s best-epoch model ({trial.metrics.get('best_epoch')} of "
+            f"{trial.metrics.get('epochs')} epochs) from {saved}")
 
     out = Path(opts.out).expanduser() if opts.out else store.root / "exports" / (
         f"trial-{tid}" + ("-retrained" if opts.retrain else ""))
@@ -432,29 +398,29 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
                                   f"{diff:.3g} > {TOLERANCE:g} on {len(batch)} validation inputs ({path})")
 
     architecture = {
-        "run": spec["name"],
+        "run": spec.name,
         "trial_id": tid,
         "chosen_by": "--trial" if opts.trial is not None else None,
-        "hyperparameters": trial["config"],
-        "space": spec["space"],
-        "space_version": spec.get("space_version", getattr(space, "version", "1")),
-        "space_options": spec.get("space_options") or {},
-        "task": spec["task"],
-        "data": spec["data"],
+        "hyperparameters": trial.config,
+        "space": spec.space,
+        "space_version": spec.space_version,
+        "space_options": spec.space_options,
+        "task": spec.task.to_json(),
+        "data": spec.data.to_json(),
         "objective": objectives[0].to_json(),
         "objectives": [o.to_json() for o in objectives],
-        "seed": spec.get("seed"),
+        "seed": spec.seed,
         "weights": "retrained on train+validation" if retrain else "best epoch of the trial",
-        "input_shape": list(spec["task"]["input_shape"]),
+        "input_shape": list(spec.task.input_shape),
         "params": int(model.count_params()),
         "backend": run_backend,
         "export_backend": backend,
-        "versions": spec.get("versions", {}),
+        "versions": spec.versions,
     }
     metrics = {
         "trial_id": tid,
         "objective": objectives[0].to_json(),
-        "metrics": trial["metrics"],
+        "metrics": trial.metrics,
         "best_epoch_saved": _read_json(trial_dir(store.root, tid) / BEST_INFO),
         "retrain": retrain,
         "verification": {"inputs": int(len(batch)), "tolerance": TOLERANCE, "max_abs_difference": differences},
@@ -462,8 +428,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     write_json(out / "architecture.json", architecture)
     write_json(out / "metrics.json", metrics)
     (out / "summary.txt").write_text(_summary(model))
-    n_completed = sum(t.get("status") == TrialStatus.COMPLETED for t in store.trials())
-    (out / "README.md").write_text(_model_card(spec, trial, objectives, architecture, trial["metrics"], files,
+    n_completed = sum(t.status == TrialStatus.COMPLETED for t in store.trials())
+    (out / "README.md").write_text(_model_card(spec, trial, objectives, architecture, trial.metrics, files,
                                                differences, retrain, n_completed))
     return ExportResult(out, tid, files, differences, time.perf_counter() - started, metrics)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.errors import RunError
 from nas.plugins.objective import Objective
-from nas.storage.records import TrialStatus, spec_objectives
+from nas.storage.records import RunSpec, TrialRecord, TrialStatus
 from nas.storage.results import pareto_front, rank, sort_by_id
 
 BEST = "#d62728"
@@ -26,8 +26,8 @@ FRONT = "#ff7f0e"
 FAILED = "#7f7f7f"
 
 
-def _index(t: Mapping[str, Any], fallback: int) -> int:
-    tid = str(t.get("trial_id", ""))
+def _index(t: TrialRecord, fallback: int) -> int:
+    tid = str(t.trial_id)
     return int(tid) if tid.isdigit() else fallback
 
 
@@ -35,11 +35,11 @@ def _better(obj: Objective) -> str:
     return "higher is better" if obj.mode == "max" else "lower is better"
 
 
-def _hyperparameters(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    hps = [dict(h) for h in spec.get("hyperparameters") or []]
+def _hyperparameters(spec: RunSpec, trials: Sequence[TrialRecord]) -> list[dict[str, Any]]:
+    hps = [dict(h) for h in spec.hyperparameters]
     known = {h["name"] for h in hps}
     for t in trials:  # values a space summary does not list (older runs, custom spaces)
-        for k in t.get("config") or {}:
+        for k in t.config:
             if k not in known:
                 hps.append({"name": k, "type": "unknown", "range": ""})
                 known.add(k)
@@ -92,7 +92,7 @@ def _log_ticks(lo: float, hi: float, integer: bool) -> list[float]:
     return sorted({float(round(v)) for v in steps}) if integer else steps
 
 
-def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: Path | str) -> Path:
+def plot_run(spec: RunSpec, trials: Sequence[TrialRecord], out: Path | str) -> Path:
     """Write the run's PNG to ``out`` and return its path."""
     import matplotlib.pyplot as plt
 
@@ -104,7 +104,7 @@ def plot_run(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]], out: 
     return out
 
 
-def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
+def figure(spec: RunSpec, trials: Sequence[TrialRecord]) -> Any:
     """The run's figure (matplotlib, Agg): what ``plot_run`` writes."""
     import matplotlib
 
@@ -112,34 +112,34 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
-    objectives = spec_objectives(spec)
+    objectives = spec.objectives
     obj = objectives[0]
     trials = sort_by_id(trials)
-    done = [t for t in trials if t.get("status") == TrialStatus.COMPLETED and obj.value(t.get("metrics")) is not None]
-    failed = [t for t in trials if t.get("status") == TrialStatus.FAILED]
+    done = [t for t in trials if t.status == TrialStatus.COMPLETED and obj.value(t.metrics) is not None]
+    failed = [t for t in trials if t.status == TrialStatus.FAILED]
     if not done:
-        raise RunError(f"run {spec['name']!r} has no completed trial with {obj.metric} yet; nothing to plot")
+        raise RunError(f"run {spec.name!r} has no completed trial with {obj.metric} yet; nothing to plot")
     best = rank(done, obj)[0]
     multi = len(objectives) > 1
     # a fixed value (Fixed, or a range of one value) has nothing to show
     hps = [h for h in _hyperparameters(spec, trials)
            if h.get("type") != "fixed" and (_declared_range(h) or (0, 1))[0] != (_declared_range(h) or (0, 1))[1]
-           and any(h["name"] in (t.get("config") or {}) for t in done)]
+           and any(h["name"] in t.config for t in done)]
 
     ncols = 4
     hp_rows = math.ceil(len(hps) / ncols) if hps else 0
     fig = plt.figure(figsize=(16, 4.6 + 3.1 * hp_rows), layout="constrained")
     grid = fig.add_gridspec(1 + hp_rows, ncols, height_ratios=[1.5] + [1] * hp_rows)
     fig.suptitle(
-        f"nas run {spec['name']}: space {spec.get('space')}, strategy {spec.get('strategy')} — "
-        f"{len(done)} completed, {len(failed)} failed of {spec.get('trials')} trials",
+        f"nas run {spec.name}: space {spec.space}, strategy {spec.strategy} — "
+        f"{len(done)} completed, {len(failed)} failed of {spec.trials} trials",
         fontsize=13, fontweight="bold",
     )
 
     # -- objective per trial and best so far -----------------------------------------------------------------
     ax = fig.add_subplot(grid[0, : (2 if multi else ncols)])
     xs = [_index(t, i) for i, t in enumerate(done)]
-    ys = [obj.value(t["metrics"]) for t in done]
+    ys = [obj.value(t.metrics) for t in done]
     ax.scatter(xs, ys, s=36, color=POINT, zorder=3, label=f"trial {obj.metric}")
     best_x, best_y, run_best = [], [], None
     for x, y in zip(xs, ys):
@@ -148,8 +148,8 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
         best_x.append(x)
         best_y.append(run_best)
     ax.step(best_x, best_y, where="post", color=BEST, lw=2, zorder=2, label="best so far")
-    ax.scatter([_index(best, 0)], [obj.value(best["metrics"])], marker="*", s=260, color=BEST, zorder=4,
-               edgecolor="black", linewidth=0.6, label=f"best: trial {best['trial_id']}")
+    ax.scatter([_index(best, 0)], [obj.value(best.metrics)], marker="*", s=260, color=BEST, zorder=4,
+               edgecolor="black", linewidth=0.6, label=f"best: trial {best.trial_id}")
     if failed:  # along the bottom edge: a failed trial has no value
         ax.scatter([_index(t, 0) for t in failed], [0.03] * len(failed), marker="x", s=60, color=FAILED, zorder=3,
                    transform=ax.get_xaxis_transform(), clip_on=False, label=f"failed ({len(failed)}, no value)")
@@ -166,18 +166,18 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
     # -- Pareto front of the first two objectives -------------------------------------------------------------
     if multi:
         o1, o2 = objectives[0], objectives[1]
-        both = [t for t in done if o2.value(t.get("metrics")) is not None]
-        front_ids = {t["trial_id"] for t in pareto_front(both, objectives)}
+        both = [t for t in done if o2.value(t.metrics) is not None]
+        front_ids = {t.trial_id for t in pareto_front(both, objectives)}
         axp = fig.add_subplot(grid[0, 2:])
-        rest = [t for t in both if t["trial_id"] not in front_ids]
-        front = sorted((t for t in both if t["trial_id"] in front_ids), key=lambda t: o1.value(t["metrics"]))
-        axp.scatter([o1.value(t["metrics"]) for t in rest], [o2.value(t["metrics"]) for t in rest], s=36,
+        rest = [t for t in both if t.trial_id not in front_ids]
+        front = sorted((t for t in both if t.trial_id in front_ids), key=lambda t: o1.value(t.metrics))
+        axp.scatter([o1.value(t.metrics) for t in rest], [o2.value(t.metrics) for t in rest], s=36,
                     color=POINT, alpha=0.6, label="dominated")
-        fx = [o1.value(t["metrics"]) for t in front]
-        fy = [o2.value(t["metrics"]) for t in front]
+        fx = [o1.value(t.metrics) for t in front]
+        fy = [o2.value(t.metrics) for t in front]
         axp.plot(fx, fy, "-o", color=FRONT, ms=8, lw=1.5, label=f"Pareto front ({len(front)})")
         for t, x, y in zip(front, fx, fy):
-            axp.annotate(f"trial {t['trial_id']}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            axp.annotate(f"trial {t.trial_id}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         axp.set_xlabel(f"{o1.metric} ({_better(o1)})")
         axp.set_ylabel(f"{o2.metric} ({_better(o2)})")
         title = "Pareto front" + (f" (on the first 2 of {len(objectives)} objectives)" if len(objectives) > 2 else "")
@@ -192,9 +192,9 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
     for i, h in enumerate(hps):
         a = fig.add_subplot(grid[1 + i // ncols, i % ncols])
         name = h["name"]
-        have = [t for t in done if name in (t.get("config") or {})]
-        vals = [t["config"][name] for t in have]
-        ys_h = [obj.value(t["metrics"]) for t in have]
+        have = [t for t in done if name in t.config]
+        vals = [t.config[name] for t in have]
+        ys_h = [obj.value(t.metrics) for t in have]
         if _is_numeric_axis(h, vals):
             xs_h = [float(v) for v in vals]
             log = "log" in str(h.get("range", "")) and all(v > 0 for v in xs_h)
@@ -222,7 +222,7 @@ def figure(spec: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) -> Any:
             a.set_xlim(-0.5, len(order) - 0.5)
         a.set_ylim(*ylim)
         a.scatter(xs_h, ys_h, s=26, color=POINT, alpha=0.75)
-        if name in (best.get("config") or {}):
+        if name in best.config:
             k = have.index(best) if best in have else None
             if k is not None:
                 a.scatter([xs_h[k]], [ys_h[k]], marker="*", s=200, color=BEST, edgecolor="black", linewidth=0.5,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from nas.options import Budget
 from nas.plugins.objective import Objective
-from nas.storage.records import TrialStatus
+from nas.storage.records import TrialRecord, TrialStatus
 from nas.storage.results import format_config, format_value
 
 
@@ -35,12 +35,12 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def device_text(rec: dict[str, Any]) -> str:
+def device_text(rec: TrialRecord) -> str:
     """`` on NVIDIA H100 (peak 1,234 MB)`` for a trial that trained on a GPU; nothing on a CPU."""
-    device = rec.get("device")
+    device = rec.device
     if not device or device in ("cpu", "unknown"):
         return ""
-    peak = (rec.get("metrics") or {}).get("gpu_mem_peak_mb")
+    peak = rec.metrics.get("gpu_mem_peak_mb")
     return f" on {device}" + (f" (peak {peak:,.0f} MB)" if isinstance(peak, (int, float)) else "")
 
 
@@ -67,33 +67,33 @@ class LinePrinter:
     def done(self) -> int:
         return self.budget.finished
 
-    def _consider(self, rec: dict[str, Any]) -> float | None:
+    def _consider(self, rec: TrialRecord) -> float | None:
         """A completed trial's objective, kept as the best so far when it is."""
-        v = self.objective.value(rec.get("metrics") or {})
+        v = self.objective.value(rec.metrics)
         if v is not None and (self.best is None or self.objective.better(v, self.best[0])):
-            self.best = (v, rec["trial_id"], dict(rec.get("config") or {}))
+            self.best = (v, rec.trial_id, dict(rec.config))
         return v
 
-    def line(self, kind: str, rec: dict[str, Any]) -> str | None:
+    def line(self, kind: str, rec: TrialRecord) -> str | None:
         """A finished trial's line (None for other events)."""
-        if kind == "earlier" and rec.get("status") == TrialStatus.COMPLETED:
+        if kind == "earlier" and rec.status == TrialStatus.COMPLETED:
             self._consider(rec)
         if kind not in (TrialStatus.COMPLETED, TrialStatus.FAILED):
             return None
         m = self.objective.metric
         if kind == TrialStatus.FAILED:
             self.failed += 1
-            return f"[{self.done}/{self.total}] trial {rec['trial_id']} failed: {rec.get('error')}"
-        metrics = rec.get("metrics") or {}
+            return f"[{self.done}/{self.total}] trial {rec.trial_id} failed: {rec.error}"
+        metrics = rec.metrics
         v = self._consider(rec)
         best = f"best {format_value(self.best[0])} (trial {self.best[1]})" if self.best else "no best yet"
         return (
-            f"[{self.done}/{self.total}] trial {rec['trial_id']}: {m}={format_value(v)}  {best}  "
+            f"[{self.done}/{self.total}] trial {rec.trial_id}: {m}={format_value(v)}  {best}  "
             f"epochs={metrics.get('epochs')} params={int(metrics.get('params', 0)):,} "
-            f"{float(metrics.get('train_time_s') or 0):.1f}s{device_text(rec)}  {format_config(rec['config'])}"
+            f"{float(metrics.get('train_time_s') or 0):.1f}s{device_text(rec)}  {format_config(rec.config)}"
         )
 
-    def __call__(self, kind: str, rec: dict[str, Any]) -> None:
+    def __call__(self, kind: str, rec: TrialRecord) -> None:
         line = self.line(kind, rec)
         if line is not None:
             print(line, file=self.stream or sys.stdout, flush=True)
@@ -122,15 +122,15 @@ class LivePrinter(LinePrinter):
         self.live.start()
 
     # -- events ---------------------------------------------------------------------------------------------
-    def __call__(self, kind: str, rec: dict[str, Any]) -> None:
-        tid = str(rec.get("trial_id"))
+    def __call__(self, kind: str, rec: TrialRecord) -> None:
+        tid = rec.trial_id
         if kind in ("started", "epoch"):
             self.first_start = self.first_start or time.time()
             self.running[tid] = {
-                "epoch": len(rec.get("history") or []),
-                "last": (rec.get("history") or [{}])[-1],
-                "started": rec.get("started") or time.time(),
-                "config": rec.get("config") or {},
+                "epoch": len(rec.history),
+                "last": (rec.history or [{}])[-1],
+                "started": rec.started or time.time(),
+                "config": rec.config,
                 "device": device_text(rec).removeprefix(" on "),
             }
         line = self.line(kind, rec)

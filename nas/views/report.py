@@ -5,6 +5,7 @@ Both print a rich table on a terminal and plain, grep-able text otherwise (pipes
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any, Mapping
 
 from nas.errors import NasError, RunError
 from nas.estimation.status import status_line, supernet_status
+from nas.plugins.objective import Objective
 from nas.storage.lock import driver_state, when
-from nas.storage.records import STATUSES, TrialStatus, spec_objectives
+from nas.storage.records import STATUSES, RunSpec, TrialRecord, TrialStatus
 from nas.storage.results import format_config, format_value, pareto_front, rank
 from nas.storage.store import ExperimentStore, default_storage, storage_flag
 from nas.views.progress import format_duration, interactive
@@ -21,20 +23,21 @@ from nas.views.progress import format_duration, interactive
 _SLIM = ("trial_id", "status", "config", "metrics", "error", "node", "device", "started", "finished")
 
 
-def _slim(t: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: t.get(k) for k in _SLIM}
+def _slim(t: TrialRecord) -> dict[str, Any]:
+    record = t.to_json()
+    return {k: record.get(k) for k in _SLIM}
 
 
-def searching_s(spec: Mapping[str, Any], trials: list[Mapping[str, Any]], live: bool) -> float | None:
+def searching_s(spec: RunSpec, trials: list[TrialRecord], live: bool) -> float | None:
     """How long drivers searched, idle time between sessions left out: the sum of every session's time, from
-    its start (``spec["sessions"]``) to its clean end, or for a killed driver to its last trial write, or to
+    its start (``spec.sessions``) to its clean end, or for a killed driver to its last trial write, or to
     now for the driver running now."""
-    sessions = spec.get("sessions")
-    if sessions is None:  # a run from before sessions were recorded: its creation and each resume
-        if spec.get("created") is None:
+    sessions = spec.sessions
+    if not sessions:  # a run from before sessions were recorded: its creation and each resume
+        if spec.created is None:
             return None
-        sessions = [{"started": t} for t in [spec["created"], *spec.get("resumed", [])]]
-    writes = [float(w) for t in trials for w in [t.get("updated") or t.get("finished") or t.get("started")] if w]
+        sessions = [{"started": t} for t in [spec.created, *spec.resumed]]
+    writes = [float(w) for t in trials for w in [t.updated or t.finished or t.started] if w]
     total = 0.0
     for i, s in enumerate(sessions):
         start = float(s["started"])
@@ -48,14 +51,14 @@ def searching_s(spec: Mapping[str, Any], trials: list[Mapping[str, Any]], live: 
     return total
 
 
-def wall_s(spec: Mapping[str, Any], trials: list[Mapping[str, Any]], live: bool) -> float | None:
+def wall_s(spec: RunSpec, trials: list[TrialRecord], live: bool) -> float | None:
     """From the run's creation to its last trial write (to now while a driver runs): idle time included."""
-    if spec.get("created") is None:
+    if spec.created is None:
         return None
-    ends = [float(w) for t in trials for w in [t.get("updated") or t.get("finished")] if w]
-    ends += [float(s["ended"]) for s in spec.get("sessions") or [] if s.get("ended")]
-    end = time.time() if live else max(ends, default=float(spec["created"]))
-    return max(0.0, end - float(spec["created"]))
+    ends = [float(w) for t in trials for w in [t.updated or t.finished] if w]
+    ends += [float(s["ended"]) for s in spec.sessions if s.get("ended")]
+    end = time.time() if live else max(ends, default=float(spec.created))
+    return max(0.0, end - float(spec.created))
 
 
 def run_state(counts: Mapping[str, int], budget: int, driver: Mapping[str, Any]) -> str:
@@ -74,32 +77,32 @@ def run_state(counts: Mapping[str, int], budget: int, driver: Mapping[str, Any])
 def status_json(store: ExperimentStore) -> dict[str, Any]:
     """The `nas status --json` contract (see README); keys are only ever added."""
     spec = store.spec()
-    objectives = spec_objectives(spec)
+    objectives = spec.objectives
     driver = driver_state(store.root)
     trials = store.trials()
     if not driver["live"]:  # nothing runs without a driver: what was running continues after `nas resume`
-        trials = [{**t, "status": TrialStatus.PENDING} if t["status"] == TrialStatus.RUNNING else t
+        trials = [dataclasses.replace(t, status=TrialStatus.PENDING) if t.status == TrialStatus.RUNNING else t
                   for t in trials]
     ranked = rank(trials, objectives[0])
-    counts = {s: sum(t["status"] == s for t in trials) for s in STATUSES}
+    counts = {s: sum(t.status == s for t in trials) for s in STATUSES}
     out = {
-        "name": spec["name"],
+        "name": spec.name,
         "directory": str(store.root),
-        "space": spec["space"],
-        "strategy": spec["strategy"],
-        "backend": spec.get("backend", "tensorflow"),
+        "space": spec.space,
+        "strategy": spec.strategy,
+        "backend": spec.backend,
         "objective": objectives[0].to_json(),
         "objectives": [o.to_json() for o in objectives],
-        "budget": {"trials": spec["trials"], "epochs": spec["epochs"]},
-        "seed": spec.get("seed"),
+        "budget": {"trials": spec.trials, "epochs": spec.epochs},
+        "seed": spec.seed,
         "counts": counts,
         "trials": [_slim(t) for t in trials],
         "best": _slim(ranked[0]) if ranked else None,
-        "created": spec.get("created"),
+        "created": spec.created,
         "elapsed_s": searching_s(spec, trials, driver["live"]),
         "wall_s": wall_s(spec, trials, driver["live"]),
-        "remaining": max(0, int(spec["trials"]) - counts[TrialStatus.COMPLETED] - counts[TrialStatus.FAILED]),
-        "state": run_state(counts, int(spec["trials"]), driver),
+        "remaining": max(0, spec.trials - counts[TrialStatus.COMPLETED] - counts[TrialStatus.FAILED]),
+        "state": run_state(counts, spec.trials, driver),
         "driver": ({k: driver.get(k) for k in ("pid", "host", "since", "ended", "outcome")}
                    if driver.get("pid") else None),
         "next": None,
@@ -107,31 +110,32 @@ def status_json(store: ExperimentStore) -> dict[str, Any]:
     if out["state"] in ("interrupted", "stopped"):
         out["next"] = store.command("resume")
     if len(objectives) > 1:
-        out["pareto_front"] = [t["trial_id"] for t in pareto_front(trials, objectives)]
+        out["pareto_front"] = [t.trial_id for t in pareto_front(trials, objectives)]
     supernet = supernet_status(store.root)  # weight sharing (nas.estimation): its supernet phase
     if supernet is not None:
         out["estimation"], out["supernet"] = "shared-weights", supernet
     return out
 
 
-def _early(trial: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+def _early(trial: TrialRecord, data: Mapping[str, Any]) -> str:
     """A note for a trial a scheduler stopped before its last epoch."""
-    epochs = int((trial.get("metrics") or {}).get("epochs", 0) or 0)
+    epochs = int(trial.metrics.get("epochs", 0) or 0)
     return " (stopped early)" if 0 < epochs < int(data["budget"]["epochs"]) else ""
 
 
 # -- nas status ----------------------------------------------------------------------------------------------
 def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> None:
     rich = interactive() if rich is None else rich
-    objectives = spec_objectives(data)
+    objectives = [Objective(**o) for o in data["objectives"]]  # the status JSON's
     obj = objectives[0]
     c = data["counts"]
-    by_id = {t["trial_id"]: t for t in data["trials"]}
+    records = [TrialRecord.from_json(t, source=f"the status of run {data['name']!r}") for t in data["trials"]]
+    by_id = {t.trial_id: t for t in records}
     if len(objectives) > 1:
         rows = [by_id[i] for i in data.get("pareto_front", [])]
         title = f"Pareto front of {', '.join(map(str, objectives))} ({len(rows)} trials)"
     else:
-        rows = rank(data["trials"], obj)[:top]
+        rows = rank(records, obj)[:top]
         title = f"top {len(rows)} by {obj}"
     summary = (
         f"trials: {c['completed']} completed, {c['failed']} failed, {c['running']} running, "
@@ -151,7 +155,7 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         f"objective " + \
         ", ".join(map(str, objectives))
     metrics = [o.metric for o in objectives]
-    failed = [t for t in data["trials"] if t["status"] == TrialStatus.FAILED]
+    failed = [t for t in records if t.status == TrialStatus.FAILED]
     if rich:
         from rich.console import Console
         from rich.table import Table
@@ -172,14 +176,14 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
             t.add_column("params", justify="right") if "params" not in metrics else None
             t.add_column("config")
             for i, tr in enumerate(rows, 1):
-                m = tr["metrics"] or {}
-                t.add_row(str(i), str(tr["trial_id"]), *[format_value(m.get(k)) for k in metrics],
+                m = tr.metrics
+                t.add_row(str(i), tr.trial_id, *[format_value(m.get(k)) for k in metrics],
                           str(int(m.get("epochs", 0))),
                           *([f"{int(m.get('params', 0)):,}"] if "params" not in metrics else []),
-                          Text(format_config(tr["config"]) + _early(tr, data)))
+                          Text(format_config(tr.config) + _early(tr, data)))
             con.print(t)
         for tr in failed:
-            con.print(f"failed trial {tr['trial_id']}: {tr['error']}", style="red", highlight=False, markup=False)
+            con.print(f"failed trial {tr.trial_id}: {tr.error}", style="red", highlight=False, markup=False)
         return
     print(header)
     print(summary)
@@ -189,12 +193,12 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
         print(f"\n{title}")
         print(f"{'rank':>4}  {'trial':>5}  " + "  ".join(f"{m:>14}" for m in metrics) + f"  {'epochs':>6}  " + ("" if "params" in metrics else f"{'params':>10}  ") + "config")
         for i, tr in enumerate(rows, 1):
-            m = tr["metrics"] or {}
-            print(f"{i:>4}  {tr['trial_id']:>5}  " + "  ".join(f"{format_value(m.get(k)):>14}" for k in metrics)
+            m = tr.metrics
+            print(f"{i:>4}  {tr.trial_id:>5}  " + "  ".join(f"{format_value(m.get(k)):>14}" for k in metrics)
                   + f"  {int(m.get('epochs', 0)):>6}  " + ("" if "params" in metrics else f"{int(m.get('params', 0)):>10,}  ")
-                  + format_config(tr["config"]) + _early(tr, data))
+                  + format_config(tr.config) + _early(tr, data))
     for tr in failed:
-        print(f"failed trial {tr['trial_id']}: {tr['error']}")
+        print(f"failed trial {tr.trial_id}: {tr.error}")
 
 
 # -- nas runs ------------------------------------------------------------------------------------------------

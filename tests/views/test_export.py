@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ from conftest import CLI
 
 from nas.plugins.objective import Objective
 from nas.plugins.registry import SPACES, available
+from nas.storage.records import TrialRecord, TrialStatus
 from nas.storage.results import pareto_front
 from nas.storage.store import ExperimentStore
 
@@ -169,18 +171,18 @@ def test_multi_objective_run_lists_the_front_and_asks(run, capsys, monkeypatch) 
     cli, _ = run
     objectives = [Objective("val_accuracy", "max"), Objective("params", "min")]
     store = ExperimentStore(cli.storage / "multi")
-    store.write_spec({**ExperimentStore(cli.storage / "exp").spec(), "name": "multi",
-                      "objectives": [o.to_json() for o in objectives]})
+    store.write_spec(dataclasses.replace(ExperimentStore(cli.storage / "exp").spec(), name="multi",
+                                         objectives=objectives))
     rows = [("0", 0.90, 1000), ("1", 0.95, 5000), ("2", 0.85, 2000), ("3", 0.95, 800), ("4", 0.5, 800)]
     for tid, acc, params in rows:
-        store.write_trial({"trial_id": tid, "status": "completed", "config": {"num_layers": 1},
-                           "metrics": {"val_accuracy": acc, "params": params}, "error": None})
-    store.write_trial({"trial_id": "5", "status": "failed", "config": {}, "metrics": {}, "error": "boom"})
-    assert [t["trial_id"] for t in pareto_front(store.trials(), objectives)] == ["3"]
-    assert [t["trial_id"] for t in pareto_front(store.trials(), objectives[:1])] == ["1", "3"]
+        store.write_trial(TrialRecord(tid, TrialStatus.COMPLETED, config={"num_layers": 1},
+                                      metrics={"val_accuracy": acc, "params": params}))
+    store.write_trial(TrialRecord("5", TrialStatus.FAILED, error="boom"))
+    assert [t.trial_id for t in pareto_front(store.trials(), objectives)] == ["3"]
+    assert [t.trial_id for t in pareto_front(store.trials(), objectives[:1])] == ["1", "3"]
 
-    store.write_trial({"trial_id": "6", "status": "completed", "config": {"num_layers": 1},
-                       "metrics": {"val_accuracy": 0.97, "params": 9000}, "error": None})
+    store.write_trial(TrialRecord("6", TrialStatus.COMPLETED, config={"num_layers": 1},
+                                  metrics={"val_accuracy": 0.97, "params": 9000}))
     code, out, err = cli.inprocess("export", "multi", capsys=capsys, monkeypatch=monkeypatch)
     assert code != 0 and "choose one with --trial ID" in err and err.count("\n") == 1
     assert "trial 3: val_accuracy=0.95 params=800" in out and "trial 6: val_accuracy=0.97" in out

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nas.plugins.objective import Objective
+from nas.storage.records import DataSpec, RunSpec, TrialRecord, TrialStatus
 from nas.storage.results import pareto_front
 
 pytestmark = pytest.mark.ray
@@ -58,12 +59,15 @@ def test_plot_pareto_front_for_two_objectives(small_run, tmp_path, capsys, monke
 
 def test_pareto_front_helper() -> None:
     objs = [Objective("acc", "max"), Objective("params", "min")]
-    t = lambda i, a, p, s="completed": {"trial_id": str(i), "status": s, "metrics": {"acc": a, "params": p}}  # noqa: E731
+
+    def t(i: int, a: float, p: float, s: str = "completed") -> TrialRecord:
+        return TrialRecord(str(i), TrialStatus(s), metrics={"acc": a, "params": p})
+
     trials = [t(0, 0.9, 100), t(1, 0.8, 50), t(2, 0.7, 80), t(3, 0.9, 100), t(4, 0.99, 10, "failed"), t(5, 0.95, 200)]
-    assert [x["trial_id"] for x in pareto_front(trials, objs)] == ["0", "1", "3", "5"]
+    assert [x.trial_id for x in pareto_front(trials, objs)] == ["0", "1", "3", "5"]
 
 
-def _sampled_run(space_name: str, n: int = 12) -> tuple[dict, list[dict]]:
+def _sampled_run(space_name: str, n: int = 12) -> tuple[RunSpec, list[TrialRecord]]:
     """The spec and trial records a run of a built-in space holds (its real hyperparameters, configurations
     sampled from them, one failed trial); the objective values are drawn, their layout is what is checked."""
     from nas.plugins import params as P
@@ -76,10 +80,11 @@ def _sampled_run(space_name: str, n: int = 12) -> tuple[dict, list[dict]]:
     hp = space.hyperparameters()
     rng = np.random.default_rng(0)
     metric, mode = space.default_objective().split(":")
-    trials = [{"trial_id": str(i), "status": "failed" if i == 5 else "completed", "config": P.sample_values(hp, rng),
-               "metrics": {metric: float(rng.uniform(0.1, 0.95))}} for i in range(n)]
-    spec = {"name": f"{space_name}-run", "space": space_name, "strategy": "random", "trials": n,
-            "objectives": [{"metric": metric, "mode": mode}], "hyperparameters": P.space_summary(hp)}
+    trials = [TrialRecord(str(i), TrialStatus.FAILED if i == 5 else TrialStatus.COMPLETED,
+                          config=P.sample_values(hp, rng), metrics={metric: float(rng.uniform(0.1, 0.95))})
+              for i in range(n)]
+    spec = RunSpec(name=f"{space_name}-run", space=space_name, strategy="random", task=task, data=DataSpec("digits"),
+                   objectives=[Objective(metric, mode)], trials=n, epochs=1, hyperparameters=P.space_summary(hp))
     return spec, trials
 
 

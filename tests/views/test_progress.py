@@ -7,19 +7,21 @@ import pickle
 
 from nas.options import Budget
 from nas.plugins.objective import Objective
+from nas.storage.records import TrialRecord
 from nas.views.progress import LinePrinter, LivePrinter, Progress, format_duration
 
 OBJ = Objective("val_accuracy", "max")
 
 
-def _rec(tid: str, acc: float | None, epochs: int = 2) -> dict:
+def _rec(tid: str, acc: float | None, epochs: int = 2, status: str = "running") -> TrialRecord:
     hist = [{"val_accuracy": acc, "epoch": e + 1} for e in range(epochs)] if acc is not None else []
-    return {"trial_id": tid, "config": {"units": 32, "act": "relu"}, "history": hist, "started": 0.0,
-            "metrics": {"val_accuracy": acc, "epochs": epochs, "params": 1234, "train_time_s": 1.5} if acc else {},
-            "error": None if acc is not None else "ValueError: boom"}
+    return TrialRecord.from_json({
+        "trial_id": tid, "status": status, "config": {"units": 32, "act": "relu"}, "history": hist, "started": 0.0,
+        "metrics": {"val_accuracy": acc, "epochs": epochs, "params": 1234, "train_time_s": 1.5} if acc else {},
+        "error": None if acc is not None else "ValueError: boom"})
 
 
-def _event(p, kind: str, rec: dict) -> None:
+def _event(p, kind: str, rec: TrialRecord) -> None:
     """As in a search: the searcher counts a finished trial in the budget before the printer hears of it."""
     if kind in ("completed", "failed"):
         p.budget.finished += 1
@@ -49,7 +51,7 @@ def test_live_printer_shows_state_prints_lines_and_stops() -> None:
     p = LivePrinter(OBJ, Budget(4), epochs=2, console=con)
     try:
         _event(p, "started", _rec("0", None))
-        _event(p, "epoch", {**_rec("1", 0.7, epochs=1)})
+        _event(p, "epoch", _rec("1", 0.7, epochs=1))
         text = _plain(p.render(), con)
         assert "2 running" in text and "2 to go (of 4)" in text, text
         assert "building" in text and "1/2" in text  # trial 0 has no epoch yet, trial 1 is at epoch 1 of 2
@@ -94,8 +96,8 @@ def test_best_so_far_counts_earlier_sessions_trials() -> None:
     """A resumed search: the engine hands the printer the trials earlier sessions recorded ("earlier")."""
     out = io.StringIO()
     p = LinePrinter(OBJ, Budget(3, finished=1), stream=out)
-    p("earlier", {**_rec("0", 0.83), "status": "completed"})
-    p("earlier", {**_rec("1", None), "status": "running"})  # continues in this session: not a result yet
+    p("earlier", _rec("0", 0.83, status="completed"))
+    p("earlier", _rec("1", None, status="running"))  # continues in this session: not a result yet
     _event(p, "completed", _rec("1", 0.09))
     assert out.getvalue().splitlines() == [
         "[2/3] trial 1: val_accuracy=0.09  best 0.83 (trial 0)  epochs=2 params=1,234 1.5s  units=32 act=relu"]

@@ -1,0 +1,1 @@
+"""What plugin authors test with: ``conformance``, the checks every search space and strategy must pass."""

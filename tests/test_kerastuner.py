@@ -1,0 +1,178 @@
+"""KerasTuner code runs unchanged (issue: build functions, a HyperModel's own fit, fit arguments): each test is
+written as a KerasTuner user writes it, following KerasTuner's getting-started guide, on digits, through
+``nas.search`` instead of ``kt.RandomSearch(...).search(...)``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+import nas
+from nas.errors import NasError, PluginError
+from nas.options import FIT_BY_NAS, FIT_PASSED
+from nas.plugins.data import load_data
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_data("digits", seed=0)
+    flat = lambda x: x.reshape(len(x), -1).astype("float32")  # noqa: E731
+    return flat(d.x_train), d.y_train, flat(d.x_val), d.y_val
+
+
+def build_model(hp):
+    """The guide's build function: layers declared in a loop, a conditional branch, one-hot labels."""
+    import keras
+
+    model = keras.Sequential([keras.layers.Input((64,))])
+    for i in range(hp.Int("num_layers", 1, 2)):
+        model.add(keras.layers.Dense(hp.Int(f"units_{i}", 16, 64, step=16),
+                                     activation=hp.Choice("activation", ["relu", "tanh"])))
+    if hp.Boolean("dropout"):
+        with hp.conditional_scope("dropout", [True]):
+            model.add(keras.layers.Dropout(rate=hp.Float("rate", 0.1, 0.3)))
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-2, sampling="log")),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class MyHyperModel(kt.HyperModel):
+    """The guide's HyperModel that tunes fit arguments in its own fit."""
+
+    def build(self, hp):
+        return build_model(hp)
+
+    def fit(self, hp, model, *args, **kwargs):
+        return model.fit(*args, shuffle=hp.Boolean("shuffle"), batch_size=hp.Choice("batch_size", [16, 32]),
+                         **kwargs)
+
+
+def test_a_build_function_with_callbacks_and_class_weight(digits, tmp_path: Path) -> None:
+    """``nas.search(space=build_model, ..., callbacks=[EarlyStopping])`` as ``kt.RandomSearch(build_model)``:
+    the space is the function's, one-hot labels train, the user's EarlyStopping ends a trial early (it is
+    recorded as completed with its epochs) and the best model reloads and predicts."""
+    import keras
+
+    x, y, xv, yv = digits
+    onehot = np.eye(10, dtype="float32")
+    # no epoch improves val_loss by 10: it stops after epoch 2 (patience 1), if its patience spans the epochs
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=1)
+    run = nas.search(space=build_model, strategy="random", data=(x, onehot[y]), validation_data=(xv, onehot[yv]),
+                     trials=2, epochs=4, max_concurrent=2, storage=str(tmp_path), name="bf", progress=False,
+                     seed=3, callbacks=[stop], class_weight={i: 1.0 for i in range(10)})
+    names = [h["name"] for h in run.spec["hyperparameters"]]
+    assert set(names) == {"num_layers", "units_0", "units_1", "activation", "dropout", "rate", "lr"}, names
+    assert [(t["status"], t["metrics"]["epochs"]) for t in run.trials] == [("completed", 2)] * 2
+    model = run.best_model()
+    accuracy = float(np.mean(np.argmax(model.predict(xv, verbose=0), axis=1) == yv))
+    assert accuracy == pytest.approx(run.best["metrics"]["val_accuracy"], abs=1e-6)
+
+
+def test_a_hypermodels_own_fit_tunes_fit_arguments(digits, tmp_path: Path) -> None:
+    """``fit(self, hp, model, *args, **kwargs)`` setting ``shuffle`` and ``batch_size`` itself: no keyword twice,
+    the hyperparameters it declares are searched, and a user's EarlyStopping counts patience across epochs."""
+    import keras
+
+    x, y, xv, yv = digits
+    onehot = np.eye(10, dtype="float32")
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=1)
+    run = nas.search(space=MyHyperModel(), strategy="random", data=(x, onehot[y]),
+                     validation_data=(xv, onehot[yv]), trials=2, epochs=4, max_concurrent=2, storage=str(tmp_path),
+                     name="hm", progress=False, seed=1, callbacks=[stop])
+    names = {h["name"] for h in run.spec["hyperparameters"]}
+    assert {"shuffle", "batch_size"} <= names
+    assert [(t["status"], t["metrics"]["epochs"]) for t in run.trials] == [("completed", 2)] * 2, run.trials
+    assert {t["config"]["batch_size"] for t in run.trials} <= {16, 32}
+
+
+BUILD_FILE = """
+import keras
+
+
+def build_model(hp):
+    model = keras.Sequential([keras.layers.Input((8, 8)), keras.layers.Flatten()])
+    for i in range(hp.Int("num_layers", 1, 2)):
+        model.add(keras.layers.Dense(hp.Int(f"units_{i}", 16, 64, step=16), activation="relu"))
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+"""
+
+
+def test_the_command_line_takes_a_build_function_in_a_file(cli, tmp_path: Path) -> None:
+    path = tmp_path / "my_model.py"
+    path.write_text(BUILD_FILE)
+    proc = cli("search", "--space", f"{path}:build_model", "--strategy", "random", "--trials", "1", "--epochs", "1",
+               "--name", "file-bf")
+    assert "finished: 1 completed, 0 failed" in proc.stdout, proc.stdout + proc.stderr
+    status = cli.status("file-bf")
+    assert status["space"] == f"{path}:build_model" and set(status["best"]["config"]) >= {"num_layers", "units_0"}
+
+
+@pytest.mark.parametrize("build, says", [
+    ("raises", "space 'raises': build(hp) raised ValueError: no such layer"),
+    ("not_a_model", "space 'not_a_model': build(hp) returned str, not a keras.Model"),
+    ("uncompiled", "space 'uncompiled': build(hp) returned a model that is not compiled"),
+])
+def test_a_build_function_that_cannot_build_is_one_line(build: str, says: str) -> None:
+    import keras
+
+    from nas.plugins.registry import create_space
+    from nas.plugins.task import Task
+
+    def raises(hp):
+        raise ValueError("no such layer")
+
+    def not_a_model(hp):
+        return "model"
+
+    def uncompiled(hp):
+        return keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(hp.Int("units", 1, 4))])
+
+    fn = {"raises": raises, "not_a_model": not_a_model, "uncompiled": uncompiled}[build]
+    with pytest.raises(PluginError) as e:
+        create_space(fn, task=Task("classification", (64,), num_classes=10))
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("keywords, says", [
+    ({"initial_epoch": 2}, "fit argument initial_epoch= is set by nas for every trial; give nas.resume(name)"),
+    ({"validation_split": 0.1}, "give validation_data=, or nothing: a seeded 20 % of data is held out"),
+    ({"shuffle": True}, "nas orders each epoch's batches itself"),
+    ({"callbaks": []}, "option 'callbaks' is not valid (did you mean callbacks?)"),
+    ({"callbacks": [lambda: (yield)]}, None),  # a generator function pickles (cloudpickle): accepted
+])
+def test_fit_arguments_nas_cannot_take_are_one_line_before_anything_starts(keywords: dict, says: str | None) -> None:
+    from nas.api import fit_arguments
+
+    if says is None:
+        assert set(fit_arguments(dict(keywords))) == set(keywords)
+        return
+    with pytest.raises(NasError) as e:
+        fit_arguments(dict(keywords))
+        nas.search_options(**keywords)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_fit_argument_that_cannot_reach_the_workers_is_one_line() -> None:
+    import threading
+
+    from nas.api import fit_arguments
+
+    with pytest.raises(NasError, match=r"fit argument callbacks=\[<unlocked _thread.lock .* cannot be sent to the "
+                                       r"trial workers: it does not pickle \(TypeError"):
+        fit_arguments({"callbacks": [threading.Lock()]})
+
+
+def test_the_fit_arguments_nas_knows_are_exactly_keras_model_fit_s() -> None:
+    import keras
+
+    params = set(inspect.signature(keras.Model.fit).parameters) - {"self"}
+    assert set(FIT_PASSED) | set(FIT_BY_NAS) == params
