@@ -5,6 +5,8 @@ configurations and trains them, K at a time, on its local Ray. The same N config
 - by KerasTuner, one at a time in one process: its `Tuner` loop over our `CNNSpace` (a `keras_tuner.HyperModel`),
   with an oracle that hands it nas's configurations in nas's order (KerasTuner's `RandomSearch` would draw other
   ones, and cnn configurations differ in cost by 10x), so both do exactly the same training;
+- by nas's KerasTuner-shaped `nas.tuners.RandomSearch`, as a KerasTuner script with its import changed, K at a
+  time (its `given` strategy proposing the same configurations in the same order);
 - by a plain `model.fit` loop, one after another, in one process;
 - by K plain loops at once (K = --concurrent processes, one TensorFlow thread each, as nas gives each trial),
   each taking the next configuration not yet taken: what this machine can do K at a time with no engine at all,
@@ -69,6 +71,18 @@ if mode == "kerastuner":
     best = max(t.metrics.get_best_value("val_accuracy") for t in tuner.oracle.trials.values()
                if t.metrics.exists("val_accuracy"))
     done = sum(1 for t in tuner.oracle.trials.values() if t.metrics.exists("val_accuracy"))
+elif mode == "facade":  # a KerasTuner script with `from nas import tuners as kt`: the same configurations
+    from nas import tuners as nkt
+
+    k = int(sys.argv[7])
+    tuner = nkt.RandomSearch(hypermodel=space, objective="val_accuracy", max_trials=len(configs), directory=out,
+                             project_name="facade", overwrite=True, max_concurrent=k, seed=0, progress=False,
+                             strategy="given", strategy_options={"configurations": configs})
+    run = tuner.search(x, y, validation_data=(xv, yv), epochs=epochs)
+    done_trials = [t for t in run.trials if t["status"] == "completed"]
+    first = min(t["fit_started"] for t in done_trials)
+    best = max(t["metrics"]["val_accuracy"] for t in done_trials)
+    done = len(done_trials)
 else:
     claims = sys.argv[7] if len(sys.argv) > 7 else None  # parallel loops: claim each configuration first
     hp_space = space.hyperparameters()
@@ -98,10 +112,11 @@ def make_data(path: Path, seed: int) -> None:
     np.savez(path, x_train=d.x_train, y_train=d.y_train, x_val=d.x_val, y_val=d.y_val)
 
 
-def child(mode: str, data: Path, configs: Path, epochs: int, work: Path) -> tuple[float, dict[str, Any]]:
+def child(mode: str, data: Path, configs: Path, epochs: int, work: Path, *extra: str) -> tuple[float, dict[str, Any]]:
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(data), str(configs), str(epochs), str(work),
-                           str(HERE.parent)], capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                           str(HERE.parent), *extra], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     wall = time.time() - t0
     if proc.returncode != 0:
         sys.exit(f"{mode} failed:\n{proc.stderr[-4000:]}")
@@ -144,6 +159,7 @@ def main() -> None:
     configs.write_text(json.dumps([r["config"] for r in recs]))
 
     kt_wall, kt = child("kerastuner", data, configs, args.epochs, work)
+    facade_wall, facade = child("facade", data, configs, args.epochs, work, str(args.concurrent))
     plain_wall, plain = child("plain", data, configs, args.epochs, work)
     par_wall, par = parallel_plain(args.concurrent, data, configs, args.epochs, work)
 
@@ -155,11 +171,14 @@ def main() -> None:
           f"{wall / kt_wall:.2f}x |")
     print(f"| KerasTuner Tuner loop, same configurations | {kt_wall:.1f} | {kt['startup']:.1f} | {kt['best']:.4f} "
           f"| 1.00x |")
+    print(f"| nas.tuners.RandomSearch (a KerasTuner script, import changed; {args.concurrent} at once) | "
+          f"{facade_wall:.1f} | {facade['startup']:.1f} | {facade['best']:.4f} | {facade_wall / kt_wall:.2f}x |")
     print(f"| plain model.fit loop | {plain_wall:.1f} | {plain['startup']:.1f} | {plain['best']:.4f} | "
           f"{plain_wall / kt_wall:.2f}x |")
     print(f"| {args.concurrent} plain loops at once, 1 thread each | {par_wall:.1f} | {par['startup']:.1f} | "
           f"{par['best']:.4f} | {par_wall / kt_wall:.2f}x |")
     print(f"nas / KerasTuner: {wall / kt_wall:.2f} (target <= 0.65); nas start-up {nas_startup:.1f} s (target <= 8)")
+    print(f"nas.tuners facade / KerasTuner: {facade_wall / kt_wall:.2f} (target <= 0.85)")
     print(f"this machine, {args.concurrent} at once without any engine: {par_wall / plain_wall:.2f}x the sequential "
           f"loop's wall ({args.concurrent}-way parallelism would be {1 / args.concurrent:.2f}x); nas / that ceiling: "
           f"{wall / par_wall:.2f}")

@@ -176,3 +176,56 @@ def test_the_fit_arguments_nas_knows_are_exactly_keras_model_fit_s() -> None:
 
     params = set(inspect.signature(keras.Model.fit).parameters) - {"self"}
     assert set(FIT_PASSED) | set(FIT_BY_NAS) == params
+
+
+def test_the_getting_started_guide_with_only_the_import_changed(digits, tmp_path: Path, capsys) -> None:
+    """KerasTuner's getting-started guide, its tuner part as written there (``import keras_tuner as kt`` became
+    ``from nas import tuners as kt``; nas's max_concurrent added): search, the best models and hyperparameters,
+    the summaries; a second tuner on the same project continues it (overwrite=False), one with overwrite=True
+    starts afresh."""
+    from nas import tuners as kt
+
+    x, y, xv, yv = digits
+    onehot = np.eye(10, dtype="float32")
+    tuner = kt.RandomSearch(hypermodel=build_model, objective="val_accuracy", max_trials=2, executions_per_trial=1,
+                            overwrite=True, directory=str(tmp_path), project_name="helloworld", max_concurrent=2,
+                            seed=5, progress=False)
+    tuner.search_space_summary()
+    assert "Default search space size: 7" in capsys.readouterr().out
+    tuner.search(x, onehot[y], epochs=2, validation_data=(xv, onehot[yv]))
+    models = tuner.get_best_models(num_models=2)
+    best_model = models[0]
+    best_model.build(input_shape=(None, 64))
+    accuracy = float(np.mean(np.argmax(best_model.predict(xv, verbose=0), axis=1) == yv))
+    best = tuner.oracle.get_best_trials(1)[0]
+    assert accuracy == pytest.approx(best.score, abs=1e-6) and len(models) == 2
+    best_hps = tuner.get_best_hyperparameters(5)
+    assert isinstance(best_hps[0], kt.HyperParameters) and best_hps[0].values == best.hyperparameters.values
+    assert build_model(best_hps[0]).count_params() == best_model.count_params()
+    tuner.results_summary()
+    out = capsys.readouterr().out
+    assert "Showing 2 best trials" in out and 'Objective(name="val_accuracy", direction="max")' in out
+    assert f"Score: {best.score}" in out
+
+    again = kt.RandomSearch(build_model, objective=kt.Objective("val_accuracy", "max"), max_trials=3,
+                            directory=str(tmp_path), project_name="helloworld", progress=False)
+    run = again.search(x, onehot[y], epochs=2, validation_data=(xv, onehot[yv]))
+    assert [t["trial_id"] for t in run.trials] == ["0", "1", "2"]  # the stored 2 kept, one more run
+    fresh = kt.GridSearch(build_model, objective="val_loss", max_trials=1, directory=str(tmp_path),
+                          project_name="helloworld", overwrite=True, progress=False)
+    run = fresh.search(x, onehot[y], epochs=1, validation_split=0.25)
+    assert len(run.trials) == 1 and run.spec["objectives"] == [{"metric": "val_loss", "mode": "min"}]
+    assert abs(run.spec["data"]["val"] - 0.25 * len(x)) <= 1  # validation_split: the held-out share
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda kt: kt.RandomSearch(build_model, executions_per_trial=2), "executions_per_trial=2 is not taken"),
+    (lambda kt: kt.RandomSearch(build_model, objective="val_weirdness"), "the direction of an unknown metric"),
+    (lambda kt: kt.RandomSearch(), "hypermodel= is required"),
+])
+def test_what_the_tuners_do_not_take_is_one_line(make, says: str) -> None:
+    from nas import tuners as kt
+
+    with pytest.raises(NasError) as e:
+        make(kt)
+    assert says in str(e.value) and "\n" not in str(e.value)

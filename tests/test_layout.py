@@ -86,7 +86,7 @@ LAYERS = [
     ["nas.driver"],
     ["nas.views"],
     ["nas.api", "nas.testing"],
-    ["nas.cli"],
+    ["nas.tuners", "nas.cli"],
     ["nas", "nas._compat"],  # the package's face: names loaded on first use, old module paths
 ]
 
@@ -116,9 +116,9 @@ def test_the_layer_check_finds_an_import_up() -> None:
 
 def test_the_package_shows_its_layers() -> None:
     """`ls nas/` shows the layers: a subpackage each, with a docstring saying what lives there; at the top only
-    the API, the CLI, the options and the errors."""
+    the API (and its KerasTuner-shaped face, tuners), the CLI, the options and the errors."""
     top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" and not p.name.startswith("_"))
-    assert top == ["api.py", "cli.py", "errors.py", "options.py"], top
+    assert top == ["api.py", "cli.py", "errors.py", "options.py", "tuners.py"], top
     for layer in ("plugins", "storage", "runtime", "trials", "estimation", "driver", "views"):
         doc = ast.get_docstring(ast.parse((PACKAGE / layer / "__init__.py").read_text()))
         assert doc and len(doc) > 100, f"nas/{layer}/__init__.py says nothing of what lives there"
