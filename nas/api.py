@@ -215,8 +215,8 @@ def search(space: Any = None, strategy: Any = None, *, data: Any = None, validat
     or instance, any ``keras_tuner.HyperModel`` (class or object), or a KerasTuner build function
     ``build(hp) -> compiled keras.Model``. Keywords that are ``Model.fit`` arguments (``callbacks``,
     ``class_weight``, ``sample_weight``, ``batch_size``, ...; those a hypermodel's own ``fit`` names) reach every
-    trial's ``fit``, as in KerasTuner's ``tuner.search(x, y, **fit_kwargs)``. ``strategy``: a registered name (default ``"gp"``) or a
-    ``nas.Strategy`` subclass or instance. ``data``: a name or path as on the command line (default ``"digits"``),
+    trial's ``fit``, as in KerasTuner's ``tuner.search(x, y, **fit_kwargs)``. ``strategy``: a registered name
+    (default ``"gp"``) or a ``nas.Strategy`` subclass or instance. ``data``: a name or path as on the command line (default ``"digits"``),
     arrays ``(x, y)`` or a ``tf.data.Dataset`` (``validation_data`` alike; without it a seeded 20 % is held
     out). In-memory data go to the trial workers once, through Ray's object store, and are saved in the run
     directory so that the run resumes and exports like any other.
