@@ -63,7 +63,7 @@ def generate_name(space: str, strategy: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise RunError(
             f"run name {name!r} is not valid; use letters, digits, '.', '_' and '-' (at most 128, not starting with . or -)"
         )

@@ -221,6 +221,36 @@ def _write_tflite(saved_model: Path, path: Path, batch: np.ndarray) -> list[np.n
     return [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
 
 
+#: what an export writes besides the model files (its marker: architecture.json names the run and trial)
+SIDE_FILES = ("architecture.json", "metrics.json", "README.md", "summary.txt")
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a new or empty directory, or an earlier export (which the new one replaces): an export
+    never deletes or overwrites a user's own files (``ExportError`` before anything is loaded or written)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {str(out)!r} is a file; give a directory (new or empty; created if absent)")
+    if not out.is_dir():
+        return
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    if not entries or _is_export(out):
+        return
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise ExportError(f"--out {str(out)!r} already holds files that are not a nas export ({shown}); nothing was "
+                      f"written: give a new or empty directory")
+
+
+def _is_export(out: Path) -> bool:
+    """``out`` holds only what an earlier export wrote, architecture.json naming its run and trial."""
+    try:
+        marker = json.loads((out / "architecture.json").read_text())
+    except (OSError, ValueError):
+        return False
+    ours = {*FILES.values(), *SIDE_FILES}
+    return isinstance(marker, dict) and {"run", "trial_id"} <= set(marker) and \
+        all(p.name in ours for p in out.iterdir())
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -326,6 +356,8 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
     if opts.epochs is not None and opts.epochs < 1:
         raise ExportError(f"--epochs {opts.epochs!r} is not valid; give an integer >= 1")
     check_packages(formats)
+    if opts.out:
+        check_out(Path(opts.out).expanduser())
     store = ExperimentStore.open(opts.name, opts.storage)
     spec = store.spec()
     objectives = spec.objectives
@@ -358,7 +390,7 @@ def run_export(opts: ExportOptions, log: Callable[[str], None] = print) -> Expor
 
     out = Path(opts.out).expanduser() if opts.out else store.root / "exports" / (
         f"trial-{tid}" + ("-retrained" if opts.retrain else ""))
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # checked before anything was loaded: check_out
     batch = np.ascontiguousarray(prepared.x_val[:VERIFY_BATCH], dtype="float32")
     expected = [e.astype("float64") for e in _outputs(model(batch, training=False))]
 

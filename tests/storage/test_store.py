@@ -84,3 +84,12 @@ def test_choose_trial_is_the_best_or_the_one_asked_for(store: ExperimentStore) -
     with pytest.raises(RunError, match=r"several objectives and \d non-dominated trials .*choose one with --trial ID"):
         choose_trial(store, two, None, log=lines.append)
     assert lines[0] == "run 'finished' has 2 objectives; its non-dominated trials are:"
+
+
+@pytest.mark.parametrize("name", ["nl\n", "", "-dash", ".hidden", "a/b", "x" * 129])
+def test_a_run_name_outside_the_accepted_characters_is_one_line(name: str) -> None:
+    from nas.storage.store import check_name
+
+    with pytest.raises(RunError, match=r"is not valid; use letters, digits, '\.', '_' and '-'"):
+        check_name(name)
+    assert check_name("run-1.a_b") == "run-1.a_b"
