@@ -106,6 +106,72 @@ def build_model(hp):
 """
 
 
+class CustomLoop(kt.HyperModel):
+    """KerasTuner's "tune hyperparameters in your custom training loop" guide: an uncompiled model, its own
+    training loop in fit, the objective reported to the callbacks as my_metric; trained once per trial."""
+
+    def build(self, hp):
+        import keras
+
+        return keras.Sequential([keras.layers.Input((64,)),
+                                 keras.layers.Dense(hp.Int("units", 16, 64, step=16), activation="relu"),
+                                 keras.layers.Dense(10)])
+
+    def fit(self, hp, model, x, y, validation_data, callbacks=None, **kwargs):
+        import keras
+        import tensorflow as tf
+
+        batch_size = hp.Int("batch_size", 32, 128, step=32, default=64)
+        train_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        validation_data = tf.data.Dataset.from_tensor_slices(validation_data).batch(batch_size)
+        optimizer = keras.optimizers.Adam(hp.Float("learning_rate", 1e-4, 1e-2, sampling="log"))
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        epoch_loss_metric = keras.metrics.Mean()
+
+        @tf.function
+        def run_train_step(images, labels):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(labels, model(images))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+        @tf.function
+        def run_val_step(images, labels):
+            epoch_loss_metric.update_state(loss_fn(labels, model(images)))
+
+        for callback in callbacks:
+            callback.set_model(model)
+        best_epoch_loss = float("inf")
+        for epoch in range(2):
+            for images, labels in train_ds:
+                run_train_step(images, labels)
+            for images, labels in validation_data:
+                run_val_step(images, labels)
+            epoch_loss = float(epoch_loss_metric.result().numpy())
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs={"my_metric": epoch_loss})
+            epoch_loss_metric.reset_state()
+            best_epoch_loss = min(best_epoch_loss, epoch_loss)
+        return best_epoch_loss
+
+
+def test_the_custom_training_loop_guide_with_only_the_import_changed(digits, tmp_path: Path) -> None:
+    from nas import tuners as kt
+
+    x, y, xv, yv = digits
+    tuner = kt.RandomSearch(objective=kt.Objective("my_metric", "min"), max_trials=2, hypermodel=CustomLoop(),
+                            directory=str(tmp_path), project_name="custom_training", overwrite=True, seed=2,
+                            max_concurrent=2, progress=False)
+    tuner.search(x=x, y=y, validation_data=(xv, yv))
+    best_hps = tuner.get_best_hyperparameters()[0]
+    assert set(best_hps.values) == {"units", "batch_size", "learning_rate"}  # fit's too
+    run = tuner.run
+    assert [(t["status"], t["metrics"]["epochs"]) for t in run.trials] == [("completed", 2)] * 2, run.trials
+    best = tuner.oracle.get_best_trials(1)[0]
+    model = tuner.get_best_models()[0]
+    assert model.count_params() == CustomLoop().build(best_hps).count_params() and best.score < 2.3
+
+
 def test_the_command_line_takes_a_build_function_in_a_file(cli, tmp_path: Path) -> None:
     path = tmp_path / "my_model.py"
     path.write_text(BUILD_FILE)

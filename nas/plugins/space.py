@@ -190,19 +190,25 @@ class HyperModelSpace(SearchSpace):
         if not isinstance(model, keras.Model):
             raise PluginError(f"space {self.name!r}: build(hp) returned {type(model).__name__}, not a keras.Model; "
                               f"return the compiled model")
-        if not getattr(model, "compiled", True):
+        if not self.own_fit and not getattr(model, "compiled", True):  # its own fit may train an uncompiled one
             raise PluginError(f"space {self.name!r}: build(hp) returned a model that is not compiled; call "
                               f"model.compile(optimizer=..., loss=..., metrics=[...]) before returning it")
         return model
 
     def _declare_fit(self, hp: kt.HyperParameters, model: "keras.Model") -> None:
-        """Run the hypermodel's own ``fit`` with ``model.fit`` doing nothing: what it declares joins ``hp``. A fit
-        that needs the data (a custom loop) stops at its first use of them: what it declared before stays."""
+        """Run the hypermodel's own ``fit`` on two zero examples of the task's shape, with ``model.fit`` doing
+        nothing: what it declares joins ``hp``. A custom training loop runs (two examples: milliseconds, plus its
+        tracing); a fit that fails on such data stops there, and what it declared before stays."""
+        import numpy as np
+
         if not self.own_fit:
             return
+        x = np.zeros((2, *self.task.input_shape), dtype="float32")
+        y = {"classification": np.zeros(2, dtype="int64"),
+             "regression": np.zeros((2, self.task.output_dim or 1), dtype="float32")}.get(self.task.kind, x)
         with _fit_defaults(model, {}, replace=lambda *a, **k: None):
             try:
-                self.hypermodel.fit(hp, model)
+                self.hypermodel.fit(hp, model, x, y, validation_data=(x, y), epochs=1, callbacks=[])
             except Exception:  # noqa: BLE001 - discovery only; the trial runs the real fit
                 pass
 
@@ -214,10 +220,14 @@ class HyperModelSpace(SearchSpace):
 
         found = kt.HyperParameters()
         self._declare_fit(found, self._build_checked(found))
-        rng, quiet, builds = np.random.default_rng(seed), 0, 0
+        rng, quiet, builds, fit_quiet = np.random.default_rng(seed), 0, 0, False
         while quiet < patience and builds < 20 * patience:
             hp = P.to_hp(found, P.sample_values(found, rng))
-            self._declare_fit(hp, self.hypermodel.build(hp))
+            model = self.hypermodel.build(hp)
+            built = {p.name for p in hp.space}
+            if not fit_quiet:  # fit again until a call with drawn values declares nothing new (a loop is costly)
+                self._declare_fit(hp, model)
+                fit_quiet = {p.name for p in hp.space} <= built | {q.name for q in found.space}
             builds += 1
             new = [p for p in hp.space if p.name not in {q.name for q in found.space}]
             for p in new:

@@ -23,6 +23,7 @@ from nas.trials.artifacts import BackgroundWriter, BestModelSaver
 from nas.trials.measure import LATENCY, latency
 from nas.trials.tensorboard import TrialLogger
 from nas.trials.worker import (
+    TrialFailed,
     TrialInfeasible,
     check_finite,
     checkpoint_arrays,
@@ -95,21 +96,27 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     user_callbacks = list(user.pop("callbacks", None) or [])
     sample_weight = user.pop("sample_weight", None)
     batch_size = user.pop("batch_size", None)
-    # One fit call over every epoch when the space keeps nas's own fit, in batches whose order depends only on
-    # (trial seed, epoch), with the global seeds set from them as each epoch begins: what decides an epoch is
-    # then its number and the checkpointed state (weights, optimizer, the layers' random state), so a resumed
-    # trial trains the epochs an uninterrupted one would. A space with its own fit (a KerasTuner hypermodel's,
-    # say) gets arrays, so it gets one fit call per epoch on a reordered copy of them, the next made while this
-    # one trains; so does --distributed mirrored, whose strategy splits array batches across devices itself.
-    # Per-example weights must be reordered with their examples: they take the per-epoch path too.
-    one_fit = type(space).fit is SearchSpace.fit and setup.distributed != "mirrored" and sample_weight is None
+    # One fit call over every epoch when the space keeps nas's own fit (or a hypermodel KerasTuner's default one),
+    # in batches whose order depends only on (trial seed, epoch), with the global seeds set from them as each epoch
+    # begins: what decides an epoch is then its number and the checkpointed state (weights, optimizer, the layers'
+    # random state), so a resumed trial trains the epochs an uninterrupted one would. A space with its own fit (a
+    # KerasTuner hypermodel's, which may be a custom training loop) is called once, as KerasTuner calls it, with
+    # the arrays in one seeded order for every epoch (the same on resume) and its return value reported when it
+    # reports no epoch itself. --distributed mirrored, whose strategy splits array batches across devices itself,
+    # gets one fit call per epoch on a reordered copy of the arrays, the next made while this one trains; so do
+    # per-example weights with nas's fit (they must be reordered with their examples).
+    own_fit = type(space).fit is not SearchSpace.fit and getattr(space, "own_fit", True)
+    one_fit = not own_fit and setup.distributed != "mirrored" and sample_weight is None
+    single_call = own_fit and setup.distributed != "mirrored"
+    reported = [0]
 
     class Report(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if one_fit:
+            if one_fit or single_call:
                 seed_epoch(seed, epoch)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            reported[0] += 1
             metrics = {k: float(v) for k, v in (logs or {}).items()}
             check_finite(metrics, epoch + 1)  # the exception ends fit
             metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
@@ -136,6 +143,10 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
                 space.fit(hp, model, batches, validation_data=validation, epochs=setup.epochs,
                           initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
                           callbacks=[Report(), *user_callbacks], **{"verbose": 0, **user})
+        elif single_call:
+            if initial_epoch < setup.epochs:
+                _fit_once(space, hp, model, x, y, validation, seed, initial_epoch, setup, Report(), user_callbacks,
+                          sample_weight, batch_size, user, reported)
         else:
             if batch_size is not None:
                 user["batch_size"] = batch_size
@@ -150,6 +161,37 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
         writer.close()
         tb.close()
     del model
+
+
+def _fit_once(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple[Any, Any], seed: int,
+              initial_epoch: int, setup: TrialSetup, report: Any, user_callbacks: list[Any], sample_weight: Any,
+              batch_size: int | None, user: dict[str, Any], reported: list[int]) -> None:
+    """A space's own ``fit`` (a KerasTuner hypermodel's), called once over every epoch as KerasTuner calls it, on
+    the arrays in one seeded order. Its return value is the trial's result when it reported no epoch itself (a
+    custom loop that calls no callback): a number is the objective's value, a dict the metrics (KerasTuner's
+    rule)."""
+    order = epoch_order(seed, 0, len(x))
+    kwargs = {"verbose": 0, **user}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    if sample_weight is not None:
+        kwargs["sample_weight"] = np.asarray(sample_weight)[order]
+    seed_epoch(seed, initial_epoch)
+    result = space.fit(hp, model, x[order], y[order], validation_data=validation, epochs=setup.epochs,
+                       initial_epoch=initial_epoch, shuffle=False, callbacks=[report, *user_callbacks], **kwargs)
+    if reported[0] or result is None or hasattr(result, "history"):
+        return
+    if isinstance(result, dict):
+        logs = {str(k): float(v) for k, v in result.items()}
+    else:
+        try:
+            logs = {setup.objective.metric: float(result)}
+        except (TypeError, ValueError):
+            raise TrialFailed(f"the space's fit returned {type(result).__name__}; return a number (the objective "
+                              f"{setup.objective.metric}), a dict of metrics, or report epochs to its callbacks") \
+                from None
+    report.set_model(model)
+    report.on_epoch_end(setup.epochs - 1, logs)
 
 
 def _fit_epoch_by_epoch(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple[Any, Any], seed: int,

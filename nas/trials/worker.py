@@ -73,7 +73,7 @@ def checkpoint_arrays(model: Any, epoch: int, metrics: dict[str, Any]) -> dict[s
     random state, and what epoch it is with its metrics. Cheap; writing it is ``write_checkpoint``."""
     weights = model.get_weights()
     arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(weights)}
-    opt_vars = list(getattr(model.optimizer, "variables", []) or [])
+    opt_vars = list(getattr(getattr(model, "optimizer", None), "variables", []) or [])  # none: an uncompiled model
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(opt_vars)})
     states = random_states(model)
     arrays.update({f"s{i}": np.asarray(v.numpy()) for i, v in enumerate(states)})
