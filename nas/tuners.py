@@ -18,8 +18,10 @@ tuner on an existing run continues it exactly where it stopped (raising its budg
 ``HyperParameters``, ``HyperModel`` and ``Objective`` are KerasTuner's own, re-exported (loaded on first use, so
 importing this module loads no Keras).
 
-Not (yet) taken, each one clear error: ``executions_per_trial`` > 1, a ``hyperparameters=`` that restricts the
-space (``tune_new_entries``/``allow_new_entries``), a ``Tuner`` subclass's ``run_trial``.
+A subclass may override ``run_trial(self, trial, *args, **kwargs)`` (KerasTuner's way to tune a custom loop, or
+anything): it runs as each trial, in a Ray worker, and returns a number (the objective, ``default_objective``
+when none is given) or a dict of metrics. Not (yet) taken, each one clear error: ``executions_per_trial`` > 1,
+a ``hyperparameters=`` that restricts the space (``tune_new_entries``/``allow_new_entries``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from nas.errors import NasError
 from nas.storage.store import ExperimentStore
 
 __all__ = ["BayesianOptimization", "Evolution", "GridSearch", "HyperModel", "HyperParameters", "Hyperband",
-           "Objective", "RL", "RandomSearch", "Tuner"]
+           "Objective", "RL", "RandomSearch", "Trial", "Tuner"]
 
 #: KerasTuner's names, re-exported as they are (``kt.HyperParameters()`` in a user's build function's tests)
 _REEXPORTED = ("HyperParameters", "HyperModel", "Objective")
@@ -84,6 +86,56 @@ class BestTrial:
     status: str = "COMPLETED"
 
 
+def _hypermodel(hypermodel: Any) -> Any:
+    """A build function as a ``keras_tuner.HyperModel`` (``self.hypermodel.build(hp)`` in a ``run_trial``)."""
+    import inspect
+
+    if hypermodel is None or inspect.isclass(hypermodel) or hasattr(hypermodel, "build"):
+        return hypermodel
+    from nas.plugins.space import BuildFunction
+
+    return BuildFunction(hypermodel)
+
+
+@dataclass
+class Trial:
+    """What a ``run_trial`` override is handed (KerasTuner's ``Trial``: its ``hyperparameters``)."""
+
+    hyperparameters: Any
+    trial_id: str | None = None
+
+
+def _run_trial_model(tuner: "Tuner") -> Any:
+    """A tuner whose ``run_trial`` is overridden as a hypermodel: ``fit`` runs ``run_trial``, ``build`` the
+    tuner's hypermodel (or a one-weight placeholder when ``run_trial`` builds nothing nas can see)."""
+    import copy
+
+    import keras_tuner
+
+    copied = copy.copy(tuner)  # what travels to the workers: no run, no oracle
+    copied.run, copied.oracle = None, None
+
+    class RunTrial(keras_tuner.HyperModel):
+        def __init__(self) -> None:
+            super().__init__(name=type(tuner).__name__)
+            self.tuner = copied
+
+        def build(self, hp: Any) -> Any:
+            if self.tuner.hypermodel is not None:
+                return self.tuner.hypermodel.build(hp)
+            import keras
+
+            return keras.Sequential([keras.layers.Input((1,)), keras.layers.Dense(1)])
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            return self.tuner.run_trial(Trial(hp), *args, **kwargs)
+
+    return RunTrial()
+
+
+_RunTrial = _run_trial_model
+
+
 class _Oracle:
     def __init__(self, tuner: "Tuner") -> None:
         self.tuner = tuner
@@ -107,15 +159,18 @@ class Tuner:
                  executions_per_trial: int = 1, max_retries_per_trial: int = 0,
                  max_consecutive_failed_trials: int = 3, directory: str | Path | None = None,
                  project_name: str | None = None, overwrite: bool = False, **options: Any) -> None:
-        if hypermodel is None:
-            raise NasError("hypermodel= is required: a build function build(hp) or a keras_tuner.HyperModel")
+        if hypermodel is None and not self._runs_trials():
+            raise NasError("hypermodel= is required (a build function build(hp) or a keras_tuner.HyperModel), "
+                           "unless the tuner overrides run_trial")
         if executions_per_trial != 1:
             raise NasError(f"executions_per_trial={executions_per_trial!r} is not taken (each trial trains once; "
                            f"nas's seeds make a trial repeatable); leave it out")
         if hyperparameters is not None or not tune_new_entries or not allow_new_entries:
             raise NasError("hyperparameters=, tune_new_entries=False and allow_new_entries=False (a restricted "
                            "space) are not taken; declare the space in the hypermodel (hp.Fixed for a value kept)")
-        self.hypermodel = hypermodel
+        self.hypermodel = _hypermodel(hypermodel)
+        if objective is None and self._runs_trials():
+            objective = "default_objective:min"  # KerasTuner's name for what run_trial returns
         self.objective = objective_text(objective)
         self.max_trials = max_trials
         self.seed = seed
@@ -152,10 +207,22 @@ class Tuner:
 
             data = from_arrays(x, y, source="in-memory arrays", val_fraction=float(split), seed=self.seed or 0)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.run = search(space=self.hypermodel, data=data, validation_data=validation_data,
+        space = _RunTrial(self) if self._runs_trials() else self.hypermodel
+        self.run = search(space=space, data=data, validation_data=validation_data,
                           objective=self.objective, trials=self.max_trials, epochs=epochs, seed=self.seed,
                           name=self.project_name, storage=str(self.directory), **self.options, **fit_kwargs)
         return self.run
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        """KerasTuner's ``run_trial``: build the trial's model and fit it. A subclass may override it (a custom
+        loop, or anything returning a number or a dict of metrics): it then runs as each trial, in a Ray worker,
+        given what ``search`` was given (with nas's callbacks in ``callbacks``)."""
+        hp = trial.hyperparameters
+        model = self.hypermodel.build(hp)
+        return self.hypermodel.fit(hp, model, *args, **kwargs)
+
+    def _runs_trials(self) -> bool:
+        return type(self).run_trial is not Tuner.run_trial
 
     # -- reading the results ----------------------------------------------------------------------------------
     def _opened(self) -> Run:

@@ -295,3 +295,24 @@ def test_what_the_tuners_do_not_take_is_one_line(make, says: str) -> None:
     with pytest.raises(NasError) as e:
         make(kt)
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_tuner_that_overrides_run_trial_tunes_anything(tmp_path: Path) -> None:
+    """KerasTuner's "tune anything" idiom: run_trial declares and returns the value to minimise; each trial runs
+    it in a Ray worker (search() with no data: nas's default data are loaded and not used)."""
+    from nas import tuners as kt
+
+    class MyTuner(kt.RandomSearch):
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            x = hp.Float("x", -1.0, 1.0)
+            return x * x + 1
+
+    tuner = MyTuner(max_trials=3, overwrite=True, directory=str(tmp_path), project_name="tune_anything", seed=4,
+                    max_concurrent=2, progress=False)
+    tuner.search()
+    best = tuner.get_best_hyperparameters()[0].get("x")
+    values = sorted(t["config"]["x"] ** 2 + 1 for t in tuner.run.trials)
+    assert [t["status"] for t in tuner.run.trials] == ["completed"] * 3
+    assert tuner.oracle.get_best_trials(1)[0].score == pytest.approx(values[0]) == pytest.approx(best * best + 1)
+    assert tuner.run.spec["objectives"] == [{"metric": "default_objective", "mode": "min"}]
