@@ -20,8 +20,8 @@ importing this module loads no Keras).
 
 A subclass may override ``run_trial(self, trial, *args, **kwargs)`` (KerasTuner's way to tune a custom loop, or
 anything): it runs as each trial, in a Ray worker, and returns a number (the objective, ``default_objective``
-when none is given) or a dict of metrics. Not (yet) taken, each one clear error: ``executions_per_trial`` > 1,
-a ``hyperparameters=`` that restricts the space (``tune_new_entries``/``allow_new_entries``).
+when none is given) or a dict of metrics. ``hyperparameters=``, ``tune_new_entries``, ``allow_new_entries``
+restrict a hypermodel's space as in KerasTuner. Not taken (one clear error): ``executions_per_trial`` > 1.
 """
 
 from __future__ import annotations
@@ -84,6 +84,13 @@ class BestTrial:
     score: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
     status: str = "COMPLETED"
+
+
+def _is_nas_space(hypermodel: Any) -> bool:
+    from nas.plugins.space import SearchSpace
+
+    cls = hypermodel if isinstance(hypermodel, type) else type(hypermodel)
+    return issubclass(cls, SearchSpace)
 
 
 def _hypermodel(hypermodel: Any) -> Any:
@@ -165,9 +172,12 @@ class Tuner:
         if executions_per_trial != 1:
             raise NasError(f"executions_per_trial={executions_per_trial!r} is not taken (each trial trains once; "
                            f"nas's seeds make a trial repeatable); leave it out")
-        if hyperparameters is not None or not tune_new_entries or not allow_new_entries:
-            raise NasError("hyperparameters=, tune_new_entries=False and allow_new_entries=False (a restricted "
-                           "space) are not taken; declare the space in the hypermodel (hp.Fixed for a value kept)")
+        restricted = hyperparameters is not None or not tune_new_entries or not allow_new_entries
+        if restricted and _is_nas_space(hypermodel):
+            raise NasError("hyperparameters=, tune_new_entries= and allow_new_entries= restrict a KerasTuner "
+                           "hypermodel's space; a nas.SearchSpace takes its own space options instead")
+        if hyperparameters is not None and not hasattr(hyperparameters, "get_config"):
+            raise NasError(f"hyperparameters={hyperparameters!r} is not valid; give a keras_tuner.HyperParameters")
         self.hypermodel = _hypermodel(hypermodel)
         if objective is None and self._runs_trials():
             objective = "default_objective:min"  # KerasTuner's name for what run_trial returns
@@ -180,6 +190,11 @@ class Tuner:
         self.options = {"max_failures": max_retries_per_trial,
                         "max_consecutive_failures": max_consecutive_failed_trials,
                         "strategy": self.strategy, "scheduler": self.scheduler, **options}
+        if restricted:  # HyperModelSpace's options, stored in the run's spec (the config is JSON)
+            self.options["space_options"] = {
+                **dict(self.options.get("space_options") or {}),
+                "hyperparameters": hyperparameters.get_config() if hyperparameters is not None else None,
+                "tune_new_entries": tune_new_entries, "allow_new_entries": allow_new_entries}
         self.oracle = _Oracle(self)
         self.run: Run | None = None
         if overwrite:

@@ -316,3 +316,27 @@ def test_a_tuner_that_overrides_run_trial_tunes_anything(tmp_path: Path) -> None
     assert [t["status"] for t in tuner.run.trials] == ["completed"] * 3
     assert tuner.oracle.get_best_trials(1)[0].score == pytest.approx(values[0]) == pytest.approx(best * best + 1)
     assert tuner.run.spec["objectives"] == [{"metric": "default_objective", "mode": "min"}]
+
+
+def test_a_restricted_space_as_kerastuner_restricts_it(digits, tmp_path: Path) -> None:
+    """KerasTuner's "tailor the search space": given entries win, tune_new_entries=False fixes the others at
+    their defaults; allow_new_entries=False refuses a hypermodel declaring more, in one line."""
+    from nas import tuners as kt
+
+    x, y, xv, yv = digits
+    onehot = np.eye(10, dtype="float32")
+    hp = kt.HyperParameters()
+    hp.Fixed("lr", 0.005)
+    hp.Choice("units_0", [32, 48])
+    tuner = kt.RandomSearch(build_model, objective="val_accuracy", max_trials=2, hyperparameters=hp,
+                            tune_new_entries=False, directory=str(tmp_path), project_name="tailored",
+                            overwrite=True, max_concurrent=2, progress=False)
+    run = tuner.search(x, onehot[y], epochs=1, validation_data=(xv, onehot[yv]))
+    configs = [t["config"] for t in run.trials]
+    assert all(c["lr"] == 0.005 and c["units_0"] in (32, 48) and c["num_layers"] == 1 and c["activation"] == "relu"
+               and c["dropout"] is False for c in configs), configs
+    refused = kt.RandomSearch(build_model, objective="val_accuracy", max_trials=1, hyperparameters=hp,
+                              allow_new_entries=False, directory=str(tmp_path), project_name="refused",
+                              progress=False)
+    with pytest.raises(PluginError, match="declares num_layers, activation, .* not in hyperparameters="):
+        refused.search(x, onehot[y], epochs=1, validation_data=(xv, onehot[yv]))

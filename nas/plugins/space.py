@@ -165,11 +165,38 @@ class HyperModelSpace(SearchSpace):
     name = "hypermodel"
     tasks = ("classification", "regression", "reconstruction", "anomaly")
 
-    def __init__(self, task: Task, hypermodel: kt.HyperModel, discover: int = 8, seed: int = 0) -> None:
+    def __init__(self, task: Task, hypermodel: kt.HyperModel, discover: int = 8, seed: int = 0,
+                 hyperparameters: dict[str, Any] | None = None, tune_new_entries: bool = True,
+                 allow_new_entries: bool = True) -> None:
+        """``hyperparameters`` (a ``keras_tuner.HyperParameters``' ``get_config()``: JSON, stored in the run's
+        spec), ``tune_new_entries``, ``allow_new_entries``: KerasTuner's restriction of a space. Its entries are
+        declared first, so they win over the hypermodel's own declarations of the same names; with
+        ``tune_new_entries=False`` every other entry keeps its default; with ``allow_new_entries=False`` the
+        hypermodel may declare no other (one line naming them)."""
         super().__init__(task)
         self.hypermodel = hypermodel
         self.name = getattr(hypermodel, "name", None) or type(hypermodel).__name__
-        self._space = self._discover(discover, seed)
+        self._given = kt.HyperParameters.from_config(hyperparameters) if hyperparameters else kt.HyperParameters()
+        self._space = self._restricted(self._discover(discover, seed), tune_new_entries, allow_new_entries)
+
+    def _restricted(self, found: kt.HyperParameters, tune_new: bool, allow_new: bool) -> kt.HyperParameters:
+        from keras_tuner.engine.hyperparameters import Fixed
+
+        from nas.errors import PluginError
+
+        given = {p.name for p in self._given.space}
+        new = [p for p in found.space if p.name not in given]
+        if new and not allow_new:
+            raise PluginError(f"space {self.name!r} declares {', '.join(p.name for p in new)}, not in "
+                              f"hyperparameters= (allow_new_entries=False); declare them there or allow them")
+        if tune_new:
+            return found
+        out = kt.HyperParameters()
+        for p in found.space:
+            kept = p if p.name in given or isinstance(p, Fixed) else \
+                Fixed(p.name, p.default, conditions=getattr(p, "conditions", None))
+            out.merge([kept])
+        return out
 
     @property
     def own_fit(self) -> bool:
@@ -218,7 +245,7 @@ class HyperModelSpace(SearchSpace):
 
         from nas.plugins import params as P
 
-        found = kt.HyperParameters()
+        found = self._given.copy()  # declared first: the given entries win (KerasTuner's rule)
         self._declare_fit(found, self._build_checked(found))
         rng, quiet, builds, fit_quiet = np.random.default_rng(seed), 0, 0, False
         while quiet < patience and builds < 20 * patience:
