@@ -41,7 +41,7 @@ def test_half_gpus_run_four_trials_at_once_each_on_its_device(cli, tmp_path) -> 
     from nas.storage.store import ExperimentStore
 
     recs = ExperimentStore(cli.storage / "gpus").trials()
-    ids = sorted(r["gpu_ids"] for r in recs)
+    ids = sorted(r.gpu_ids for r in recs)
     assert ids == ["0", "0", "1", "1"], ids  # each trial sees exactly its half GPU's device
 
 
@@ -81,7 +81,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(cli, monkeypatch, tmp_path) 
         from nas.storage.store import ExperimentStore
 
         recs = ExperimentStore(cli.storage / "two-nodes").trials()
-        assert all(r["status"] == "completed" for r in recs)
-        assert {r["node_id"] for r in recs} == nodes, (recs, nodes)
+        assert all(r.status == "completed" for r in recs)
+        assert {r.node_id for r in recs} == nodes, (recs, nodes)
     finally:
         cluster.shutdown()
