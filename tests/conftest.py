@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,15 @@ def _ray_pids() -> set[int]:
             if _ours(pid):
                 pids.add(int(pid))
     return pids
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """``-m "not slow"`` is the fast part of the suite for development: every test that starts a Ray (marked
+    ``ray``, or using a shared run built by one) is slow, and so is every test marked ``slow`` explicitly."""
+    shared_runs = {"small_run", "cnn_run"}
+    for item in items:
+        if item.get_closest_marker("ray") is not None or shared_runs & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_configure(config: Any) -> None:
@@ -134,3 +144,24 @@ def small_run(tmp_path_factory: Any) -> tuple[CLI, str, subprocess.CompletedProc
     cli = CLI(root / "runs", root, extra_env=ONEDNN_ON)
     proc = cli("search", "--trials", "3", "--epochs", "2", "--name", "small", "--seed", "1", "--max-concurrent", "2")
     return cli, "small", proc
+
+
+def copy_run(src: CLI, name: str, dest: CLI, new_name: str | None = None) -> str:
+    """A copy of ``src``'s run ``name`` in ``dest``'s storage (renamed ``new_name``), for a test that changes a
+    shared run or adds runs beside it: the shared run itself stays as it was built."""
+    new_name = new_name or name
+    shutil.copytree(src.storage / name, dest.storage / new_name)
+    if new_name != name:
+        spec = dest.storage / new_name / "spec.json"
+        spec.write_text(json.dumps({**json.loads(spec.read_text()), "name": new_name}, indent=1))
+    return new_name
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory: Any) -> tuple[CLI, str]:
+    """One real cnn search (2 random trials x 1 epoch on digits) shared by the end-to-end test of the cnn space
+    (tests/driver/test_plugins_e2e.py) and its export test (tests/views/test_export.py), which only read it."""
+    root = tmp_path_factory.mktemp("cnn-run")
+    cli = CLI(root / "runs", root)
+    cli("search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", "cnn")
+    return cli, "cnn"

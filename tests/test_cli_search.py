@@ -21,15 +21,17 @@ from nas.plugins.task import make_task
 pytestmark = pytest.mark.ray
 
 
-def test_search_end_to_end_and_status_contract(cli) -> None:
-    out = cli("search", "--space", "mlp", "--strategy", "random", "--trials", "3", "--epochs", "2",
-              "--name", "e2e", "--seed", "1", "--max-concurrent", "2").stdout
-    assert "run e2e ->" in out
+def test_search_end_to_end_and_status_contract(small_run, cli) -> None:
+    """The session's small search (tests/conftest.py: mlp, the default strategy, 3 trials x 2 epochs, seed 1, 2 at
+    a time): its output, its status contract and its run directory, read only; then a second search, same seed."""
+    shared, name, proc = small_run
+    out = proc.stdout
+    assert f"run {name} ->" in out
     assert out.count("] trial ") == 3, out  # one line per finished trial
-    assert "best trial" in out and "nas status e2e" in out
+    assert "best trial" in out and f"nas status {name}" in out
 
-    status = cli.status("e2e")
-    assert status["name"] == "e2e" and status["space"] == "mlp" and status["strategy"] == "random"
+    status = shared.status(name)
+    assert status["name"] == name and status["space"] == "mlp" and status["strategy"] == "gp"
     assert status["objective"] == {"metric": "val_accuracy", "mode": "max"}
     assert len(status["trials"]) == 3
     space = create_space("mlp", task=make_task(load_data("digits"), "classification")).hyperparameters()
@@ -47,31 +49,36 @@ def test_search_end_to_end_and_status_contract(cli) -> None:
     assert status["best"]["metrics"]["val_accuracy"] > 0.5
 
     # the run directory holds the spec (with versions), the trials, the strategy's state and Ray's files
-    run = cli.storage / "e2e"
+    run = shared.storage / name
     spec = (run / "spec.json").read_text()
     assert '"tensorflow' in spec and '"ray"' in spec and '"seed": 1' in spec
     assert len(list((run / "trials").glob("*.json"))) == 3
     assert (run / "strategy.json").is_file()
     assert any(run.glob("ray/session-*/experiment_state*"))  # Ray Tune keeps its state under ray/session-N/
 
-    text = cli("status", "e2e").stdout
+    text = shared("status", name).stdout
     assert "3 completed" in text and "rank" in text
 
     # completed trials keep their best-epoch model, not their mid-trial checkpoint ...
     assert all((run / "trials" / t["trial_id"] / "best.keras").is_file() for t in status["trials"])
     assert not list(run.glob("trials/*/*.npz"))
 
-    # a second run with the same seed proposes the same configurations; ... unless --keep-checkpoints
-    cli("search", "--trials", "3", "--epochs", "1", "--name", "e2e-again", "--seed", "1", "--max-concurrent", "2",
-        "--keep-checkpoints")
+    # a second run with the same seed, its options from a config file, proposes the same configurations; ...
+    # unless --keep-checkpoints
+    config = cli.cwd / "again.yaml"
+    config.write_text("space: mlp\nstrategy: random\ntrials: 3\nepochs: 1\nseed: 1\nmax-concurrent: 2\n"
+                      "keep-checkpoints: true\n")  # random proposes what the default (gp) does at first
+    cli("search", "--config", str(config), "--name", "e2e-again")
     assert len(list((cli.storage / "e2e-again").glob("trials/*/resume.npz"))) == 3
-    assert json.loads((cli.storage / "e2e-again" / "spec.json").read_text())["options"]["keep_checkpoints"] is True
+    spec = json.loads((cli.storage / "e2e-again" / "spec.json").read_text())
+    assert spec["strategy"] == "random" and spec["options"]["keep_checkpoints"] is True
+    assert spec["options"]["trials"] == 3 and spec["options"]["seed"] == 1 and spec["options"]["epochs"] == 1
     again = cli.status("e2e-again")
     assert sorted(P.canonical(t["config"]) for t in again["trials"]) == sorted(
         P.canonical(t["config"]) for t in status["trials"])
 
     # the name is taken now
-    proc = cli("search", "--trials", "1", "--name", "e2e", check=False)
+    proc = cli("search", "--trials", "1", "--name", "e2e-again", check=False)
     assert proc.returncode != 0 and "already exists" in proc.stderr
 
 
@@ -80,7 +87,7 @@ def test_grid_search_exhausts_and_plugins_from_file(cli, tmp_path: Path) -> None
     plugin.write_text(
         '"""A user\'s own space and strategy, loaded from a file without packaging."""\n'
         "from search_spaces.mlp import MLPSpace\n"
-        "from strategies.random_search import RandomSearch\n\n"
+        "from strategies.grid import GridSearch\n\n"
         "class TinyMLP(MLPSpace):\n"
         '    """Two layer sizes only."""\n'
         '    name = "tiny"\n'
@@ -92,20 +99,19 @@ def test_grid_search_exhausts_and_plugins_from_file(cli, tmp_path: Path) -> None
         '        hp.Fixed("optimizer", "adam")\n'
         '        hp.Fixed("learning_rate", 0.01)\n'
         '        hp.Fixed("batch_size", 64)\n\n'
-        "class MyRandom(RandomSearch):\n"
-        '    """A user strategy."""\n'
-        '    name = "my-random"\n'
+        "class MyGrid(GridSearch):\n"
+        '    """A user strategy: the grid under another name."""\n'
+        '    name = "my-grid"\n'
     )
-    out = cli("search", "--space", f"{plugin}:TinyMLP", "--strategy", "grid", "--trials", "5",
+    # one search, both plugins from the file: the space by its absolute path, the strategy relative to the cwd
+    out = cli("search", "--space", f"{plugin}:TinyMLP", "--strategy", "my_plugins.py:MyGrid", "--trials", "5",
               "--epochs", "1", "--name", "grid").stdout
     status = cli.status("grid")
     # the grid has exactly 2 points: it stops there although 5 trials were allowed
     assert sorted(t["config"]["units_0"] for t in status["trials"]) == [16, 32], out
     assert all(t["status"] == "completed" for t in status["trials"])
-
-    cli("search", "--space", "my_plugins.py:TinyMLP", "--strategy", "my_plugins.py:MyRandom",
-        "--trials", "1", "--epochs", "1", "--name", "file-strategy")
-    assert cli.status("file-strategy")["trials"][0]["status"] == "completed"
+    spec = json.loads((cli.storage / "grid" / "spec.json").read_text())
+    assert "MyGrid" in json.dumps(spec["strategy"]) and "TinyMLP" in json.dumps(spec["space"]), spec
 
 
 def test_resources_ray_can_never_satisfy_fail_at_once(cli) -> None:

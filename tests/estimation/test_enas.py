@@ -21,14 +21,14 @@ from nas.plugins import params as P
 from nas.plugins.data import load_data
 from nas.plugins.objective import Objective
 from nas.plugins.task import make_task
-from nas.testing.conformance import space_conformance, strategy_conformance, toy_space
+from nas.testing.conformance import strategy_conformance, toy_space
 from search_spaces.enas_cnn import OPS, ENASSpace, reductions
 
 ROOT = Path(__file__).resolve().parents[2]
 ENAS = "search_spaces.enas_cnn:ENASSpace"
 GIVEN = "strategies.given:GivenConfigurations"
 
-test_enas_space = space_conformance(ENAS, configurations=4)
+# the space's conformance (10 configurations): tests/plugins/test_conformance.py::test_space[enas_cnn-*]
 test_given_strategy = strategy_conformance(GIVEN)
 test_given_strategy_with_configurations = strategy_conformance(GIVEN, configurations=[
     {"depth": 1, "width_0": 8, "kind": "a", "lr": 0.01, "dropout": 0.1, "bn": False, "batch": 32, "fixed": 7},
@@ -76,6 +76,7 @@ def test_the_supernet_computes_exactly_each_child(space, digits) -> None:
     keras.backend.clear_session(free_memory=False)
 
 
+@pytest.mark.slow
 def test_a_childs_gradient_reaches_only_its_own_operations_and_one_step_serves_all(space, digits,
                                                                                   monkeypatch) -> None:
     import tensorflow as tf
@@ -133,6 +134,7 @@ def _trainer(tmp_path, digits, setup, epochs=2):
                            [{"metric": "val_accuracy", "mode": "max"}])
 
 
+@pytest.mark.slow
 def test_the_trainer_trains_ranks_and_resumes_exactly(tmp_path) -> None:
     import shutil
 
@@ -182,6 +184,7 @@ def test_warmup_epochs_train_uniform_children_and_leave_the_controller_alone(tmp
     assert after["best"]["metrics"]["val_accuracy"] > 0
 
 
+@pytest.mark.slow
 def test_the_supernet_phase_under_jax(tmp_path) -> None:
     """Under jax: the trainer runs an epoch, one compiled step serves every child, the supernet is each child,
     and the chosen op alone gets a gradient (jax.grad through lax.switch)."""

@@ -22,7 +22,8 @@ def test_strategy(name: str, prop: str) -> None:
     check_strategy_property(prop, name)
 
 
-@pytest.mark.parametrize("prop", list(SPACE_PROPERTIES))
+@pytest.mark.parametrize("prop", [pytest.param(p, marks=pytest.mark.slow) if p == "builds_and_trains" else p
+                                  for p in SPACE_PROPERTIES])  # builds and trains 10 models per space
 @pytest.mark.parametrize("name", sorted(available(SPACES)))
 def test_space(name: str, prop: str) -> None:
     check_space_property(prop, name, configurations=10)

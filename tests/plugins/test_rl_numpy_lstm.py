@@ -151,6 +151,7 @@ def test_sample_draws_from_the_policy_without_proposing() -> None:
     assert all(r.sample(rng)["op"] == "b" for _ in range(20))
 
 
+@pytest.mark.slow
 def test_the_lstm_policy_imports_no_tensorflow_into_a_jax_driver() -> None:
     code = (
         "import sys\n"

@@ -49,6 +49,7 @@ def _fit(space, values: dict, data: Dataset, epochs: int = 1, n: int | None = No
 
 
 # -- every space: 50 seeded random configurations build, compile and train one batch --------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SPACE_NAMES)
 def test_fifty_random_configurations_train_one_batch(name: str, digits: Dataset) -> None:
     # Eager single-batch steps keep 200 builds affordable on a small CPU; the conformance suite trains its
@@ -208,6 +209,7 @@ def test_denoising_noise_is_training_only(digits: Dataset) -> None:
             assert np.all(np.isclose(train_view, x) | (train_view == 0))
 
 
+@pytest.mark.slow
 def test_vae_kl_is_in_the_loss_and_save_load_round_trip(tmp_path, digits: Dataset) -> None:
     space, data = _space_and_data("ae", digits)
     hp = P.to_hp(space.hyperparameters(), {"kind": "variational", "architecture": "conv", "kl_weight": 5.0})
@@ -286,6 +288,7 @@ def test_lstm_forecasts_a_sine_csv(tmp_path) -> None:
 
 
 # -- every space works unchanged in KerasTuner ---------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SPACE_NAMES)
 def test_space_works_in_keras_tuner_random_search(name: str, tmp_path, digits: Dataset) -> None:
     space, data = _space_and_data(name, digits)

@@ -239,6 +239,7 @@ def test_gp_rejects_bad_options():
 
 
 # -- the benchmark --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "strategies.py"), "--datasets", "car", "--seeds", "2",

@@ -143,6 +143,7 @@ def test_export_of_a_jax_run(jax_run) -> None:
     assert json.loads((root / "exp-keras" / "architecture.json").read_text())["export_backend"] == "jax"
 
 
+@pytest.mark.slow
 def test_every_space_and_strategy_conforms_under_jax() -> None:
     """The conformance suite in a process whose Keras runs on jax (the tests' own process runs tensorflow)."""
     code = (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI
+from conftest import CLI, copy_run
 
 from nas.plugins.objective import Objective
 from nas.plugins.registry import SPACES, available
@@ -30,13 +30,18 @@ DIFF = re.compile(r"^(keras|savedmodel|onnx|tflite)\s+(\S+)\s+max abs difference
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[CLI, dict]:
-    """One real mlp search shared by the tests of this module: 2 trials x 2 epochs on digits."""
+def run(tmp_path_factory: pytest.TempPathFactory, small_run) -> tuple[CLI, dict]:
+    """The session's small mlp search (3 trials x 2 epochs on digits, tests/conftest.py), copied as run `exp`
+    into a storage of this module's: its tests add exports and runs beside it, the shared run stays as it was."""
     root = tmp_path_factory.mktemp("export")
     cli = CLI(root / "runs", root)
-    cli("search", "--space", "mlp", "--trials", "2", "--epochs", "2", "--name", "exp", "--seed", "3",
-        "--max-concurrent", "2")
+    copy_run(small_run[0], small_run[1], cli, "exp")
     return cli, cli.status("exp")
+
+
+def seed(cli: CLI) -> int:
+    """The seed of run `exp`, which also split its data set into training and validation examples."""
+    return json.loads((cli.storage / "exp" / "spec.json").read_text())["seed"]
 
 
 def differences(out: str) -> dict[str, float]:
@@ -59,7 +64,7 @@ def test_trials_save_their_best_epoch_model(run) -> None:
 
         from nas.plugins.data import load_data
 
-        data = load_data("digits", seed=3)
+        data = load_data("digits", seed=seed(cli))
         model = keras.models.load_model(d / "best.keras")
         accuracy = float(np.mean(np.argmax(model.predict(data.x_val, verbose=0), axis=1) == data.y_val))
         assert accuracy == pytest.approx(t["metrics"]["val_accuracy"], abs=1e-6)
@@ -108,8 +113,8 @@ def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None
     assert metrics["metrics"] == best["metrics"] and metrics["retrain"] is None
     assert metrics["verification"]["max_abs_difference"] == pytest.approx(diffs, abs=1e-9)
     card = (out_dir / "README.md").read_text()
-    for text in ("## What was searched", "## How this model was chosen", "best of 2 completed trials",
-                 "val_accuracy", "keras.models.load_model(\"model.keras\")", "model.onnx"):
+    for text in ("## What was searched", "## How this model was chosen",
+                 f"best of {len(status['trials'])} completed trials", "val_accuracy", "keras.models.load_model(\"model.keras\")", "model.onnx"):
         assert text in card, text
     summary = (out_dir / "summary.txt").read_text()
     assert "Total params" in summary and "Param #" in summary, summary
@@ -121,7 +126,7 @@ def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None
     # is the trial's best epoch: it reproduces the recorded validation accuracy.
     from nas.plugins.data import load_data
 
-    data = load_data("digits", seed=3)
+    data = load_data("digits", seed=seed(cli))
     np.save(tmp_path / "x.npy", data.x_val)
     np.save(tmp_path / "y.npy", data.y_val)
     code = textwrap.dedent(f"""
@@ -155,7 +160,7 @@ def test_export_default_formats_and_retrain(run) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (("export", "exp", "--trial", "99"), "run 'exp' has no trial '99'; trials: 0, 1"),
+    (("export", "exp", "--trial", "99"), "run 'exp' has no trial '99'; trials: 0, 1, 2"),
     (("export", "missing-run"), "no run named 'missing-run'"),
     (("export", "exp", "--format", "keras,pdf"), "format 'pdf' is not valid; accepted: keras, savedmodel, onnx"),
     (("export", "exp", "--epochs", "3"), "--epochs 3 applies only with --retrain"),
@@ -203,17 +208,19 @@ OTHER_SPACES = [s for s in ("cnn", "ae") if s in available(SPACES)]
 
 
 @pytest.mark.parametrize("space", OTHER_SPACES)
-def test_export_other_spaces(space: str, cli, tmp_path: Path) -> None:
-    ref = space
-    if space == "ae":
+def test_export_other_spaces(space: str, cli, request, tmp_path: Path) -> None:
+    if space == "cnn":  # the session's cnn search (tests/conftest.py), read only: the export goes to --out
+        cli, name = request.getfixturevalue("cnn_run")
+    else:
         (tmp_path / "vae.py").write_text(VAE_FILE)
-        ref = f"{tmp_path / 'vae.py'}:VariationalAE"
-    cli("search", "--space", ref, "--trials", "1", "--epochs", "1", "--name", space)
-    status = cli.status(space)
-    assert status["counts"]["completed"] == 1, status
+        name = space
+        cli("search", "--space", f"{tmp_path / 'vae.py'}:VariationalAE", "--trials", "1", "--epochs", "1",
+            "--name", name)
+    status = cli.status(name)
+    assert status["counts"]["completed"] >= 1, status
     if space == "ae":
         assert all(t["config"]["kind"] == "variational" for t in status["trials"])
-    out = cli("export", space, "--format", ALL_FORMATS, "--out", str(tmp_path / "model")).stdout
+    out = cli("export", name, "--format", ALL_FORMATS, "--out", str(tmp_path / "model")).stdout
     diffs = differences(out)
     assert set(diffs) == {"keras", "savedmodel", "onnx", "tflite"} and max(diffs.values()) <= 1e-4, out
     print(f"{space}: max abs differences {diffs}")
