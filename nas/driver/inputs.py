@@ -69,7 +69,7 @@ def reference(plugin: Any, path: Path) -> str:
     module = sys.modules.get(cls.__module__)
     if named and installed(module) and getattr(module, cls.__qualname__, None) is plugin:
         return f"{cls.__module__}:{cls.__qualname__}"
-    return save_pickled(plugin, path, [module])
+    return save_pickled(plugin, path, [module, *_modules_within(plugin)])
 
 
 def save_pickled(obj: Any, path: Path, modules: list[Any]) -> str:
@@ -89,6 +89,22 @@ def save_pickled(obj: Any, path: Path, modules: list[Any]) -> str:
         for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
     return str(path.resolve())
+
+
+def _modules_within(obj: Any, depth: int = 3) -> list[Any]:
+    """The modules of the functions, classes and objects ``obj`` holds (its attributes, ``depth`` levels down): a
+    wrapper of nas's (a build function in ``BuildFunction``, a tuner in its ``run_trial`` hypermodel) must carry
+    the user's function by value too, or a worker would try to import the user's module."""
+    found: list[Any] = []
+    if depth == 0:
+        return found
+    for value in list(getattr(obj, "__dict__", {}).values()):
+        if inspect.isfunction(value) or inspect.isclass(value):
+            found.append(sys.modules.get(value.__module__))
+        elif hasattr(value, "__dict__") and not inspect.ismodule(value):
+            found.append(sys.modules.get(type(value).__module__))
+            found += _modules_within(value, depth - 1)
+    return found
 
 
 def _modules(value: Any) -> list[Any]:
