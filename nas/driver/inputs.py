@@ -77,8 +77,10 @@ def save_pickled(obj: Any, path: Path, modules: list[Any]) -> str:
     installed: a Ray worker could not import them) by value; returns its absolute path."""
     import cloudpickle
 
+    # a module without a file (builtins, a C extension's) is never the user's: by value it would recurse forever
     by_value = [m for m in dict.fromkeys(modules)
-                if m is not None and not installed(m) and m.__name__ not in ("__main__", "__mp_main__")]
+                if m is not None and getattr(m, "__file__", None) and not installed(m)
+                and m.__name__ not in ("__main__", "__mp_main__")]
     for module in by_value:  # cloudpickle keeps __main__'s classes by value already; a user's module it would name
         cloudpickle.register_pickle_by_value(module)
     try:
