@@ -140,8 +140,6 @@ def _run_trial_model(tuner: "Tuner") -> Any:
     return RunTrial()
 
 
-_RunTrial = _run_trial_model
-
 
 class _Oracle:
     def __init__(self, tuner: "Tuner") -> None:
@@ -222,7 +220,7 @@ class Tuner:
 
             data = from_arrays(x, y, source="in-memory arrays", val_fraction=float(split), seed=self.seed or 0)
         self.directory.mkdir(parents=True, exist_ok=True)
-        space = _RunTrial(self) if self._runs_trials() else self.hypermodel
+        space = _run_trial_model(self) if self._runs_trials() else self.hypermodel
         self.run = search(space=space, data=data, validation_data=validation_data,
                           objective=self.objective, trials=self.max_trials, epochs=epochs, seed=self.seed,
                           name=self.project_name, storage=str(self.directory), **self.options, **fit_kwargs)
