@@ -140,7 +140,6 @@ def _run_trial_model(tuner: "Tuner") -> Any:
     return RunTrial()
 
 
-
 class _Oracle:
     def __init__(self, tuner: "Tuner") -> None:
         self.tuner = tuner
