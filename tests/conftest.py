@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: processes, only those carrying it count as ours
 SESSION_MARK = f"NAS_TEST_SESSION={os.getpid()}-{os.urandom(4).hex()}"
 os.environ["NAS_TEST_SESSION"] = SESSION_MARK.partition("=")[2]
+#: a crash of this process prints every thread's Python stack (pytest's faulthandler): Ray's driver otherwise
+#: replaces that handler with its own, which prints nothing here (measured with ray 2.60: a segfault after
+#: ray.init ends the process with no line at all)
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 def _ours(pid: str) -> bool:

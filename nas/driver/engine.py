@@ -33,6 +33,7 @@ from nas.runtime.cluster import (
     package_versions,
     record_local_ray,
     trial_resources,
+    tune_parameters,
 )
 from nas.runtime.quiet import quiet_environment
 from nas.storage.layout import RAY
@@ -374,33 +375,33 @@ def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Bu
         return trial_resources(ranks, cpus, gpus, mode, generation=config.get(GENERATION_KEY, 0))
 
     run = train_trial_horovod if opts.distributed == "horovod" else train_trial
-    trainable = tune.with_resources(tune.with_parameters(run, data=data, setup=setup), resources)
     sessions = store.root / RAY
     session = f"session-{len(list(sessions.glob('session-*'))) if sessions.is_dir() else 0}"
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=make_scheduler(opts, objectives[0]),
-            num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
-            max_concurrent_trials=concurrent,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=session,
-            storage_path=str(sessions.resolve()),
-            verbose=2 if opts.verbose else 0,
-            callbacks=[recorder, LostTrials(searcher, announce, recorder)],
-            stop=guard,
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-        ),
-    )
-    try:
-        tuner.fit()
-    finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
-        guard.write(write_hparams_config, store.root, strategy.space, run_metrics(store.trials()),
-                    [o.metric for o in objectives])
-        store.end_session(spec)
+    with tune_parameters(run, data=data, setup=setup) as trainable:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=make_scheduler(opts, objectives[0]),
+                num_samples=-1,  # the searcher counts the budget (StrategySearcher.suggest)
+                max_concurrent_trials=concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=session,
+                storage_path=str(sessions.resolve()),
+                verbose=2 if opts.verbose else 0,
+                callbacks=[recorder, LostTrials(searcher, announce, recorder)],
+                stop=guard,
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            ),
+        )
+        try:
+            tuner.fit()
+        finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
+            guard.write(write_hparams_config, store.root, strategy.space, run_metrics(store.trials()),
+                        [o.metric for o in objectives])
+            store.end_session(spec)
     if guard.storage:  # full or read-only storage: what was written before stays, and the run resumes
         raise StorageError(f"{guard.storage}; the search stopped and every record written before is intact; "
                            f"free space or fix the storage, then continue with: {store.command('resume')}")

@@ -7,6 +7,7 @@ Nothing here imports TensorFlow; Ray is imported only by the functions that need
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -91,7 +92,35 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
         try:
             yield {"address": getattr(info, "address_info", {}).get("address", address), "local": not address}
         finally:
+            # Ray handles that only a reference cycle keeps (Tune's trial and actor objects) are freed now, while
+            # the session that owns them is up, rather than by a later collection in another session
+            gc.collect()
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def tune_parameters(trainable: Any, **parameters: Any) -> Iterator[Any]:
+    """``tune.with_parameters(trainable, **parameters)`` for the duration of one Tune run. Ray Tune puts the
+    parameters in the object store and keeps their references for good: in a hook it appends to a process-wide
+    list (``ray._private.worker._post_init_hooks``, run by every later ``ray.init``) and never removes
+    (Ray 2.60, ``ray.tune.trainable.util.with_parameters``). In a process that runs many searches (a notebook, a
+    test session) they would pile up and outlive their Ray session; here they are released when the run ends,
+    while that session is still up."""
+    from ray import tune
+    from ray._private import worker as ray_worker
+
+    hooks = getattr(ray_worker, "_post_init_hooks", None)
+    before = list(hooks) if isinstance(hooks, list) else None
+    wrapped = tune.with_parameters(trainable, **parameters)
+    try:
+        yield wrapped
+    finally:
+        if before is not None:
+            for hook in [h for h in hooks if all(h is not b for b in before)]:
+                hooks.remove(hook)
+                registry = getattr(hook, "__self__", None)  # the bound flush of Tune's _ParameterRegistry
+                for table in ("references", "to_flush"):
+                    getattr(registry, table, {}).clear()
 
 
 # -- joining a cluster -----------------------------------------------------------------------------------------
