@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -63,7 +64,9 @@ def search_options(config: str | Path | Mapping[str, Any] | None = None, **optio
         values["objectives"] = [values["objectives"]]
     if "strategy" not in values and values.get("estimation") == SHARED:  # ENAS's controller
         values["strategy"] = "rl"
-    return SearchOptions(**_pairs_as_dicts(values))
+    opts = SearchOptions(**_pairs_as_dicts(values))
+    opts.check()  # checked options, as documented: a bad value is one NasError here, not later in a search
+    return opts
 
 
 def _pairs_as_dicts(values: dict[str, Any]) -> dict[str, Any]:
@@ -139,10 +142,19 @@ def _read_config(config: str | Path | Mapping[str, Any] | None) -> Mapping[str, 
         return {}
     if isinstance(config, Mapping):
         return config
+    if not isinstance(config, (str, os.PathLike)):
+        raise NasError(f"config {config!r} is not valid; give a YAML or JSON file's path, or a mapping")
     path = Path(config).expanduser()
+    if path.is_dir():
+        raise NasError(f"config file {str(path)!r} is a directory; give a YAML or JSON file")
     if not path.is_file():
         raise NasError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NasError(f"config file {str(path)!r} is not a text file (UTF-8 YAML or JSON expected)") from None
+    except OSError as e:
+        raise NasError(f"config file {str(path)!r} cannot be read: {e.strerror or e}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

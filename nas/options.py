@@ -10,6 +10,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -24,6 +28,36 @@ from nas.runtime.backends import default as default_backend
 from nas.storage.records import TrialRecord
 
 SCHEDULERS = ("none", "asha", "hyperband", "median")
+#: a float bound meaning "> 0" (exclusive): the smallest positive float
+_ABOVE_ZERO = sys.float_info.min
+#: Ray refuses a resource quantity above this (ray 2.60: "Resource quantities must be at most 1e14")
+_RAY_MOST = 10**14
+#: every typed option: its kind and accepted range (None: unbounded); str/bool/dict/list options: their type.
+#: Seeds reach numpy's legacy RandomState (keras.utils.set_random_seed): 0 to 2**32 - 1.
+_KINDS: dict[str, tuple[type, Any, Any]] = {
+    "trials": (int, 1, None), "epochs": (int, 1, None), "seed": (int, 0, 2**32 - 1),
+    "min_epochs": (int, 1, None), "max_params": (int, 1, None), "max_latency_ms": (float, _ABOVE_ZERO, None),
+    "max_failures": (int, 0, None), "max_consecutive_failures": (int, 0, None),
+    "max_concurrent": (int, 1, None), "cpus_per_trial": (float, _ABOVE_ZERO, _RAY_MOST),
+    "gpus_per_trial": (float, 0, _RAY_MOST), "num_cpus": (int, 1, _RAY_MOST), "num_gpus": (int, 0, _RAY_MOST),
+    "workers_per_trial": (int, 1, None), "window": (int, 1, None), "normal_class": (int, 0, None),
+    # threading's longest wait (a larger one is an OverflowError): about 292 years on Linux
+    "connect_timeout": (float, _ABOVE_ZERO, threading.TIMEOUT_MAX), "top_k": (int, 1, None),
+    "supernet_epochs": (int, 1, None),
+    "space": (str, None, None), "strategy": (str, None, None), "data": (str, None, None),
+    "target": (str, None, None), "task": (str, None, None), "name": (str, None, None),
+    "address": (str, None, None), "scheduler": (str, None, None), "distributed": (str, None, None),
+    "backend": (str, None, None), "estimation": (str, None, None), "fit_arguments": (str, None, None),
+    "objectives": (list, None, None), "strategy_options": (dict, None, None), "space_options": (dict, None, None),
+    "supernet_options": (dict, None, None), "scale_lr": (bool, None, None), "keep_checkpoints": (bool, None, None),
+    "verbose": (bool, None, None),
+}
+#: the command line's (singular) flag of an option whose API name differs
+_FLAGS = {"objectives": "objective", "strategy_options": "strategy_option", "space_options": "space_option",
+          "supernet_options": "supernet_option"}
+#: options whose None means "not given" (their default)
+_OPTIONAL = {"seed", "max_params", "max_latency_ms", "max_concurrent", "num_cpus", "num_gpus", "window",
+             "normal_class", "target", "task", "name", "address", "backend", "fit_arguments"}
 DISTRIBUTED_MODES = ("none", "horovod", "mirrored")
 STORAGE_HELP = "directory holding runs (default: $NAS_STORAGE or ~/nas-runs)"
 
@@ -79,21 +113,12 @@ class SearchOptions:
 
     def check(self) -> None:
         """Raise ``NasError`` naming the first bad value and what is accepted."""
-        if not isinstance(self.trials, int) or self.trials < 1:
-            raise NasError(f"--trials {self.trials!r} is not valid; give an integer >= 1")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise NasError(f"--epochs {self.epochs!r} is not valid; give an integer >= 1")
+        self._check_types()
         if self.scheduler not in SCHEDULERS:
             raise NasError(f"--scheduler {self.scheduler!r} is not valid; accepted: {', '.join(SCHEDULERS)}")
         if not isinstance(self.min_epochs, int) or not 1 <= self.min_epochs <= self.epochs:
             raise NasError(f"--min-epochs {self.min_epochs!r} is not valid; give an integer from 1 to --epochs "
                            f"({self.epochs})")
-        if self.max_params is not None and self.max_params < 1:
-            raise NasError(f"--max-params {self.max_params!r} is not valid; give an integer >= 1")
-        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
-            raise NasError(f"--max-latency-ms {self.max_latency_ms!r} is not valid; give a number > 0")
-        if self.max_failures < 0 or self.max_consecutive_failures < 0:
-            raise NasError("--max-failures and --max-consecutive-failures must be >= 0")
         if self.max_worker_rss_mb not in ("auto", "off"):
             try:
                 ok = float(self.max_worker_rss_mb) > 0
@@ -103,16 +128,8 @@ class SearchOptions:
                 raise NasError(f"--max-worker-rss-mb {self.max_worker_rss_mb!r} is not valid; give a number of MB "
                                f"> 0, 'auto' (1.5x a fresh worker's) or 'off'")
             self.max_worker_rss_mb = float(self.max_worker_rss_mb)
-        if not isinstance(self.connect_timeout, (int, float)) or not self.connect_timeout > 0:
-            raise NasError(f"--connect-timeout {self.connect_timeout!r} is not valid; give a number of seconds > 0")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise NasError(f"--max-concurrent {self.max_concurrent!r} is not valid; give an integer >= 1")
-        if not self.cpus_per_trial > 0:
-            raise NasError(f"--cpus-per-trial {self.cpus_per_trial!r} is not valid; give a number > 0")
         if self.distributed not in DISTRIBUTED_MODES:
             raise NasError(f"--distributed {self.distributed!r} is not valid; accepted: {', '.join(DISTRIBUTED_MODES)}")
-        if not isinstance(self.workers_per_trial, int) or self.workers_per_trial < 1:
-            raise NasError(f"--workers-per-trial {self.workers_per_trial!r} is not valid; give an integer >= 1")
         if self.workers_per_trial > 1 and self.distributed != "horovod":
             raise NasError(f"--workers-per-trial {self.workers_per_trial} needs --distributed horovod "
                            f"(--distributed mirrored uses the GPUs of one worker: raise --gpus-per-trial instead)")
@@ -122,7 +139,7 @@ class SearchOptions:
         if self.distributed != "none" and backend != "tensorflow":
             raise NasError(f"--distributed {self.distributed} is TensorFlow-only; it needs --backend tensorflow "
                            f"(this search asks for --backend {backend})")
-        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial)):
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise NasError(
                 f"--gpus-per-trial {self.gpus_per_trial!r} is not valid; give 0, a fraction below 1, or a whole number"
             )
@@ -132,6 +149,29 @@ class SearchOptions:
         if self.estimation == SHARED:
             SupernetSettings.of(self.supernet_epochs, self.top_k, self.supernet_options)  # one line for a bad one
             self.trials = self.top_k  # the trials are the top-k, trained from scratch after the supernet phase
+
+    def _check_types(self) -> None:
+        """Every option's type and range (``_KINDS``): a value the command line could not have given (the API's
+        ``seed="abc"``, ``space_options="units=3"``) is one line too, never a TypeError deep in a library."""
+        for name, (kind, low, high) in _KINDS.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            flag = "--" + _FLAGS.get(name, name).replace("_", "-")
+            if kind in (int, float):
+                whole = isinstance(value, int) and not isinstance(value, bool)
+                number = whole or (kind is float and isinstance(value, float) and math.isfinite(value))
+                if not number or value < low or (high is not None and value > high):
+                    what = "an integer" if kind is int else "a finite number"
+                    bound = "> 0" if low == _ABOVE_ZERO else f">= {low}"
+                    raise NasError(f"{flag} {value!r} is not valid; give {what} {bound}"
+                                   + (f" and <= {high:,.0f}" if high is not None else ""))
+            elif not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+                accepted = {str: "a string", bool: "true or false", dict: "a mapping of KEY: VALUE (KEY=VALUE "
+                            "pairs on the command line)", list: "a list of strings"}[kind]
+                raise NasError(f"{flag} {value!r} is not valid; give {accepted}")
+        if self.storage is not None and not isinstance(self.storage, (str, os.PathLike)):
+            raise NasError(f"--storage {self.storage!r} is not valid; give a directory path")
 
     @property
     def ranks(self) -> int:

@@ -134,10 +134,26 @@ def test_hypermodel_tf_data_and_a_strategy_object(cli, tmp_path, monkeypatch) ->
     ({"bogus_option": 1}, "option 'bogus_option' is not valid; accepted:"),
     ({"space": "nope"}, "unknown space 'nope'"),
     ({"data": (np.zeros((10, 4)), np.zeros(9))}, "10 inputs but 9 labels"),
+    # values no command line gives: the same one line, never a TypeError from deep inside
+    ({"seed": "abc"}, "--seed 'abc' is not valid; give an integer"),
+    ({"cpus_per_trial": "2"}, "--cpus-per-trial '2' is not valid; give a finite number > 0"),
+    ({"gpus_per_trial": "half"}, "--gpus-per-trial 'half' is not valid"),
+    ({"storage": 123}, "--storage 123 is not valid; give a directory path"),
+    ({"space_option": "units=3"}, "--space-option 'units=3' is not valid; give a mapping"),
 ])
 def test_errors_are_nas_errors_with_the_cli_messages(cli, bad, message) -> None:
     with pytest.raises(nas.NasError, match=message.replace("(", r"\(")):
         nas.search(**{"trials": 1, "storage": str(cli.storage), "progress": False, **bad})
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_concurrent": -1}, "--max-concurrent -1 is not valid"),
+    ({"num_cpus": 0}, "--num-cpus 0 is not valid"),
+    ({"seed": "abc"}, "--seed 'abc' is not valid"),
+])
+def test_search_options_are_checked_options(options, message) -> None:
+    with pytest.raises(nas.NasError, match=message):
+        nas.search_options(**options)
 
 
 def test_config_file_round_trip(cli, tmp_path) -> None:

@@ -23,6 +23,15 @@ import pytest
         (["search", "--strategy", "grid", "--strategy-option", "bogus=1"], "has no option bogus"),
         (["search", "--space", "nas.errors:NasError"], "not a subclass of nas.SearchSpace"),
         (["status", "no-such-run"], "no run named 'no-such-run'"),
+        # values argparse's types let through, each checked before anything starts (none an internal error)
+        (["search", "--seed", "-1"], "--seed -1 is not valid; give an integer >= 0 and <= 4,294,967,295"),
+        (["search", "--num-gpus", "-1"], "--num-gpus -1 is not valid; give an integer >= 0"),
+        (["search", "--num-cpus", "99999999999999999999"], "--num-cpus 99999999999999999999 is not valid"),
+        (["search", "--connect-timeout", "inf"], "--connect-timeout inf is not valid; give a finite number > 0"),
+        (["search", "--gpus-per-trial", "nan"], "--gpus-per-trial nan is not valid; give a finite number >= 0"),
+        (["search", "--trials", "-1", "--dump-config"], "--trials -1 is not valid"),
+        (["search", "--config", "/bin/sh"], "config file '/bin/sh' is not a text file"),
+        (["search", "--config", "/"], "config file '/' is a directory"),
     ],
 )
 def test_user_errors_are_one_clear_line(cli, capsys, monkeypatch, args: list[str], needle: str) -> None:

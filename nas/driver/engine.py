@@ -243,6 +243,11 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
     except TypeError as e:  # an option this version does not have
         raise RunError(f"{store.spec_path}: its 'options' cannot be read by this version ({e}); nothing was changed") \
             from None
+    try:
+        opts.check()  # as stored, before any change: a bad value there is the file's, not a flag's
+    except NasError as e:
+        raise RunError(f"{store.spec_path}: its 'options' hold a value this version refuses ({e}); nothing was "
+                       f"changed") from None
     for key, value in (changes or {}).items():
         if key in RESUME_MAY_CHANGE:
             setattr(opts, key, value)

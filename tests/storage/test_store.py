@@ -71,6 +71,22 @@ def test_resume_and_status_refuse_a_corrupt_record_before_anything_starts(store:
     assert code == 2 and "trials/0.json: 'status' is 'banana'" in err, err
 
 
+def test_a_bad_value_in_a_stored_spec_is_the_files_not_a_flags(store: ExperimentStore, cli, capsys,
+                                                               monkeypatch) -> None:
+    """A spec.json whose options hold a value no search accepts: `nas resume` names the file and the value (it
+    used to say `--epochs 'five' is not valid`, as if the user had typed it), exit 2, nothing changed."""
+    shutil.copytree(store.root, cli.storage / "bad")
+    spec_path = cli.storage / "bad" / "spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec["options"]["epochs"] = "five"
+    spec_path.write_text(json.dumps(spec))
+    before = {p: p.read_bytes() for p in spec_path.parent.rglob("*") if p.is_file()}
+    code, out, err = cli.inprocess("resume", "bad", "--trials", "3", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{spec_path}: its 'options' hold a value this version refuses (--epochs 'five' is not valid" in err, err
+    assert {p: p.read_bytes() for p in spec_path.parent.rglob("*") if p.is_file()} == before
+
+
 def test_choose_trial_is_the_best_or_the_one_asked_for(store: ExperimentStore) -> None:
     objectives = [Objective("val_accuracy", "max")]
     assert choose_trial(store, objectives, None).trial_id == "0"  # 0.928 against trial 1's
