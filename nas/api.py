@@ -77,14 +77,19 @@ def _pairs_as_dicts(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _key(key: str) -> str:
+def _key(key: str, in_file: str | None = None) -> str:
+    """The option ``key`` names (``-`` or ``_``, singular aliases); an unknown one is one line listing the
+    accepted ones: those a config file may set when it comes from ``in_file``, else the API's."""
     k = key.replace("-", "_")
     k = ALIASES.get(k, k)
     accepted = {f.name for f in fields(SearchOptions)} - set(NOT_IN_CONFIG[2:])
     if k not in accepted:
-        names = sorted(n.replace("_", "-") for n in accepted | set(ALIASES) - set(ALIASES.values()))
-        near = difflib.get_close_matches(k, [*accepted, *ALIASES, *FIT_PASSED], n=3, cutoff=0.7)
+        offered = accepted - set(NOT_IN_CONFIG) if in_file else accepted
+        names = sorted(n.replace("_", "-") for n in offered | set(ALIASES) - set(ALIASES.values()))
+        near = difflib.get_close_matches(k, [*offered, *ALIASES, *([] if in_file else FIT_PASSED)], n=3, cutoff=0.7)
         hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+        if in_file:
+            raise NasError(f"config file {in_file!r}: option {key!r} is not valid{hint}; accepted: {', '.join(names)}")
         raise NasError(f"option {key!r} is not valid{hint}; accepted: {', '.join(names)} (and, in nas.search, "
                        f"Model.fit's {', '.join(FIT_PASSED)})")
     return k
@@ -170,7 +175,7 @@ def _read_config(config: str | Path | Mapping[str, Any] | None) -> Mapping[str, 
     if not isinstance(data, Mapping):
         raise NasError(f"config file {str(path)!r} must hold a mapping of option: value; it holds a "
                        f"{type(data).__name__}")
-    bad = [k for k in data if _key(k) in NOT_IN_CONFIG]
+    bad = [k for k in data if _key(str(k), str(path)) in NOT_IN_CONFIG]
     if bad:
         raise NasError(f"config file {str(path)!r}: {bad[0]!r} is given on the command line (--{bad[0]}), not in "
                        f"a config file, so one file serves several runs")

@@ -184,7 +184,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     c = s.add_argument_group("config file")
     c.add_argument("--config", metavar="FILE.yaml|FILE.json",
                    help="options from a file: every option above as a key (max-concurrent: 2, objective: [...], "
-                        "space-option: {units: 64}); flags given here override its keys (--name, --storage are not "
+                        "space: enas_cnn, space-option: {filters: 32}); flags given here override its keys (--name, --storage are not "
                         "file keys)")
     c.add_argument("--dump-config", action="store_true",
                    help="print the config file of this command line (with --config: merged) and exit")

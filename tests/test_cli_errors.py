@@ -61,6 +61,28 @@ def test_help_and_list(cli, capsys, monkeypatch) -> None:
     assert "mlp" in listing and "random" in listing and "grid" in listing
     for line in listing.splitlines():
         assert "cannot load" not in line, line
+    # each summary is a whole sentence, however many lines of its docstring it takes
+    assert "in order; without any, the space's default point.  [strategies.given:" in listing
+
+
+def test_a_wrong_kind_of_path_is_named_for_what_it_is(cli, capsys, monkeypatch, tmp_path) -> None:
+    """A directory where a file is expected, a file where a directory is, a folder that is not a run: each said
+    as such (they used to be "does not exist" or "no run named"), and an unknown key of a config file is offered
+    only the keys a config file may hold."""
+    (tmp_path / "dir.npz").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    (cli.storage / "not-a-run").mkdir(parents=True)
+    (tmp_path / "typo.yaml").write_text("trails: 3\n")
+    for args, says in [
+        (["search", "--data", str(tmp_path / "dir.npz")], f"data file '{tmp_path / 'dir.npz'}' is a directory"),
+        (["runs", "--storage", str(tmp_path / "a-file")], f"storage directory {tmp_path / 'a-file'} is a file"),
+        (["status", "not-a-run"], f"{cli.storage / 'not-a-run'} is not a run: it has no spec.json"),
+        (["search", "--config", str(tmp_path / "typo.yaml")], "option 'trails' is not valid (did you mean trials?)"),
+    ]:
+        code, out, err = cli.inprocess(*args, capsys=capsys, monkeypatch=monkeypatch)
+        assert code == 2 and says in err and err.count("\n") == 1, (args, err)
+    offered = err.split("accepted: ")[1].strip().split(", ")
+    assert "address" in offered and "trials" in offered and not {"name", "storage"} & set(offered), offered
 
 
 def test_bad_npz_in_cli(cli, capsys, monkeypatch, tmp_path) -> None:

@@ -82,6 +82,8 @@ def check_spec(spec: str, target: str | None = None, window: int | None = None, 
     is_file = spec.endswith((".npz", ".csv"))
     if spec not in BUILTIN and not is_file:
         raise DataError(f"data {spec!r} is not valid; accepted: {ACCEPTED}")
+    if is_file and Path(spec).is_dir():
+        raise DataError(f"data file {spec!r} is a directory; give a .npz or .csv file")
     if is_file and not Path(spec).is_file():
         raise DataError(f"data file {spec!r} does not exist")
     if spec.endswith(".csv") and not target:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -263,8 +264,14 @@ def _label(ref: Any) -> str:
 
 
 def summary(cls: type) -> str:
-    doc = inspect.getdoc(cls) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    return first_sentence(inspect.getdoc(cls) or "")
+
+
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence, over as many lines as it takes (``nas list``'s summary of a plugin)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = re.search(r"[.!?](\s|$)", paragraph)
+    return paragraph[: end.start() + 1] if end else paragraph
 
 
 def describe(group: str, name: str) -> str:
@@ -279,8 +286,7 @@ def describe(group: str, name: str) -> str:
         tree = ast.parse(Path(origin).read_text())
         for node in tree.body:
             if isinstance(node, ast.ClassDef) and node.name == attr:
-                doc = ast.get_docstring(node) or ""
-                return doc.strip().splitlines()[0] if doc.strip() else ""
+                return first_sentence(ast.get_docstring(node) or "")
     except Exception:  # no source at hand (a compiled module, a namespace package): import it
         pass
     return summary(load(group, name))

@@ -112,6 +112,9 @@ class ExperimentStore:
         storage = Path(storage) if storage else default_storage()
         check_name(name)
         store = cls(storage / name)
+        if store.root.is_dir() and not store.spec_path.is_file():
+            raise RunError(f"{store.root} is not a run: it has no spec.json (a search that never started, or a "
+                           f"folder that is not nas's); nas runs --storage {storage} lists the runs there")
         if not store.spec_path.is_file():
             runs = sorted(p.name for p in storage.glob("*/spec.json") for p in [p.parent]) if storage.is_dir() else []
             hint = f"; runs there: {', '.join(runs[-10:])}" if runs else f"; {storage} has no runs"

@@ -204,6 +204,9 @@ def print_status(data: dict[str, Any], top: int, rich: bool | None = None) -> No
 # -- nas runs ------------------------------------------------------------------------------------------------
 def list_runs(storage: Path | str | None = None) -> list[dict[str, Any]]:
     storage = Path(storage).expanduser() if storage else default_storage()
+    if storage.exists() and not storage.is_dir():
+        raise RunError(f"storage directory {storage} is a file, not a directory; give --storage DIR or set "
+                       f"$NAS_STORAGE")
     if not storage.is_dir():
         raise RunError(f"storage directory {storage} does not exist; give --storage DIR or set $NAS_STORAGE")
     out = []
