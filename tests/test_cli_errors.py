@@ -85,6 +85,43 @@ def test_a_wrong_kind_of_path_is_named_for_what_it_is(cli, capsys, monkeypatch, 
     assert "address" in offered and "trials" in offered and not {"name", "storage"} & set(offered), offered
 
 
+def test_bad_labels_are_one_line_before_any_trial(cli, capsys, monkeypatch, tmp_path) -> None:
+    """Labels no trial could learn from, each named with its file and value, before any trial (they used to
+    fail every trial: an output layer of 10**12 units, "loss became nan", a blank CSV cell read as label
+    -9223372036854775808, a validation class never trained on passing silently). What the data alone show is
+    found before Ray starts; what needs the task (classes, which the space's kind of task decides) as Keras
+    is imported, while Ray starts."""
+    import nas.driver.engine as engine
+
+    early = {"started": 0}
+    real = engine._early_ray
+    monkeypatch.setattr(engine, "_early_ray", lambda *a: early.update(started=early["started"] + 1) or real(*a))
+    x = np.random.default_rng(0).random((50, 4), dtype="float32")
+    files = {
+        "huge.npz": dict(x_train=x, y_train=np.r_[np.zeros(49, "int64"), 10**12]),
+        "nan.npz": dict(x_train=x, y_train=np.r_[np.zeros(49), np.nan]),
+        "unseen.npz": dict(x_train=x, y_train=np.arange(50) % 2, x_val=x[:6], y_val=np.array([0, 1, 2, 0, 1, 2])),
+    }
+    for name, arrays in files.items():
+        np.savez(tmp_path / name, **arrays)
+    (tmp_path / "blank.csv").write_text("a,b,t\n" + "".join(f"{i},{2 * i},{'' if i == 3 else i % 2}\n"
+                                                            for i in range(20)))
+    for args, says, before_ray in [
+        (["--data", str(tmp_path / "nan.npz")], "x_train/y_train: 1 label(s) are NaN or infinite (the first at "
+                                                "index 49)", True),
+        (["--data", str(tmp_path / "blank.csv"), "--target", "t"], "--target column 't' has 1 blank cell(s) (line 5",
+         True),
+        (["--data", str(tmp_path / "huge.npz")], "has label 1000000000000 among 2 distinct labels and 50 examples",
+         False),
+        (["--data", str(tmp_path / "unseen.npz")], "validation label(s) 2 never occur in the training labels", False),
+    ]:
+        started = early["started"]
+        code, out, err = cli.inprocess("search", "--space", "mlp", *args, capsys=capsys, monkeypatch=monkeypatch)
+        assert code == 2 and says in err and err.count("\n") == 1, (args, err)
+        assert args[1] in err and out == "", (args, out)  # the file named; nothing announced
+        assert early["started"] == started + (not before_ray), args
+
+
 def test_bad_npz_in_cli(cli, capsys, monkeypatch, tmp_path) -> None:
     path = tmp_path / "bad.npz"
     np.savez(path, x_train=np.zeros((10, 4), "float32"), y_train=np.zeros(9, "int64"))

@@ -51,6 +51,11 @@ class Dataset:
         }
 
 
+def loads_keras(spec: str) -> bool:
+    """Whether loading ``spec`` imports Keras (its built-in data sets: seconds, TensorFlow's import)."""
+    return spec in BUILTIN and spec != "digits"
+
+
 def load_data(
     spec: str = "digits",
     target: str | None = None,
@@ -166,7 +171,8 @@ def from_arrays(x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y
         parts = (x, y, xv, yv)
     else:
         parts = _split(x, y, val_fraction, seed)
-    parts = (parts[0].astype("float32"), _labels(parts[1]), parts[2].astype("float32"), _labels(parts[3]))
+    parts = (parts[0].astype("float32"), _labels(parts[1], f"{source}: y_train"), parts[2].astype("float32"),
+             _labels(parts[3], f"{source}: y_val"))
     return Dataset(*parts, source=source)
 
 
@@ -206,6 +212,11 @@ def _csv(path: Path, target: str | None, window: int | None, val_fraction: float
     if np.isnan(x).any():
         raise DataError(f"{str(path)!r} has missing values in its feature columns; fill or drop them first")
     col = df[target]
+    blank = np.flatnonzero(col.isna().to_numpy())
+    if len(blank):
+        rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        raise DataError(f"{str(path)!r}: --target column {target!r} has {len(blank)} blank cell(s) (line {rows} of "
+                        f"the file); fill or drop those rows")
     if pd.api.types.is_float_dtype(col) and not np.all(np.mod(col.dropna(), 1) == 0):
         y = col.to_numpy(dtype="float32")
         info: dict[str, Any] = {"target": target}
@@ -235,14 +246,18 @@ def _check_pair(x: np.ndarray, y: np.ndarray, what: str) -> None:
         raise DataError(f"{what}: {len(x)} inputs but {len(y)} labels; they must have the same length")
     if len(x) == 0:
         raise DataError(f"{what} is empty")
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))
+        raise DataError(f"{what}: {len(bad)} label(s) are NaN or infinite (the first at index {int(bad[0])}); "
+                        f"finite numbers are needed")
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
+def _labels(y: np.ndarray, what: str = "labels") -> np.ndarray:
     if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
         return y.astype("int64").reshape(len(y), *y.shape[1:]) if y.ndim > 1 else y.astype("int64")
     if np.issubdtype(y.dtype, np.floating):
         return y.astype("float32")
-    raise DataError(f"labels have dtype {y.dtype}; integer class labels or numeric targets are needed")
+    raise DataError(f"{what} has dtype {y.dtype}; integer class labels or numeric targets are needed")
 
 
 def _check_arrays(d: Dataset) -> None:

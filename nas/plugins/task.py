@@ -68,6 +68,15 @@ def make_task(d: "Dataset", kind: str, normal_class: int | None = None) -> Task:
         k = int(y.max()) + 1
         if k < 2:
             raise DataError(f"classification needs at least 2 classes; {d.source!r} has {k}")
+        if k > len(y):  # an output per class: more classes than examples is a label that is not a class number
+            raise DataError(f"class labels must number the classes 0..K-1; {d.source!r} has label {int(y.max())} "
+                            f"among {len(np.unique(y))} distinct labels and {len(y)} examples (renumber the "
+                            f"classes 0..K-1)")
+        unseen = sorted(set(np.unique(d.y_val).tolist()) - set(np.unique(d.y_train).tolist()))
+        if unseen:
+            shown = ", ".join(map(str, unseen[:5])) + (", ..." if len(unseen) > 5 else "")
+            raise DataError(f"{d.source!r}: validation label(s) {shown} never occur in the training labels; a "
+                            f"class must have training examples (add some, or drop those validation examples)")
         return Task("classification", d.input_shape, num_classes=k)
     if kind == "regression":
         if not np.issubdtype(d.y_train.dtype, np.number):
