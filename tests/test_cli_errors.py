@@ -122,6 +122,18 @@ def test_bad_labels_are_one_line_before_any_trial(cli, capsys, monkeypatch, tmp_
         assert early["started"] == started + (not before_ray), args
 
 
+def test_max_params_no_model_meets_is_one_line_before_any_trial(cli, capsys, monkeypatch) -> None:
+    """--max-params 1: every trial would be infeasible (they used to run and fail, 46-57 s, with an internal
+    exception name and advice to resume); the smallest model found is named, with the bound that would work."""
+    code, out, err = cli.inprocess("search", "--space", "mlp", "--strategy", "random", "--max-params", "1",
+                                   capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "--max-params 1 is below every model of space 'mlp': none of the 26 configurations tried fits" in err
+    smallest = int(err.split("the smallest has ")[1].split(" ")[0].replace(",", ""))
+    assert f"give --max-params >= {smallest:,}, or leave it out" in err and "num_layers=1" in err
+    assert not any(cli.storage.glob("*/trials/*.json"))  # no trial ran
+
+
 def test_bad_npz_in_cli(cli, capsys, monkeypatch, tmp_path) -> None:
     path = tmp_path / "bad.npz"
     np.savez(path, x_train=np.zeros((10, 4), "float32"), y_train=np.zeros(9, "int64"))

@@ -113,6 +113,9 @@ def prepare(opts: SearchOptions, data: Dataset) -> Prepared:
     backends.keep_driver_off_gpus(opts.backend)
     if opts.objectives:  # a space's own default objective is one its trials report: no model need be trained
         check_objectives(space, data, objectives)
+    if opts.max_params:
+        shown = type(space).__name__ if str(opts.space).endswith(".pkl") else opts.space  # in memory: its class
+        check_max_params(space, opts.max_params, shown, opts.seed or 0)
     strategy = create_strategy(opts.strategy, space=hp, objective=objectives, seed=opts.seed, **opts.strategy_options)
     return Prepared(task, space, objectives, strategy)
 
@@ -148,6 +151,34 @@ def reported_metrics(space: Any, prepared: Any) -> set[str] | None:
         pass
     keras.backend.clear_session(free_memory=False)
     return names
+
+
+def check_max_params(space: Any, max_params: int, name: str, seed: int, tries: int = 24) -> None:
+    """``--max-params`` that no configuration meets is one line before any trial (every trial would be
+    infeasible): the space's smallest point, its default and ``tries`` seeded random ones are built (no
+    training; a fraction of a second for the built-in spaces) and the search is refused when none fits."""
+    import keras
+
+    hp = space.hyperparameters()
+    rng = np.random.default_rng(seed)
+    points = [P.smallest_values(hp), P.default_values(hp)] + [P.sample_values(hp, rng) for _ in range(tries)]
+    smallest: tuple[int, dict[str, Any]] | None = None
+    for values in points:
+        try:
+            n = int(space.build(P.to_hp(hp, values)).count_params())
+        except Exception:  # a configuration the space refuses: its trials report that themselves
+            continue
+        finally:
+            keras.backend.clear_session(free_memory=False)
+        if n <= max_params:
+            return
+        if smallest is None or n < smallest[0]:
+            smallest = (n, values)
+    if smallest is not None:
+        shown = " ".join(f"{k}={v}" for k, v in smallest[1].items())
+        raise NasError(f"--max-params {max_params:,} is below every model of space {name!r}: none of the "
+                       f"{len(points)} configurations tried fits, the smallest has {smallest[0]:,} parameters "
+                       f"({shown}); give --max-params >= {smallest[0]:,}, or leave it out")
 
 
 def check_objectives(space: Any, data: Any, objectives: list[Objective]) -> None:

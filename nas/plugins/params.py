@@ -137,6 +137,19 @@ def default_values(space: kt.HyperParameters) -> Values:
     return values
 
 
+def smallest_values(space: kt.HyperParameters) -> Values:
+    """The space's "smallest" point: every active range at its minimum, every numeric choice at its least value
+    (others at their first), every boolean False: where the fewest parameters usually are."""
+    values: Values = {}
+    for p in space.space:
+        if not is_active(p, values):
+            continue
+        options = candidates(p, points=2)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in options)
+        values[p.name] = min(options) if numeric else options[0]
+    return values
+
+
 def sample_values(space: kt.HyperParameters, rng: np.random.Generator) -> Values:
     """A random valid point: active parameters only, each sampled in declaration order."""
     values: Values = {}
