@@ -210,6 +210,28 @@ def test_unreachable_cluster_fails_at_once_with_one_line(cli) -> None:
     assert not (cli.storage / "nowhere").exists()
 
 
+def test_an_unreachable_address_or_a_request_too_big_is_found_before_ray_or_keras_start(cli, capsys,
+                                                                                         monkeypatch) -> None:
+    """The address is tried (a TCP connection), and a request is held against the local machine, before Ray
+    starts in the background and Keras is imported: the error never waits for either."""
+    import nas.driver.engine as engine
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for an address nothing answers at")
+
+    monkeypatch.setattr(engine, "EarlyRay", no_ray)
+    monkeypatch.setattr(engine, "prepare", no_ray)
+    for args, says in [
+        (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at --address '127.0.0.1:1' (Connection refused)"),
+        (["--num-gpus", "2", "--gpus-per-trial", "3"], "asking --cpus-per-trial 1 --gpus-per-trial 3: the largest "
+                                                       "node has 2 CPUs and 2 GPUs"),
+        (["--num-cpus", "2", "--cpus-per-trial", "3"], "asking --cpus-per-trial 3 --gpus-per-trial 0: the largest "
+                                                       "node has 2 CPUs"),
+    ]:
+        code, out, err = cli.inprocess("search", *args, "--trials", "1", capsys=capsys, monkeypatch=monkeypatch)
+        assert code == 2 and says in err and err.count("\n") == 1, (args, err)
+
+
 def test_cluster_address_that_never_answers_fails_after_connect_timeout(cli) -> None:
     silent = socket.socket()  # accepts connections (the kernel's backlog) and never says a word, unlike a Ray head
     silent.bind(("127.0.0.1", 0))

@@ -28,8 +28,10 @@ from nas.plugins.task import is_classification, make_task
 from nas.runtime import backends
 from nas.runtime.cluster import (
     EarlyRay,
+    check_reachable,
     check_resources,
     cleanup_local_ray,
+    local_node,
     package_versions,
     record_local_ray,
     trial_resources,
@@ -376,6 +378,11 @@ def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
 def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore) -> EarlyRay:
     """Ray for this search, started in the background; its workers run the backend on their share of a GPU."""
     env = {**env, **backends.worker_env(opts.backend or backends.default(), opts.cpus_per_trial, opts.gpus_per_trial)}
+    if opts.address:  # an address nothing answers at is one line now, not after Keras's import
+        check_reachable(opts.address, opts.connect_timeout)
+    else:  # a request this machine cannot meet, likewise (checked again once Ray is up)
+        check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks,
+                        nodes=local_node(opts.num_cpus, opts.num_gpus))
     return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env, opts.connect_timeout,
                     run_dir=store.root)
 

@@ -153,6 +153,17 @@ def _reachable(host: str, port: int, timeout: float) -> OSError | None:
         return e
 
 
+def check_reachable(address: str, timeout: float) -> None:
+    """A plain TCP connection to the GCS port of ``address`` (``HOST:PORT``; others are left to Ray): refused or
+    unreachable is one line at once (timed out: after ``timeout`` seconds). No Ray import: the driver runs it
+    before anything else starts."""
+    target = host_port(address)
+    error = _reachable(*target, timeout) if target else None
+    if error is not None:
+        why = "timed out" if isinstance(error, socket.timeout) else (error.strerror or str(error))
+        raise ResourceError(f"cannot reach a Ray cluster at --address {address!r} ({why}); {CAUSES}")
+
+
 def connect(address: str, timeout: float, kwargs: dict[str, Any]) -> Any:
     """``ray.init(address=...)`` that fails within ``timeout`` seconds with one line naming the address.
 
@@ -174,10 +185,7 @@ def connect(address: str, timeout: float, kwargs: dict[str, Any]) -> Any:
     target = host_port(address)
     loopback_only = False
     if target:
-        error = _reachable(*target, timeout)
-        if error is not None:
-            why = "timed out" if isinstance(error, socket.timeout) else (error.strerror or str(error))
-            raise ResourceError(f"cannot reach a Ray cluster at --address {address!r} ({why}); {CAUSES}")
+        check_reachable(address, timeout)
         if is_loopback(target[0]):
             from ray.util import get_node_ip_address
 
@@ -349,13 +357,25 @@ def _marked(run_dir: Path | None) -> Iterator[None]:
             os.environ[RUN_MARK] = before
 
 
-def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: int = 1) -> int:
+def local_node(num_cpus: int | None, num_gpus: int | None) -> list[dict[str, Any]]:
+    """The one node of the local Ray a search would start, as ``ray.nodes()`` will describe it, known before it
+    starts: ``--num-cpus`` or the CPUs this process may run on; ``--num-gpus``, or, not given, as many GPUs as
+    asked (Ray detects them as it starts, and the check after it starts holds then)."""
+    cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return [{"Alive": True, "Resources": {"CPU": float(cpus), "GPU": float(num_gpus if num_gpus is not None else 1e6)}}]
+
+
+def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: int = 1,
+                    nodes: list[dict[str, Any]] | None = None) -> int:
     """Fail at once for a request no node can ever satisfy; return how many trials can run at once.
     ``workers`` > 1: a trial is that many ranks of ``cpus``/``gpus`` each (plus a small driver bundle), which
-    may spread over nodes: each rank must fit some node, and the cluster must hold all of them at once."""
-    import ray
+    may spread over nodes: each rank must fit some node, and the cluster must hold all of them at once.
+    ``nodes``: those of the running Ray (default), or ``local_node(...)`` before a local Ray starts."""
+    if nodes is None:
+        import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+        nodes = ray.nodes()
+    nodes = [n for n in nodes if n.get("Alive")]
     if not nodes:
         raise ResourceError("the Ray cluster has no live nodes")
     if workers > 1:
