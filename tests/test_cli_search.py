@@ -157,6 +157,9 @@ def test_local_ray_listens_on_loopback_only() -> None:
         session = Path(ray._private.worker._global_node.get_session_dir_path()).name
         pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, session)}
         addrs = _listening(pids | {os.getpid()})
+        dashboard = {p for p in pids if b"dashboard/dashboard.py" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        served = _listening(dashboard)
+    assert served == [], served  # Ray's dashboard process runs in its minimal mode: no web UI, no port
     assert len(addrs) >= 3, addrs  # the GCS, the raylet, workers
     exposed = [a for a in addrs if not (a.is_loopback or getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)]
     assert not exposed, f"Ray listens beyond the loopback address: {exposed}"
