@@ -263,12 +263,11 @@ def _report(result: Any) -> int:
     resume = f"nas resume {result.name}{where}"
     if result.stopped:
         print(f"stopped early: {result.stopped}", file=sys.stderr)
-        print(f"fix the cause, then continue with: {resume}", file=sys.stderr)
         print(f"next: fix the cause, then continue with: {resume}")
         return 3
     if result.interrupted:
-        print(f"interrupted: state saved; continue with: {resume}", file=sys.stderr)
-        print(f"next: continue with: {resume}")
+        print("interrupted: state saved, every trial resumes from its last epoch", file=sys.stderr)
+        print(f"next: continue with: {resume}")  # the command once, on stdout with the other next steps
         return 130
     print(f"next: nas status {result.name}{where}   (leaderboard)")
     if result.best:
