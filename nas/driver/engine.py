@@ -81,6 +81,8 @@ def check(opts: SearchOptions) -> None:
     """What can fail in milliseconds, without Keras or data: the options and the plugins' names. Runs before Ray
     starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
+    if opts.name is not None:  # "" too: it is not "no name"
+        check_name(opts.name)
     opts.backend = backends.check(opts.backend)
     backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
     if opts.distributed == "horovod":  # one line saying how to install it
@@ -209,7 +211,7 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     announce = announce or (lambda s: None)
     env = quiet_environment(opts.verbose)
     storage = open_storage(opts.storage)  # a writable directory, before anything starts
-    name = check_name(opts.name) if opts.name else generate_name(label(space, opts.space),
+    name = check_name(opts.name) if opts.name is not None else generate_name(label(space, opts.space),
                                                                  label(strategy, opts.strategy))
     store = ExperimentStore(storage / name)
     taken = RunError(f"a run named {name!r} already exists in {storage}; choose another --name, "
@@ -382,7 +384,7 @@ def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore)
         check_reachable(opts.address, opts.connect_timeout)
     else:  # a request this machine cannot meet, likewise (checked again once Ray is up)
         check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks,
-                        nodes=local_node(opts.num_cpus, opts.num_gpus))
+                        nodes=local_node(opts.num_cpus, opts.num_gpus, opts.gpus_per_trial))
     return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env, opts.connect_timeout,
                     run_dir=store.root)
 

@@ -136,6 +136,11 @@ def _keras_dataset(name: str, val_fraction: float, seed: int) -> Dataset:
 
 
 def _npz(path: Path, val_fraction: float, seed: int) -> Dataset:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # numpy would take it for a pickle and say "pickled (object) data"
+        raise DataError(f"data file {str(path)!r} is not an .npz archive (not a zip file); write one with "
+                        f"numpy.savez(path, x_train=..., y_train=...)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

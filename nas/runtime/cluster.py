@@ -357,12 +357,13 @@ def _marked(run_dir: Path | None) -> Iterator[None]:
             os.environ[RUN_MARK] = before
 
 
-def local_node(num_cpus: int | None, num_gpus: int | None) -> list[dict[str, Any]]:
+def local_node(num_cpus: int | None, num_gpus: int | None, gpus_per_trial: float) -> list[dict[str, Any]]:
     """The one node of the local Ray a search would start, as ``ray.nodes()`` will describe it, known before it
-    starts: ``--num-cpus`` or the CPUs this process may run on; ``--num-gpus``, or, not given, as many GPUs as
-    asked (Ray detects them as it starts, and the check after it starts holds then)."""
+    starts: ``--num-cpus`` or the CPUs this process may run on; ``--num-gpus``, or, not given, the GPUs a trial
+    asks for (Ray detects them as it starts; the check once it is up holds them to what it found)."""
     cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    return [{"Alive": True, "Resources": {"CPU": float(cpus), "GPU": float(num_gpus if num_gpus is not None else 1e6)}}]
+    gpus = num_gpus if num_gpus is not None else gpus_per_trial
+    return [{"Alive": True, "Resources": {"CPU": float(cpus), "GPU": float(gpus)}}]
 
 
 def check_resources(cpus: float, gpus: float, concurrent: int | None, workers: int = 1,
