@@ -56,7 +56,7 @@ def test_bad_npz(tmp_path: Path, arrays: dict, needle: str) -> None:
 def test_npz_not_an_archive(tmp_path: Path) -> None:
     p = tmp_path / "junk.npz"
     p.write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz archive"):
+    with pytest.raises(DataError, match=r"is not an .npz archive \(not a zip file\); write one with numpy.savez"):
         load_data(str(p))
 
 
