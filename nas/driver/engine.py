@@ -78,8 +78,8 @@ class Search:
 
 
 def check(opts: SearchOptions) -> None:
-    """What can fail in milliseconds, without Keras or data: the options and the plugins' names. Runs before Ray
-    starts, so most bad input never starts it."""
+    """What can fail in milliseconds, without Keras or data: the options, the plugins' names, the cluster's
+    address (or the local machine's size). Runs before Ray starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
     if opts.name is not None:  # "" too: it is not "no name"
         check_name(opts.name)
@@ -93,6 +93,11 @@ def check(opts: SearchOptions) -> None:
         parse_objectives(opts.objectives)
     if opts.data:
         check_spec(opts.data, opts.target, opts.window)
+    if opts.address:  # an address nothing answers at is one line now, not after Keras's import
+        check_reachable(opts.address, opts.connect_timeout)
+    else:  # a request this machine cannot meet, likewise (checked again once Ray is up)
+        check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks,
+                        nodes=local_node(opts.num_cpus, opts.num_gpus, opts.gpus_per_trial))
 
 
 def load(opts: SearchOptions, data: Dataset | None = None, early: bool = False) -> Dataset | None:
@@ -380,11 +385,6 @@ def make_scheduler(opts: SearchOptions, objective: Objective) -> Any:
 def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore) -> EarlyRay:
     """Ray for this search, started in the background; its workers run the backend on their share of a GPU."""
     env = {**env, **backends.worker_env(opts.backend or backends.default(), opts.cpus_per_trial, opts.gpus_per_trial)}
-    if opts.address:  # an address nothing answers at is one line now, not after Keras's import
-        check_reachable(opts.address, opts.connect_timeout)
-    else:  # a request this machine cannot meet, likewise (checked again once Ray is up)
-        check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks,
-                        nodes=local_node(opts.num_cpus, opts.num_gpus, opts.gpus_per_trial))
     return EarlyRay(opts.address, opts.verbose, opts.num_cpus, opts.num_gpus, env, opts.connect_timeout,
                     run_dir=store.root)
 

@@ -223,12 +223,14 @@ def _mute_native_stderr() -> tuple[int, Any] | None:
     one; returns what ``_unmute_native_stderr`` needs. Ray's C++ client logs every retry of a failing connection
     there (``gcs_client.cc: Failed to get cluster ID ...``), and a thread blocked in ``ray.init`` cannot be
     stopped: it goes on logging until the process exits, after our one-line error."""
+    from nas.runtime import quiet
+
     try:
         sys.stderr.flush()
         real = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
-        os.close(devnull)
+        quiet.muted_stderr = devnull  # a TensorFlow import filtering stderr meanwhile ends muted too
         before, sys.stderr = sys.stderr, os.fdopen(os.dup(real), "w", buffering=1)
         return real, before
     except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedding host): leave it
@@ -236,10 +238,15 @@ def _mute_native_stderr() -> tuple[int, Any] | None:
 
 
 def _unmute_native_stderr(muted: tuple[int, Any]) -> None:
+    from nas.runtime import quiet
+
     real, before = muted
     sys.stderr.flush()
     os.dup2(real, 2)
     os.close(real)
+    if quiet.muted_stderr is not None:
+        os.close(quiet.muted_stderr)
+        quiet.muted_stderr = None
     sys.stderr = before
 
 

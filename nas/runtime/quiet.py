@@ -121,6 +121,12 @@ while True:
 """
 
 
+#: where file descriptor 2 must point once a filter ends, set while another thread has muted it
+#: (``nas.runtime.cluster``'s connection to a cluster mutes Ray's C++ retries): the filter, started before the
+#: mute, would otherwise put back the descriptor it found and undo the mute
+muted_stderr: int | None = None
+
+
 @contextlib.contextmanager
 def filtered_stderr() -> Iterator[None]:
     """File descriptor 2 goes through ``_FILTER`` for the duration (see the module's docstring). Without a real
@@ -150,7 +156,7 @@ def filtered_stderr() -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             sys.stderr.flush()
-        os.dup2(real, 2)
+        os.dup2(muted_stderr if muted_stderr is not None else real, 2)
         os.close(real)
         # The filter ends when the pipe's last write end is closed: at once, unless a process started during
         # the import (a Ray process started by another thread) inherited it; it then forwards that process's
