@@ -81,8 +81,6 @@ def check(opts: SearchOptions) -> None:
     """What can fail in milliseconds, without Keras or data: the options, the plugins' names, the cluster's
     address (or the local machine's size). Runs before Ray starts, so most bad input never starts it."""
     opts.check()  # the one check of the options, before anything is loaded
-    if opts.name is not None:  # "" too: it is not "no name"
-        check_name(opts.name)
     opts.backend = backends.check(opts.backend)
     backends.select(opts.backend)  # a no-op when the caller selected it before importing Keras (the CLI does)
     if opts.distributed == "horovod":  # one line saying how to install it
@@ -216,6 +214,7 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
     announce = announce or (lambda s: None)
     env = quiet_environment(opts.verbose)
     storage = open_storage(opts.storage)  # a writable directory, before anything starts
+    # "" is a name (refused by check_name), not "no name"
     name = check_name(opts.name) if opts.name is not None else generate_name(label(space, opts.space),
                                                                  label(strategy, opts.strategy))
     store = ExperimentStore(storage / name)
