@@ -93,6 +93,51 @@ def no_leftover_ray_processes() -> Any:
     assert not left, f"Ray processes left running after the tests: {sorted(left)}"
 
 
+def _our_temp_entries() -> set[str]:
+    """What nas itself puts in the system temp directory (an export's staging folder, a storage write check)."""
+    import tempfile
+
+    root = Path(tempfile.gettempdir())
+    return {p.name for p in root.iterdir() if p.name.startswith(("nas-", ".nas-"))} if root.is_dir() else set()
+
+
+def _held_locks(root: Path) -> list[Path]:
+    """Every run lock under ``root`` that a process still holds (asked of the kernel, as a reader does)."""
+    import fcntl
+
+    from nas.storage.layout import LOCK
+
+    held = []
+    for lock in root.rglob(LOCK):
+        try:
+            with open(lock, "rb") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                except OSError:
+                    held.append(lock)
+        except OSError:
+            continue
+    return held
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_temp_or_locks(tmp_path_factory: Any) -> Any:
+    """No test leaves a nas temp directory behind, nor a run lock held once it ended (a driver still alive)."""
+    before = _our_temp_entries()
+    yield
+    import time
+
+    base = tmp_path_factory.getbasetemp()
+    deadline = time.time() + 20  # a driver a test killed may take a moment to be reaped
+    while time.time() < deadline and (_held_locks(base) or _our_temp_entries() - before):
+        time.sleep(0.5)
+    held = _held_locks(base)
+    assert not held, f"run locks still held after the tests: {[str(p) for p in held]}"
+    left = _our_temp_entries() - before
+    assert not left, f"temp directories left behind by the tests: {sorted(left)}"
+
+
 #: TensorFlow's oneDNN on, as it is by default on a CPU with AVX-512: its import then writes a banner to stderr
 #: before any log level applies (nas.runtime.quiet), so the quiet-output tests exercise its filter on every machine
 ONEDNN_ON = {"TF_ENABLE_ONEDNN_OPTS": "1"}
