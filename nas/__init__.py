@@ -1,6 +1,6 @@
 """nas: plugin-based neural-architecture and hyperparameter search on Ray.
 
-The Python API: ``nas.search``, ``nas.resume``, ``nas.open_run`` (a ``nas.Run``), ``nas.search_options``; the
+The Python API: ``nas.search``, ``nas.resume``, ``nas.open_run`` (a ``nas.Run``), ``nas.search_options``, ``nas.local_ray`` (one Ray for several searches); the
 plugin contracts: ``Strategy``, ``Proposal``, ``Observation``, ``SearchSpace``, ``Task``, ``Objective``,
 ``create_strategy``, ``create_space``; the errors (``NasError`` and its kinds). Everything else lives in
 sub-modules.
@@ -36,6 +36,7 @@ _WHERE = {
     "resume": "nas.api",
     "search": "nas.api",
     "search_options": "nas.api",
+    "local_ray": "nas.runtime.cluster",
     "DataError": "nas.errors",
     "NasError": "nas.errors",
     "PluginError": "nas.errors",

@@ -203,3 +203,14 @@ def cnn_run(tmp_path_factory: Any) -> tuple[CLI, str]:
     cli = CLI(root / "runs", root)
     cli("search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", "cnn")
     return cli, "cnn"
+
+
+@pytest.fixture(scope="module")
+def kept_ray() -> Any:
+    """One local Ray for a module's in-process searches (``nas.local_ray``): each search skips Ray's start and
+    its trials start in workers that imported Keras already. Per module, so a module whose searches need another
+    backend or verbosity is never handed this one."""
+    import nas
+
+    with nas.local_ray() as info:
+        yield info

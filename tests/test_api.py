@@ -14,7 +14,7 @@ import pytest
 import nas
 from nas.plugins.data import load_data
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("kept_ray")]  # one Ray for the module
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,6 +88,24 @@ def test_resume_through_the_cli_then_the_api(api_run) -> None:
     assert len(again.trials) == 5 and all(t["status"] == "completed" for t in again.trials)
     assert len({json.dumps(t["config"], sort_keys=True) for t in again.trials}) == 5
 
+
+def test_searches_inside_local_ray_share_it_and_leave_it_up(api_run, kept_ray, cli) -> None:
+    """nas.local_ray (this module's kept_ray): the searches above ran on it and left it up; a search that needs
+    another Ray (other CPUs, verbose workers) is refused in one line, and the kept Ray still runs."""
+    import ray
+
+    assert ray.is_initialized() and ray.get_runtime_context().gcs_address == kept_ray["address"]
+    for bad, says in [({"num_cpus": 1}, "--num-cpus 1: this process already runs a local Ray with"),
+                      ({"verbose": True}, "this process keeps a local Ray (nas.local_ray) whose workers have "
+                                          "NAS_VERBOSE=(unset); this search needs NAS_VERBOSE=1")]:
+        with pytest.raises(nas.RunError) as e:
+            nas.search(space="mlp", strategy="random", trials=1, epochs=1, storage=str(cli.storage),
+                       progress=False, **bad)
+        assert str(e.value).startswith(says) and "\n" not in str(e.value), e.value
+    assert ray.is_initialized()
+    with pytest.raises(nas.RunError, match="nas.local_ray is already open in this process"):
+        with nas.local_ray():
+            pass
 
 HYPERMODEL = '''
 import keras, keras_tuner as kt

@@ -16,7 +16,7 @@ from nas.errors import NasError, PluginError
 from nas.options import FIT_BY_NAS, FIT_PASSED
 from nas.plugins.data import load_data
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("kept_ray")]  # one Ray for the module
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
-from nas.errors import ResourceError
+from nas.errors import ResourceError, RunError
 from nas.storage.layout import LOCAL_RAY
 from nas.storage.store import ExperimentStore, read_json, write_json
 
@@ -74,6 +74,13 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
         ignore_reinit_error=True,
     )
     warm = {"worker_process_setup_hook": WARM_UP_HOOK}  # every worker imports the framework as it starts
+    if not address and ray.is_initialized():  # this process's own Ray (``local_ray``, or the caller's ray.init())
+        with _running_ray(num_cpus, num_gpus, env or {}) as info, _quiet_raylet_errors(verbose):
+            try:
+                yield info
+            finally:
+                gc.collect()  # as below; the Ray stays up: its owner shuts it down
+        return
     if address:
         info = connect(address, connect_timeout, {**kwargs, "runtime_env": {**warm, "env_vars": dict(env or {})}})
     else:
@@ -96,6 +103,68 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
             # the session that owns them is up, rather than by a later collection in another session
             gc.collect()
             ray.shutdown()
+
+
+#: the local Ray ``local_ray`` keeps up, with the environment its workers were started with
+_KEPT: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def _running_ray(num_cpus: int | None, num_gpus: int | None, env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The Ray this process already runs, for a search that asked for a local one. Ray runs one instance per
+    process (a second ``ray.init`` returns the first), so a search that needs another one is refused in one
+    line rather than run on workers set up for something else. Ray Tune likewise runs on an initialised Ray."""
+    import ray
+
+    if _KEPT:
+        differ = sorted(k for k in {*env, *_KEPT["env"]} if env.get(k) != _KEPT["env"].get(k)
+                        and k not in _KEPT["ignore"])
+        if differ:
+            first = ("KERAS_BACKEND", "NAS_VERBOSE", "CUDA_VISIBLE_DEVICES")  # what tells a user the most
+            k = min(differ, key=lambda k: (first.index(k) if k in first else len(first), k))
+            raise RunError(f"this process keeps a local Ray (nas.local_ray) whose workers have {k}="
+                           f"{_KEPT['env'].get(k, '(unset)')}; this search needs {k}={env.get(k, '(unset)')}: "
+                           f"search outside the "
+                           f"`with nas.local_ray(...)` block, or give local_ray the same backend and verbosity")
+    have = ray.cluster_resources()
+    for flag, asked, key in (("--num-cpus", num_cpus, "CPU"), ("--num-gpus", num_gpus, "GPU")):
+        if asked is not None and int(have.get(key, 0)) != int(asked):
+            raise RunError(f"{flag} {asked}: this process already runs a local Ray with {int(have.get(key, 0))} "
+                           f"{key}s; leave {flag} out, or search in a process without one")
+    yield {"address": ray.get_runtime_context().gcs_address, "local": True, "kept": True}
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int | None = None, num_gpus: int | None = None, backend: str | None = None,
+              verbose: bool = False) -> Iterator[dict[str, Any]]:
+    """Keep one local Ray up for every search of this process inside the block (a notebook, a script, a test
+    session): each search then skips Ray's start (seconds) and its trials start in workers that imported the
+    framework already. Without it each search starts, and stops, a Ray of its own.
+
+    >>> import nas
+    >>> with nas.local_ray():                                   # doctest: +SKIP
+    ...     a = nas.search(space="mlp", strategy="random", trials=4)
+    ...     b = nas.search(space="mlp", strategy="tpe", trials=4)
+
+    Its workers are set up for one backend (``backend``, else ``$KERAS_BACKEND``, else tensorflow) on CPUs; a
+    search inside the block that needs another backend, GPUs per trial, or other ``num_cpus`` is refused in one
+    line (Ray runs one instance per process)."""
+    from nas.runtime import backends
+    from nas.runtime.quiet import QUIET_ENV, WORKER_ENV, quiet_environment
+
+    if _KEPT:
+        raise RunError("nas.local_ray is already open in this process; use the one already open")
+    backend = backends.check(backend)
+    backends.select(backend)
+    env = {**quiet_environment(verbose), **backends.worker_env(backend, 1, 0)}
+    with ray_session(None, verbose, num_cpus, num_gpus, env) as info:
+        # what differs only in log levels, or in jax's single-thread flag for trials of < 2 CPUs (a trial sets
+        # its threads anyway), does not make the workers unfit for a search
+        _KEPT.update(env=env, ignore={"XLA_FLAGS", *QUIET_ENV, *WORKER_ENV})
+        try:
+            yield info
+        finally:
+            _KEPT.clear()
 
 
 @contextlib.contextmanager
