@@ -66,12 +66,44 @@ def _session_processes(session_dir: str) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, name)]
 
 
-def test_kill_9_then_resume_is_exact(cli, capsys, monkeypatch) -> None:
+def test_kill_9_then_resume_is_exact_with_one_driver_per_run(cli, capsys, monkeypatch) -> None:
+    """Two `nas search --name killed` started at the same moment: one runs, the other is refused at once with the
+    owner's pid, host and start; so is a resume while the first runs, and the run reads running. Then kill -9 of
+    the driver mid-trial: the run reads interrupted at once; a resume with a larger budget completes it exactly
+    (nothing re-run, the trial in flight continued from its checkpoint, the proposals of an uninterrupted seeded
+    run), the killed driver's Ray is gone, and a resume that contradicts the run is refused."""
     budget, seed = 4, 11
     run = cli.storage / "killed"
-    proc = _start(cli, "search", "--strategy", "random", "--trials", str(budget), "--epochs", "6",
-                  "--max-concurrent", "1", "--seed", str(seed), "--name", "killed")
-    before = _wait_for(run, proc, completed=2)
+    args = ("search", "--strategy", "random", "--trials", str(budget), "--epochs", "6", "--max-concurrent", "1",
+            "--seed", str(seed), "--name", "killed")
+    racers = [_start(cli, *args), _start(cli, *args)]
+    deadline = time.time() + 120
+    while all(p.poll() is None for p in racers) and time.time() < deadline:
+        time.sleep(0.05)
+    loser = next((p for p in racers if p.poll() is not None), None)
+    assert loser is not None, "neither driver was refused"
+    proc = racers[1 - racers.index(loser)]
+    out, err = loser.communicate()
+    assert loser.returncode == 2, out + err
+    err = err.strip()
+    host = re.escape(socket.gethostname())
+    assert re.fullmatch(rf"nas: error: run 'killed' is in use by process {proc.pid} on {host}"
+                        r" since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for it or stop it", err), err
+    assert "run killed ->" not in out
+
+    _wait_for(run, proc, completed=0)  # running, a trial under way
+    code, out, _ = cli.inprocess("runs", capsys=capsys, monkeypatch=monkeypatch)
+    row = next(ln for ln in out.splitlines() if ln.startswith("killed "))
+    assert code == 0 and row.split()[3] == "running", row
+    code, out, _ = cli.inprocess("status", "killed", "--json", capsys=capsys, monkeypatch=monkeypatch)
+    status = json.loads(out)
+    assert status["state"] == "running" and status["driver"]["pid"] == proc.pid
+    refused = cli("resume", "killed", check=False)
+    assert refused.returncode == 2 and f"run 'killed' is in use by process {proc.pid} " in refused.stderr, \
+        refused.stderr
+    assert proc.poll() is None  # still running: the refusal came from the lock, not from a finished run
+
+    _wait_for(run, proc, completed=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     time.sleep(0.5)
@@ -94,6 +126,8 @@ def test_kill_9_then_resume_is_exact(cli, capsys, monkeypatch) -> None:
     total = budget + 1
     out = cli("resume", "killed", "--trials", str(total), "--max-concurrent", "1").stdout
     assert "resuming run killed" in out
+    # one line per trial it ran: the one continued and those not yet begun
+    assert out.count("] trial ") == total - len(completed_before), out
 
     # the killed driver's Ray processes are gone (its agents ignore SIGTERM and outlive the driver)
     assert _session_processes(session_dir) == []
@@ -101,6 +135,7 @@ def test_kill_9_then_resume_is_exact(cli, capsys, monkeypatch) -> None:
     status = cli.status("killed")
     trials = status["trials"]
     assert sum(t["status"] == "completed" for t in trials) == total == len(trials)
+    assert status["state"] == "finished" and status["driver"]["outcome"] == "finished"
     configs = [P.canonical(t["config"]) for t in trials]
     assert len(set(configs)) == total, "a configuration was trained twice"
     after = _records(run)
@@ -125,47 +160,8 @@ def test_kill_9_then_resume_is_exact(cli, capsys, monkeypatch) -> None:
     proc = cli("search", "--name", "killed", "--resume", "--strategy", "grid", check=False)
     assert proc.returncode != 0 and "--strategy 'random'" in proc.stderr and "contradicts" in proc.stderr
     assert len(cli.status("killed")["trials"]) == total
-
-
-def test_one_driver_per_run(cli, capsys, monkeypatch) -> None:
-    """Two `nas search --name race` started at the same moment: one runs, the other is refused at once with the
-    owner's pid, host and start; so is a resume while the first still runs. Meanwhile the run reads running."""
-    run = cli.storage / "race"
-    args = ("search", "--name", "race", "--trials", "2", "--epochs", "6", "--max-concurrent", "1")
-    racers = [_start(cli, *args), _start(cli, *args)]
-    deadline = time.time() + 120
-    while all(p.poll() is None for p in racers) and time.time() < deadline:
-        time.sleep(0.2)
-    loser = next((p for p in racers if p.poll() is not None), None)
-    assert loser is not None, "neither driver was refused"
-    winner = racers[1 - racers.index(loser)]
-    out, err = loser.communicate()
-    assert loser.returncode == 2, out + err
-    err = err.strip()
-    host = re.escape(socket.gethostname())
-    assert re.fullmatch(rf"nas: error: run 'race' is in use by process {winner.pid} on {host}"
-                        r" since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for it or stop it", err), err
-    assert "run race ->" not in out
-
-    _wait_for(run, winner, completed=0)  # running, a trial under way
-    code, out, _ = cli.inprocess("runs", capsys=capsys, monkeypatch=monkeypatch)
-    row = next(ln for ln in out.splitlines() if ln.startswith("race "))
-    assert code == 0 and row.split()[3] == "running", row
-    code, out, _ = cli.inprocess("status", "race", "--json", capsys=capsys, monkeypatch=monkeypatch)
-    status = json.loads(out)
-    assert status["state"] == "running" and status["driver"]["pid"] == winner.pid
-    proc = cli("resume", "race", check=False)
-    assert proc.returncode == 2 and f"run 'race' is in use by process {winner.pid} " in proc.stderr, proc.stderr
-    assert winner.poll() is None  # still running: the refusal came from the lock, not from a finished run
-
-    out, err = winner.communicate(timeout=300)
-    assert winner.returncode == 0, out + err
-    assert out.count("run race -> ") == 1 and out.count("] trial ") == 2
-    status = cli.status("race")
-    assert status["state"] == "finished" and status["counts"]["completed"] == 2
-    assert status["driver"]["outcome"] == "finished"
-    proc = cli("search", *args[1:], check=False)  # a finished run: its name is taken (not "in use")
-    assert proc.returncode == 2 and "already exists" in proc.stderr and "nas resume race" in proc.stderr
+    proc = cli(*args, check=False)  # a finished run: its name is taken (not "in use")
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "nas resume killed" in proc.stderr
 
 
 BEST_FIRST = '''
