@@ -16,16 +16,22 @@ def build_model(hp):
 '''
 
 
-def test_a_wrapped_build_function_from_the_users_module_travels_by_value(tmp_path: Path) -> None:
+def test_a_wrapped_build_function_from_the_users_module_travels_by_value(tmp_path: Path, monkeypatch) -> None:
     """nas.tuners wraps a build function in a BuildFunction (nas's class): the user's function inside must be
-    saved by value, not as a reference to a module the worker cannot import."""
+    saved by value, not as a reference to a module the worker cannot import. Saved here (the driver's side, where
+    the module imports), loaded in a fresh process that cannot import it."""
+    from nas.driver.inputs import reference
+    from nas.plugins.space import BuildFunction
+
     (tmp_path / "users_models.py").write_text(USER_MODULE)
-    save = ("import sys; sys.path.insert(0, sys.argv[1])\nimport nas\nfrom pathlib import Path\n"
-            "from users_models import build_model\nfrom nas.plugins.space import BuildFunction\n"
-            "from nas.driver.inputs import reference\n"
-            "print(reference(BuildFunction(build_model), Path(sys.argv[1]) / 'run' / 'space.pkl'))\n")
-    saved = subprocess.run([sys.executable, "-c", save, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                           check=True).stdout.strip().splitlines()[-1]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "users_models", raising=False)
+    from users_models import build_model
+
+    try:
+        saved = str(reference(BuildFunction(build_model), tmp_path / "run" / "space.pkl"))
+    finally:
+        sys.modules.pop("users_models", None)
     load = ("import sys, cloudpickle, keras_tuner as kt\nhm = cloudpickle.load(open(sys.argv[1], 'rb'))\n"
             "assert 'users_models' not in sys.modules\nprint(hm.build(kt.HyperParameters()).count_params())\n")
     out = subprocess.run([sys.executable, "-c", load, saved], capture_output=True, text=True, timeout=120,

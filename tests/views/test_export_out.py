@@ -40,10 +40,13 @@ def test_a_directory_with_the_users_files_is_refused_and_left_as_it_is(stored, t
     assert code == 2 and f"--out {str(a_file)!r} is a file; give a directory" in err and a_file.read_text() == "mine"
 
 
-def test_an_earlier_export_is_replaced(stored, tmp_path: Path) -> None:
-    out = tmp_path / "exported"
-    stored("export", "finished", "--out", str(out), "--format", "keras")
+def test_an_earlier_export_is_replaced(stored, tmp_path: Path, capsys, monkeypatch) -> None:
+    out = tmp_path / "exported"  # in this process: Keras is imported once for both exports
+    code, _, err = stored.inprocess("export", "finished", "--out", str(out), "--format", "keras", capsys=capsys,
+                                    monkeypatch=monkeypatch)
+    assert code == 0, err
     first = json.loads((out / "architecture.json").read_text())
-    proc = stored("export", "finished", "--trial", "1", "--out", str(out), "--format", "keras")
-    assert "exported trial 1" in proc.stdout, proc.stdout
+    code, stdout, err = stored.inprocess("export", "finished", "--trial", "1", "--out", str(out), "--format", "keras",
+                                         capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "exported trial 1" in stdout, stdout + err
     assert (first["trial_id"], json.loads((out / "architecture.json").read_text())["trial_id"]) == ("0", "1")
