@@ -1,4 +1,7 @@
-"""Every built-in space and strategy through the real `nas search` on digits (local Ray, real training)."""
+"""Every built-in space and strategy through the real `nas search` on digits (local Ray, real training): the
+CLI's own entry point in this process, on one local Ray for the module (``kept_ray``), so each search skips
+Ray's start and its trials start in workers that imported Keras already (the CLI in a subprocess:
+tests/test_cli_search.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("kept_ray")]
+
+
+@pytest.fixture
+def search(cli, capsys, monkeypatch):
+    """``nas search ARGS`` through the CLI's entry point in this process; its exit code must be 0."""
+    def run(*args: str) -> str:
+        code, out, err = cli.inprocess("search", *args, capsys=capsys, monkeypatch=monkeypatch)
+        assert code == 0, out + err
+        return out
+    return run
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "rl"])  # bayes: tests/driver/test_early_stopping_multiobjective.py
-def test_strategies_end_to_end(cli, strategy: str) -> None:
-    cli("search", "--space", "mlp", "--strategy", strategy, "--trials", "3", "--epochs", "1",
+def test_strategies_end_to_end(cli, search, strategy: str) -> None:
+    search("--space", "mlp", "--strategy", strategy, "--trials", "3", "--epochs", "1",
         "--name", strategy, "--seed", "4")
     status = cli.status(strategy)
     assert status["strategy"] == strategy
@@ -22,12 +35,12 @@ def test_strategies_end_to_end(cli, strategy: str) -> None:
 
 
 @pytest.mark.parametrize("space, objective", [("cnn", "val_accuracy"), ("ae", "val_loss"), ("lstm", "val_accuracy")])
-def test_spaces_end_to_end(cli, request, space: str, objective: str) -> None:
+def test_spaces_end_to_end(cli, search, request, space: str, objective: str) -> None:
     if space == "cnn":  # the session's cnn search (tests/conftest.py), shared with its export test
         cli, name = request.getfixturevalue("cnn_run")
     else:
         name = space
-        cli("search", "--space", space, "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", name)
+        search("--space", space, "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", name)
     status = cli.status(name)
     assert status["space"] == space and status["strategy"] == "random"
     assert status["objective"]["metric"] == objective
@@ -38,8 +51,8 @@ def test_spaces_end_to_end(cli, request, space: str, objective: str) -> None:
             assert t["metrics"]["val_reconstruction_mse"] >= 0
 
 
-def test_autoencoder_anomaly_detection_end_to_end(cli) -> None:
-    cli("search", "--space", "ae", "--task", "anomaly", "--normal-class", "0", "--trials", "1", "--epochs", "2",
+def test_autoencoder_anomaly_detection_end_to_end(cli, search) -> None:
+    search("--space", "ae", "--task", "anomaly", "--normal-class", "0", "--trials", "1", "--epochs", "2",
         "--objective", "val_f1:max", "--name", "anomaly")
     t = cli.status("anomaly")["trials"][0]
     assert t["status"] == "completed", t
@@ -47,10 +60,10 @@ def test_autoencoder_anomaly_detection_end_to_end(cli) -> None:
     assert 0.0 <= t["metrics"]["val_f1"] <= 1.0
 
 
-def test_lstm_forecasting_and_refusals(cli, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_lstm_forecasting_and_refusals(cli, search, tmp_path: Path, capsys, monkeypatch) -> None:
     series = tmp_path / "series.csv"
     series.write_text("t,value\n" + "\n".join(f"{i},{np.sin(i / 8):.5f}" for i in range(300)))
-    cli("search", "--space", "lstm", "--data", str(series), "--target", "value", "--window", "16",
+    search("--space", "lstm", "--data", str(series), "--target", "value", "--window", "16",
         "--trials", "1", "--epochs", "2", "--name", "forecast")
     status = cli.status("forecast")
     assert status["objective"] == {"metric": "val_loss", "mode": "min"}
