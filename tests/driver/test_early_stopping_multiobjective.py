@@ -31,9 +31,12 @@ def test_asha_stops_some_trials_early(cli, monkeypatch) -> None:
 
 
 @pytest.mark.ray
-def test_multi_objective_front_and_constraints(cli) -> None:
-    cli("search", "--strategy", "bayes", "--trials", "5", "--epochs", "1", "--objective", "val_accuracy:max",
-        "--objective", "latency_ms:min", "--max-params", "120000", "--seed", "5", "--name", "mo")
+def test_multi_objective_front_and_constraints(cli, kept_ray, capsys, monkeypatch) -> None:
+    # the CLI's entry point in this process, on the module's one Ray (the CLI in a subprocess: the test above)
+    code, out, err = cli.inprocess("search", "--strategy", "bayes", "--trials", "5", "--epochs", "1", "--objective",
+                                   "val_accuracy:max", "--objective", "latency_ms:min", "--max-params", "120000",
+                                   "--seed", "5", "--name", "mo", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, out + err
     status = cli.status("mo")
     trials = status["trials"]
     feasible = [t for t in trials if t["status"] == "completed"]

@@ -44,6 +44,14 @@ def seed(cli: CLI) -> int:
     return json.loads((cli.storage / "exp" / "spec.json").read_text())["seed"]
 
 
+def here(cli: CLI, capsys, monkeypatch, *args: str) -> str:
+    """``nas ARGS`` through the CLI's entry point in this process (Keras, already imported here, is not imported
+    again); its exit code must be 0. The CLI in a subprocess exports in tests/views/test_export_out.py too."""
+    code, out, err = cli.inprocess(*args, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, out + err
+    return out
+
+
 def differences(out: str) -> dict[str, float]:
     return {m.group(1): float(m.group(3)) for m in DIFF.finditer(out)}
 
@@ -70,7 +78,7 @@ def test_trials_save_their_best_epoch_model(run) -> None:
         assert accuracy == pytest.approx(t["metrics"]["val_accuracy"], abs=1e-6)
 
 
-def test_export_from_the_best_weights_of_a_trial_cut_before_its_end(run, tmp_path: Path) -> None:
+def test_export_from_the_best_weights_of_a_trial_cut_before_its_end(run, tmp_path: Path, capsys, monkeypatch) -> None:
     """A trial whose thread was ended before it wrote best.keras still exports its best epoch."""
     import keras
 
@@ -82,7 +90,7 @@ def test_export_from_the_best_weights_of_a_trial_cut_before_its_end(run, tmp_pat
     np.savez(d / "best.npz", **{f"w{i}": w for i, w in enumerate(weights)})
     (d / "best.keras").rename(moved)
     try:
-        out = cli("export", "exp", "--format", "keras", "--out", str(tmp_path / "m")).stdout
+        out = here(cli, capsys, monkeypatch, "export", "exp", "--format", "keras", "--out", str(tmp_path / "m"))
         assert "best.npz" in out and "every format verified" in out, out
         exported = keras.models.load_model(tmp_path / "m" / "model.keras").get_weights()
         assert all(np.array_equal(a, b) for a, b in zip(keras.models.load_model(moved).get_weights(), exported))
@@ -91,11 +99,11 @@ def test_export_from_the_best_weights_of_a_trial_cut_before_its_end(run, tmp_pat
         (d / "best.npz").unlink()
 
 
-def test_export_best_trial_every_format_round_trips(run, tmp_path: Path) -> None:
+def test_export_best_trial_every_format_round_trips(run, tmp_path: Path, capsys, monkeypatch) -> None:
     cli, status = run
     best = status["best"]
     out_dir = tmp_path / "model"
-    out = cli("export", "exp", "--format", ALL_FORMATS, "--out", str(out_dir)).stdout
+    out = here(cli, capsys, monkeypatch, "export", "exp", "--format", ALL_FORMATS, "--out", str(out_dir))
     diffs = differences(out)
     assert set(diffs) == {"keras", "savedmodel", "onnx", "tflite"}, out
     assert all(0 <= d <= 1e-4 for d in diffs.values()), diffs
@@ -208,19 +216,20 @@ OTHER_SPACES = [s for s in ("cnn", "ae") if s in available(SPACES)]
 
 
 @pytest.mark.parametrize("space", OTHER_SPACES)
-def test_export_other_spaces(space: str, cli, request, tmp_path: Path) -> None:
+def test_export_other_spaces(space: str, cli, request, tmp_path: Path, capsys, monkeypatch) -> None:
     if space == "cnn":  # the session's cnn search (tests/conftest.py), read only: the export goes to --out
         cli, name = request.getfixturevalue("cnn_run")
     else:
         (tmp_path / "vae.py").write_text(VAE_FILE)
         name = space
-        cli("search", "--space", f"{tmp_path / 'vae.py'}:VariationalAE", "--trials", "1", "--epochs", "1",
-            "--name", name)
+        request.getfixturevalue("kept_ray")  # the search in this process too, on the module's one Ray
+        here(cli, capsys, monkeypatch, "search", "--space", f"{tmp_path / 'vae.py'}:VariationalAE", "--trials", "1",
+             "--epochs", "1", "--name", name)
     status = cli.status(name)
     assert status["counts"]["completed"] >= 1, status
     if space == "ae":
         assert all(t["config"]["kind"] == "variational" for t in status["trials"])
-    out = cli("export", name, "--format", ALL_FORMATS, "--out", str(tmp_path / "model")).stdout
+    out = here(cli, capsys, monkeypatch, "export", name, "--format", ALL_FORMATS, "--out", str(tmp_path / "model"))
     diffs = differences(out)
     assert set(diffs) == {"keras", "savedmodel", "onnx", "tflite"} and max(diffs.values()) <= 1e-4, out
     print(f"{space}: max abs differences {diffs}")
