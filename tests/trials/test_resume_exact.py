@@ -40,9 +40,12 @@ def _history(run: Path) -> dict[str, list[dict[str, float]]]:
     return out
 
 
-def test_a_resumed_trial_equals_an_uninterrupted_one(cli) -> None:
+def test_a_resumed_trial_equals_an_uninterrupted_one(cli, kept_ray, capsys, monkeypatch) -> None:
+    """The reference runs through the CLI's entry point in this process, on one kept Ray; the run that is cut
+    runs in a driver of its own (a subprocess, killed with SIGKILL) and resumes in another."""
     (cli.cwd / "dropout_space.py").write_text(DROPOUT_SPACE)
-    cli("search", *ARGS, "--name", "ref", timeout=400)
+    code, out, err = cli.inprocess("search", *ARGS, "--name", "ref", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, out + err
     reference = _history(cli.storage / "ref")
 
     run = cli.storage / "cut"
