@@ -144,7 +144,7 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None, backend:
     >>> import nas
     >>> with nas.local_ray():                                   # doctest: +SKIP
     ...     a = nas.search(space="mlp", strategy="random", trials=4)
-    ...     b = nas.search(space="mlp", strategy="tpe", trials=4)
+    ...     b = nas.search(space="mlp", strategy="bayes", trials=4)
 
     Its workers are set up for one backend (``backend``, else ``$KERAS_BACKEND``, else tensorflow) on CPUs; a
     search inside the block that needs another backend, GPUs per trial, or other ``num_cpus`` is refused in one
