@@ -1,9 +1,9 @@
 """nas: plugin-based neural-architecture and hyperparameter search on Ray.
 
-The Python API: ``nas.search``, ``nas.resume``, ``nas.open_run`` (a ``nas.Run``), ``nas.search_options``, ``nas.local_ray`` (one Ray for several searches); the
-plugin contracts: ``Strategy``, ``Proposal``, ``Observation``, ``SearchSpace``, ``Task``, ``Objective``,
-``create_strategy``, ``create_space``; the errors (``NasError`` and its kinds). Everything else lives in
-sub-modules.
+The Python API: ``nas.search``, ``nas.resume``, ``nas.open_run`` (a ``nas.Run``), ``nas.search_options``,
+``nas.local_ray`` (one Ray for several searches); the plugin contracts: ``Strategy``, ``Proposal``,
+``Observation``, ``SearchSpace``, ``Task``, ``Objective``, ``create_strategy``, ``create_space``; the errors
+(``NasError`` and its kinds). Everything else lives in sub-modules.
 
 Names are loaded on first use (PEP 562): ``import nas`` imports neither Keras nor a framework, so commands that
 only read runs (``nas status``, ``nas runs``, ``nas list``) start in well under a second, and a search can pick

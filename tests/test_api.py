@@ -95,7 +95,8 @@ def test_searches_inside_local_ray_share_it_and_leave_it_up(api_run, kept_ray, c
     import ray
 
     assert ray.is_initialized() and ray.get_runtime_context().gcs_address == kept_ray["address"]
-    for bad, says in [({"num_cpus": 1}, "--num-cpus 1: this process already runs a local Ray with"),
+    other = int(ray.cluster_resources()["CPU"]) + 1  # never the kept Ray's, whatever this machine's size
+    for bad, says in [({"num_cpus": other}, f"--num-cpus {other}: this process already runs a local Ray with"),
                       ({"verbose": True}, "this process keeps a local Ray (nas.local_ray) whose workers have "
                                           "NAS_VERBOSE=(unset); this search needs NAS_VERBOSE=1")]:
         with pytest.raises(nas.RunError) as e:
@@ -105,7 +106,7 @@ def test_searches_inside_local_ray_share_it_and_leave_it_up(api_run, kept_ray, c
     assert ray.is_initialized()
     with pytest.raises(nas.RunError, match="nas.local_ray is already open in this process"):
         with nas.local_ray():
-            pass
+            raise AssertionError("a second local_ray was opened")
 
 HYPERMODEL = '''
 import keras, keras_tuner as kt

@@ -105,8 +105,8 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
             ray.shutdown()
 
 
-#: the local Ray ``local_ray`` keeps up, with the environment its workers were started with
-_KEPT: dict[str, Any] = {}
+#: the environment the workers of the Ray ``local_ray`` keeps up were started with (empty: none kept)
+_KEPT: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -116,22 +116,26 @@ def _running_ray(num_cpus: int | None, num_gpus: int | None, env: dict[str, str]
     line rather than run on workers set up for something else. Ray Tune likewise runs on an initialised Ray."""
     import ray
 
+    from nas.runtime.quiet import QUIET_ENV, WORKER_ENV
+
     if _KEPT:
-        differ = sorted(k for k in {*env, *_KEPT["env"]} if env.get(k) != _KEPT["env"].get(k)
-                        and k not in _KEPT["ignore"])
+        # what differs only in log levels, or in jax's single-thread flag for trials of < 2 CPUs (a trial sets
+        # its threads anyway), does not make the workers unfit for a search
+        ignore = {"XLA_FLAGS", *QUIET_ENV, *WORKER_ENV}
+        differ = sorted(k for k in {*env, *_KEPT} if env.get(k) != _KEPT.get(k) and k not in ignore)
         if differ:
             first = ("KERAS_BACKEND", "NAS_VERBOSE", "CUDA_VISIBLE_DEVICES")  # what tells a user the most
             k = min(differ, key=lambda k: (first.index(k) if k in first else len(first), k))
             raise RunError(f"this process keeps a local Ray (nas.local_ray) whose workers have {k}="
-                           f"{_KEPT['env'].get(k, '(unset)')}; this search needs {k}={env.get(k, '(unset)')}: "
-                           f"search outside the "
-                           f"`with nas.local_ray(...)` block, or give local_ray the same backend and verbosity")
+                           f"{_KEPT.get(k, '(unset)')}; this search needs {k}={env.get(k, '(unset)')}: search "
+                           f"outside the `with nas.local_ray(...)` block, or give local_ray the same backend and "
+                           f"verbosity")
     have = ray.cluster_resources()
     for flag, asked, key in (("--num-cpus", num_cpus, "CPU"), ("--num-gpus", num_gpus, "GPU")):
         if asked is not None and int(have.get(key, 0)) != int(asked):
             raise RunError(f"{flag} {asked}: this process already runs a local Ray with {int(have.get(key, 0))} "
                            f"{key}s; leave {flag} out, or search in a process without one")
-    yield {"address": ray.get_runtime_context().gcs_address, "local": True, "kept": True}
+    yield {"address": ray.get_runtime_context().gcs_address, "local": True}
 
 
 @contextlib.contextmanager
@@ -150,7 +154,7 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None, backend:
     search inside the block that needs another backend, GPUs per trial, or other ``num_cpus`` is refused in one
     line (Ray runs one instance per process)."""
     from nas.runtime import backends
-    from nas.runtime.quiet import QUIET_ENV, WORKER_ENV, quiet_environment
+    from nas.runtime.quiet import quiet_environment
 
     if _KEPT:
         raise RunError("nas.local_ray is already open in this process; use the one already open")
@@ -158,9 +162,7 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None, backend:
     backends.select(backend)
     env = {**quiet_environment(verbose), **backends.worker_env(backend, 1, 0)}
     with ray_session(None, verbose, num_cpus, num_gpus, env) as info:
-        # what differs only in log levels, or in jax's single-thread flag for trials of < 2 CPUs (a trial sets
-        # its threads anyway), does not make the workers unfit for a search
-        _KEPT.update(env=env, ignore={"XLA_FLAGS", *QUIET_ENV, *WORKER_ENV})
+        _KEPT.update(env)
         try:
             yield info
         finally:
