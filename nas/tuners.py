@@ -94,11 +94,16 @@ def _is_nas_space(hypermodel: Any) -> bool:
 
 
 def _hypermodel(hypermodel: Any) -> Any:
-    """A build function as a ``keras_tuner.HyperModel`` (``self.hypermodel.build(hp)`` in a ``run_trial``)."""
+    """A build function as a ``keras_tuner.HyperModel`` (``self.hypermodel.build(hp)`` in a ``run_trial``); a
+    string is one of nas's space references (``"cnn"``, ``module:Class``, ``file.py:Class``) and stays one, as
+    ``nas.search(space=...)`` takes it."""
     import inspect
 
-    if hypermodel is None or inspect.isclass(hypermodel) or hasattr(hypermodel, "build"):
+    if hypermodel is None or isinstance(hypermodel, str) or inspect.isclass(hypermodel) or hasattr(hypermodel, "build"):
         return hypermodel
+    if not callable(hypermodel):
+        raise NasError(f"hypermodel={hypermodel!r} is not valid; give a build function build(hp) -> compiled "
+                       f"keras.Model, a keras_tuner.HyperModel, or a nas space name such as 'cnn'")
     from nas.plugins.space import BuildFunction
 
     return BuildFunction(hypermodel)

@@ -288,6 +288,7 @@ def test_the_getting_started_guide_with_only_the_import_changed(digits, tmp_path
     (lambda kt: kt.RandomSearch(build_model, executions_per_trial=2), "executions_per_trial=2 is not taken"),
     (lambda kt: kt.RandomSearch(build_model, objective="val_weirdness"), "the direction of an unknown metric"),
     (lambda kt: kt.RandomSearch(), "hypermodel= is required"),
+    (lambda kt: kt.RandomSearch(hypermodel=42), "hypermodel=42 is not valid; give a build function"),
 ])
 def test_what_the_tuners_do_not_take_is_one_line(make, says: str) -> None:
     from nas import tuners as kt
@@ -340,3 +341,13 @@ def test_a_restricted_space_as_kerastuner_restricts_it(digits, tmp_path: Path) -
                               progress=False)
     with pytest.raises(PluginError, match="declares num_layers, activation, .* not in hyperparameters="):
         refused.search(x, onehot[y], epochs=1, validation_data=(xv, onehot[yv]))
+
+
+def test_a_nas_space_name_is_a_hypermodel(tmp_path: Path, capsys) -> None:
+    """Beyond KerasTuner: the facade takes nas's own spaces by name, as `nas.search(space="mlp")` does."""
+    from nas import tuners as kt
+
+    tuner = kt.RandomSearch("mlp", max_trials=1, directory=str(tmp_path), project_name="named", progress=False)
+    tuner.search_space_summary()
+    out = capsys.readouterr().out
+    assert "Search space summary" in out and "learning_rate (Float)" in out
