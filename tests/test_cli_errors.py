@@ -212,8 +212,9 @@ def test_unreachable_cluster_fails_at_once_with_one_line(cli) -> None:
 
 def test_an_unreachable_address_or_a_request_too_big_is_found_before_ray_or_keras_start(cli, capsys,
                                                                                          monkeypatch) -> None:
-    """The address is tried (a TCP connection), and a request is held against the local machine, before Ray
-    starts in the background and Keras is imported: the error never waits for either."""
+    """The address is tried (a TCP connection), a request is held against the local machine, and the plugins'
+    options against their classes' source, before Ray starts in the background and Keras is imported: the
+    error never waits for either."""
     import nas.driver.engine as engine
 
     def no_ray(*args, **kwargs):
@@ -227,6 +228,9 @@ def test_an_unreachable_address_or_a_request_too_big_is_found_before_ray_or_kera
                                                        "node has 2 CPUs and 2 GPUs"),
         (["--num-cpus", "2", "--cpus-per-trial", "3"], "asking --cpus-per-trial 3 --gpus-per-trial 0: the largest "
                                                        "node has 2 CPUs"),
+        (["--space", "cnn", "--space-option", "blocks=3"], "space 'cnn' has no option blocks; accepted: none"),
+        (["--strategy", "rl", "--strategy-option", "polcy=lstm"], "strategy 'rl' has no option polcy; accepted: "
+                                                                   "policy, bins"),
     ]:
         code, out, err = cli.inprocess("search", *args, "--trials", "1", capsys=capsys, monkeypatch=monkeypatch)
         assert code == 2 and says in err and err.count("\n") == 1, (args, err)

@@ -23,7 +23,7 @@ from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, 
 from nas.plugins import params as P
 from nas.plugins.data import Dataset, check_spec, load_data, loads_keras
 from nas.plugins.objective import Objective, parse_objectives
-from nas.plugins.registry import SPACES, STRATEGIES, check_ref, create_space, create_strategy, space_class
+from nas.plugins.registry import SPACES, STRATEGIES, check_options, check_ref, create_space, create_strategy, space_class
 from nas.plugins.task import is_classification, make_task
 from nas.runtime import backends
 from nas.runtime.cluster import (
@@ -87,6 +87,8 @@ def check(opts: SearchOptions) -> None:
         require_horovod()
     check_ref(SPACES, opts.space)
     check_ref(STRATEGIES, opts.strategy)
+    check_options(SPACES, opts.space, opts.space_options)  # from the plugins' source: no import of Keras yet
+    check_options(STRATEGIES, opts.strategy, opts.strategy_options)
     if opts.objectives:
         parse_objectives(opts.objectives)
     if opts.data:

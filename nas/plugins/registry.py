@@ -77,6 +77,75 @@ def check_ref(group: str, ref: str) -> None:
             raise PluginError(f"plugin file {target!r} does not exist")
 
 
+#: what ``create_space`` / ``create_strategy`` pass themselves: never a user's option
+_FIXED = {SPACES: {"task"}, STRATEGIES: {"space", "objective", "seed"}}
+#: the base classes' own ``__init__`` keywords, where a plugin's ``**kwargs`` chain ends
+_BASES = {"SearchSpace": ["task"], "Strategy": ["space", "objective", "seed"]}
+
+
+def check_options(group: str, ref: str, options: dict[str, Any]) -> None:
+    """Refuse an option the plugin's class cannot take, before the plugin is imported: the same check and line
+    as ``create_space`` / ``create_strategy`` make, from the class's source. Importing a space or strategy
+    imports KerasTuner, hence Keras and its framework (8 s of CPU on a 2-core machine, while Ray starts beside
+    it); the ``__init__`` chain a class's source spells out is enough to know its keywords. Hand-written with
+    ``ast`` because ``inspect`` needs the imported class. Whatever the source does not settle (a base from
+    another module, a class built at run time, a ``**kwargs`` passed on to something unknown) is left to the
+    check made once the class is imported."""
+    if not options or not isinstance(ref, str) or ref.endswith(".pkl"):
+        return
+    names = _source_accepted(group, ref)
+    if names is not None:
+        _refuse(options, [n for n in names if n not in _FIXED[group]], _KIND[group], ref)
+
+
+def _refuse(options: dict[str, Any], accepted: list[str], kind: str, ref: str) -> None:
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        raise PluginError(f"{kind} {ref!r} has no option {', '.join(bad)}; accepted: {', '.join(accepted) or 'none'}")
+
+
+def _source_accepted(group: str, ref: str) -> list[str] | None:
+    """``_accepted`` read from source: the keywords along the class's ``__init__`` chain, or None."""
+    import ast
+
+    target = available(group).get(ref, ref) if ":" not in ref else ref
+    module, sep, attr = target.rpartition(":")
+    if not sep:
+        return None
+    try:
+        if module.endswith(".py") or "/" in module or "\\" in module:
+            path = Path(module)
+        else:
+            spec = importlib.util.find_spec(module)  # imports the parent packages only (ours are docstrings)
+            path = Path(spec.origin) if spec and spec.origin else None
+        if path is None or path.suffix != ".py":
+            return None
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (ImportError, ValueError, OSError, SyntaxError, UnicodeDecodeError):
+        return None  # the import reports it, as before
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    names: list[str] = []
+    name: str | None = attr
+    while name is not None:
+        node = classes.get(name)
+        if node is None:
+            return names + [n for n in _BASES[name] if n not in names] if name in _BASES else None
+        init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+        bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) and b.attr in _BASES
+                 else None for b in node.bases]
+        if None in bases or node.keywords or node.decorator_list:
+            return None  # a base, metaclass or decorator the source does not settle
+        if init is not None:
+            args = init.args
+            names += [a.arg for a in args.args + args.kwonlyargs if a.arg != "self" and a.arg not in names]
+            if args.kwarg is None:
+                return names
+        if len(bases) != 1:
+            return None  # several bases: which __init__ comes next is the MRO's, known once imported
+        name = bases[0]
+    return None
+
+
 def load(group: str, ref: str) -> type:
     """A plugin class from a registered name, ``module:Class`` or ``file.py:Class``."""
     obj = _target(group, ref)
@@ -152,10 +221,7 @@ def _options(cls: type, options: dict[str, Any], kind: str, ref: str, fixed: set
     names = _accepted(cls)
     if names is None:
         return
-    accepted = [n for n in names if n not in fixed]
-    bad = sorted(set(options) - set(accepted))
-    if bad:
-        raise PluginError(f"{kind} {ref!r} has no option {', '.join(bad)}; accepted: {', '.join(accepted) or 'none'}")
+    _refuse(options, [n for n in names if n not in fixed], kind, ref)
 
 
 def create_strategy(

@@ -89,3 +89,51 @@ def test_check_ref_refuses_without_importing_a_space() -> None:
                                 "module:Class or path/to/file.py:Class)", "[]"]
     with pytest.raises(PluginError, match="plugin file 'x/y.py' does not exist"):
         check_ref(STRATEGIES, "x/y.py:Thing")
+
+
+CHAINED = textwrap.dedent('''
+    from nas.plugins.strategy import Strategy
+    from somewhere_else import Mixin
+
+    class Base(Strategy):
+        def __init__(self, space, objective="val_accuracy:max", seed=None, *, width=3, **options):
+            super().__init__(space, objective, seed, **options)
+
+    class Tuned(Base):
+        def __init__(self, depth=2, **options):
+            super().__init__(**options)
+
+    class Mixed(Mixin, Base):
+        pass
+''')
+
+
+def test_options_are_refused_from_the_plugins_source_without_importing_them(tmp_path: Path) -> None:
+    """A bad space or strategy option is one line in milliseconds, before Ray or Keras start: the keywords are
+    read from the class's source along its __init__ chain (a **kwargs passed on to a base in the same file)."""
+    (tmp_path / "chained.py").write_text(CHAINED)
+    code = ("import sys\nfrom nas.plugins.registry import SPACES, STRATEGIES, check_options\n"
+            "for group, ref, options in [(SPACES, 'cnn', {'bogus': 1}), (STRATEGIES, 'evolution', {'popsize': 3}),\n"
+            f"        (STRATEGIES, {str(tmp_path / 'chained.py')!r} + ':Tuned', {{'size': 1}})]:\n"
+            "    try:\n        check_options(group, ref, options)\n    except Exception as e:\n        print(e)\n"
+            f"check_options(STRATEGIES, {str(tmp_path / 'chained.py')!r} + ':Tuned', {{'depth': 1, 'width': 2}})\n"
+            f"check_options(STRATEGIES, {str(tmp_path / 'chained.py')!r} + ':Mixed', {{'anything': 1}})\n"
+            "print(sorted(m for m in ('keras', 'tensorflow', 'keras_tuner', 'search_spaces.cnn', 'strategies.evolution')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.splitlines() == [
+        "space 'cnn' has no option bogus; accepted: none",
+        "strategy 'evolution' has no option popsize; accepted: population, sample",
+        f"strategy '{tmp_path / 'chained.py'}:Tuned' has no option size; accepted: depth, width",
+        "[]"], out  # Mixed: a base from another module, left to the check once it is imported
+
+
+@pytest.mark.parametrize("group", [SPACES, STRATEGIES])
+def test_the_source_reading_agrees_with_the_imported_class_for_every_plugin(group: str, tmp_path: Path) -> None:
+    """The early check and the one made on the imported class accept exactly the same keywords."""
+    from nas.plugins.registry import _accepted, _source_accepted
+
+    (tmp_path / "plugin.py").write_text(USER_PLUGIN)
+    refs = list(available(group)) + ([f"{tmp_path / 'plugin.py'}:FirstChoice"] if group == STRATEGIES else [])
+    for ref in refs:
+        assert _source_accepted(group, ref) == _accepted(load(group, ref)), ref
