@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -403,6 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nas runs --json | head -1`: the reader left; end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
+        return 128 + signal.SIGPIPE
     except Exception as e:  # a bug or an environment problem: one line here, the traceback with --debug
         if args.debug:
             raise

@@ -262,3 +262,17 @@ def test_a_taken_name_points_to_a_command_that_works(cli, capsys, monkeypatch, t
     assert code == 2 and f"or continue it with `nas resume dup24 --storage {storage}`" in err, err
     assert (storage / "dup24" / "spec.json").read_text() == "{}" and out == ""
     assert [p.name for p in (storage / "dup24").iterdir()] == ["spec.json"]  # untouched
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path) -> None:
+    """`nas runs --json | head -1`: the pipe closes before nas writes; nas ends with 141 (128 + SIGPIPE), as Unix
+    tools do, and says nothing (it used to report an internal BrokenPipeError)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "runs", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, NAS_STORAGE=str(tmp_path)))
+    proc.stdout.close()  # before the interpreter has even started: the first write finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
