@@ -268,9 +268,12 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path) -> None:
     """`nas runs --json | head -1`: the pipe closes before nas writes; nas ends with 141 (128 + SIGPIPE), as Unix
     tools do, and says nothing (it used to report an internal BrokenPipeError)."""
     import os
+    import shutil
     import subprocess
     import sys
+    from pathlib import Path
 
+    shutil.copytree(Path(__file__).parent / "data" / "runs_af59df6", tmp_path, dirs_exist_ok=True)  # stored runs
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "runs", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(os.environ, NAS_STORAGE=str(tmp_path)))
     proc.stdout.close()  # before the interpreter has even started: the first write finds no reader
