@@ -188,7 +188,22 @@ def contains(param: Any, value: Any) -> bool:
     if k == "int" and float(value) != int(value):
         return False
     tol = 1e-9 * max(1.0, abs(float(param.max_value)))
-    return float(param.min_value) - tol <= float(value) <= float(param.max_value) + tol
+    if not float(param.min_value) - tol <= float(value) <= float(param.max_value) + tol:
+        return False
+    return not _stepped(param) or _on_grid(param, float(value))
+
+
+def _on_grid(param: Any, value: float) -> bool:
+    """Whether ``value`` is one of a stepped range's values: ``min + i * step``, or ``min * step ** i`` for a log
+    range (KerasTuner's grid; ``Int(3, 20, step=4)`` holds 3, 7, 11, 15, 19)."""
+    lo, step = float(param.min_value), float(param.step)
+    if param.sampling in ("log", "reverse_log") and lo > 0 and step > 1:
+        if value <= 0:
+            return False
+        i = math.log(value / lo) / math.log(step)
+    else:
+        i = (value - lo) / step
+    return abs(i - round(i)) <= 1e-6 and 0 <= round(i) < n_values(param)
 
 
 def validate(space: kt.HyperParameters, values: Mapping[str, Any]) -> None:

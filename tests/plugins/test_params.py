@@ -38,6 +38,7 @@ def test_sampled_points_are_valid_and_conditionals_follow_their_parent() -> None
     ({"kind": "mlp", "lr": 0.01, "bn": True, "epochs": 2, "filters": 8}, "['filters'] are set but inactive"),
     ({"kind": "cnn", "lr": 0.01, "bn": True, "epochs": 2}, "active hyperparameter 'filters' has no value"),
     ({"kind": "cnn", "filters": 40, "lr": 0.01, "bn": True, "epochs": 2}, "value 40 is not valid for hyperparameter"),
+    ({"kind": "cnn", "filters": 12, "lr": 0.01, "bn": True, "epochs": 2}, "value 12 is not valid for hyperparameter"),
     ({"kind": "rnn", "lr": 0.01, "bn": True, "epochs": 2}, "value 'rnn' is not valid"),
     ({"depth": 3}, "unknown hyperparameters ['depth']"),
 ])
@@ -65,3 +66,17 @@ def test_to_hp_completes_a_partial_point_and_values_survive_json() -> None:
     assert json.loads(P.canonical(got.values)) == got.values
     assert [r["range"] for r in P.space_summary(hp)] == ["Choice(mlp, cnn)", "Int[8..32, step 8]",
                                                           "Float[0.0001..0.1, log]", "Boolean", "Fixed(2)"]
+
+
+def test_a_stepped_range_holds_only_its_grid() -> None:
+    """Int(3, 20, step=4) is 3, 7, 11, 15, 19 (KerasTuner's values); a log range with a step is geometric."""
+    hp = kt.HyperParameters()
+    hp.Int("f", 3, 20, step=4)
+    hp.Int("units", 8, 256, step=2, sampling="log")
+    hp.Float("rate", 0.1, 0.5, step=0.1)
+    f, units, rate = hp.space
+    assert [v for v in range(0, 25) if P.contains(f, v)] == [3, 7, 11, 15, 19]
+    assert [v for v in range(0, 300) if P.contains(units, v)] == [8, 16, 32, 64, 128, 256]
+    assert P.contains(rate, 0.3) and P.contains(rate, 0.1 + 0.2) and not P.contains(rate, 0.25)
+    for p in hp.space:
+        assert all(P.contains(p, v) for v in P.candidates(p, 3) + P.candidates(p, 50))
