@@ -111,14 +111,15 @@ def test_rl_learns_to_prefer_the_rewarded_choice(policy):
     assert np.mean([p[2] for p in probs.values()]) > 0.4
 
 
+@pytest.mark.parametrize("update", ["ppo", "reinforce"])
 @pytest.mark.parametrize("policy", ["categorical", "lstm"])
-def test_rl_state_round_trips_weights_exactly(policy):
+def test_rl_state_round_trips_weights_exactly(policy, update):
     hp = toy_space()
-    s = nas.create_strategy("rl", space=hp, seed=3, policy=policy, batch=3)
+    s = nas.create_strategy("rl", space=hp, seed=3, policy=policy, batch=3, update=update)
     _drive(s, 10)
     pending = s.ask()
     state = json.loads(json.dumps(s.get_state()))
-    r = nas.create_strategy("rl", space=hp, seed=99, policy=policy, batch=3)
+    r = nas.create_strategy("rl", space=hp, seed=99, policy=policy, batch=3, update=update)
     r.set_state(state)
     for a, b in zip(s.weights, r.weights):
         assert a.dtype == b.dtype and np.array_equal(a, b)
