@@ -65,7 +65,7 @@ pending proposals are the base's) round-trips exactly through JSON (float32/floa
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import keras_tuner as kt
 import numpy as np
@@ -370,6 +370,20 @@ class ReinforceSearch(Strategy):
         proposing it: no trial id, nothing pending, nothing to tell."""
         return {k: P.to_python(v) for k, v in self._sample(rng).items()}
 
+    def _decisions(self, values: dict[str, Any]) -> Iterator[tuple[str, list[Any], int]]:
+        """The decisions of one episode in declaration order, as (name, choices, step): a parameter made inactive
+        by what ``values`` holds so far is skipped and a single-choice one is set in ``values`` at once; the
+        caller sets each yielded name in ``values`` before asking for the next."""
+        for p in self.space.space:
+            if not P.is_active(p, values):
+                continue
+            cands = self.choices[p.name]
+            t = self.step_of.get(p.name)
+            if t is None:
+                values[p.name] = cands[0]
+                continue
+            yield p.name, cands, t
+
     def _sample(self, rng: np.random.Generator | None = None, floor: float = 0.0) -> dict[str, Any]:
         """A configuration drawn from the policy (each decision's softmax raised to the entropy ``floor``)."""
         rng = self.rng if rng is None else rng
@@ -379,14 +393,7 @@ class ReinforceSearch(Strategy):
             h = np.zeros(self.units)
             c = np.zeros(self.units)
             x = x0
-        for p in self.space.space:
-            if not P.is_active(p, values):
-                continue
-            cands = self.choices[p.name]
-            t = self.step_of.get(p.name)
-            if t is None:
-                values[p.name] = cands[0]
-                continue
+        for name, cands, t in self._decisions(values):
             k = self.sizes[t]
             if self.policy == "categorical":
                 logits = self.weights[0][t, :k]
@@ -397,7 +404,7 @@ class ReinforceSearch(Strategy):
                 h = _sigmoid(zo) * np.tanh(c)
                 logits = (h @ wo[t] + bo[t])[:k]
             a = _draw(_floored(_softmax(logits), floor), float(rng.random()))
-            values[p.name] = cands[a]
+            values[name] = cands[a]
             if self.policy == "lstm":
                 x = emb[t, a]
         return values
@@ -555,16 +562,9 @@ class ReinforceSearch(Strategy):
                 if a >= 0:
                     counts[t][a] += 1
         values: dict[str, Any] = {}
-        for p in self.space.space:
-            if not P.is_active(p, values):
-                continue
-            cands = self.choices[p.name]
-            t = self.step_of.get(p.name)
-            if t is None:
-                values[p.name] = cands[0]
-                continue
+        for name, cands, t in self._decisions(values):
             least = np.flatnonzero(counts[t] == counts[t].min())
-            values[p.name] = cands[int(least[int(self.rng.integers(len(least)))])]
+            values[name] = cands[int(least[int(self.rng.integers(len(least)))])]
         return values
 
     # -- the PPO + Dyna update ----------------------------------------------------------------------------------

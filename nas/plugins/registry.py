@@ -238,7 +238,7 @@ def create_strategy(
     plugin = _plugin(STRATEGIES, name)
     if isinstance(plugin, Strategy):
         return plugin
-    _options(plugin, options, "strategy", _label(name), {"space", "objective", "seed"})
+    _options(plugin, options, "strategy", _label(name), _FIXED[STRATEGIES])
     return plugin(space=space, objective=objective, seed=seed, **options)
 
 
@@ -253,7 +253,7 @@ def create_space(name: Any, task: Any, **options: Any) -> Any:
         return plugin
     if not inspect.isclass(plugin):  # a KerasTuner HyperModel (checked by _plugin)
         return HyperModelSpace(task, plugin, **options)
-    _options(plugin, options, "space", _label(name), {"task"})
+    _options(plugin, options, "space", _label(name), _FIXED[SPACES])
     return plugin(task=task, **options)
 
 
