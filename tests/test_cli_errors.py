@@ -88,9 +88,9 @@ def test_a_wrong_kind_of_path_is_named_for_what_it_is(cli, capsys, monkeypatch, 
 def test_bad_labels_are_one_line_before_any_trial(cli, capsys, monkeypatch, tmp_path) -> None:
     """Labels no trial could learn from, each named with its file and value, before any trial (they used to
     fail every trial: an output layer of 10**12 units, "loss became nan", a blank CSV cell read as label
-    -9223372036854775808, a validation class never trained on passing silently). What the data alone show is
-    found before Ray starts; what needs the task (classes, which the space's kind of task decides) as Keras
-    is imported, while Ray starts."""
+    -9223372036854775808, a validation class never trained on passing silently). All are found before Ray
+    starts: what needs the task (classes, which the space's kind of task decides) reads the space's ``tasks``
+    from its source, without importing Keras."""
     import nas.driver.engine as engine
 
     early = {"started": 0}
@@ -112,8 +112,10 @@ def test_bad_labels_are_one_line_before_any_trial(cli, capsys, monkeypatch, tmp_
         (["--data", str(tmp_path / "blank.csv"), "--target", "t"], "--target column 't' has 1 blank cell(s) (line 5",
          True),
         (["--data", str(tmp_path / "huge.npz")], "has label 1000000000000 among 2 distinct labels and 50 examples",
-         False),
-        (["--data", str(tmp_path / "unseen.npz")], "validation label(s) 2 never occur in the training labels", False),
+         True),
+        (["--data", str(tmp_path / "unseen.npz")], "validation label(s) 2 never occur in the training labels", True),
+        (["--data", "digits", "--task", "anomaly", "--normal-class", "99"], "--normal-class 99 is not a label of "
+                                                                             "'digits'", True),
     ]:
         started = early["started"]
         code, out, err = cli.inprocess("search", "--space", "mlp", *args, capsys=capsys, monkeypatch=monkeypatch)
@@ -124,7 +126,11 @@ def test_bad_labels_are_one_line_before_any_trial(cli, capsys, monkeypatch, tmp_
 
 def test_max_params_no_model_meets_is_one_line_before_any_trial(cli, capsys, monkeypatch) -> None:
     """--max-params 1: every trial would be infeasible (they used to run and fail, 46-57 s, with an internal
-    exception name and advice to resume); the smallest model found is named, with the bound that would work."""
+    exception name and advice to resume); the smallest model found is named, with the bound that would work.
+    Checking it builds models, so such a search is prepared before Ray starts: the refusal starts no Ray."""
+    import nas.driver.engine as engine
+
+    monkeypatch.setattr(engine, "_early_ray", lambda *a: pytest.fail("Ray started before the refusal"))
     code, out, err = cli.inprocess("search", "--space", "mlp", "--strategy", "random", "--max-params", "1",
                                    capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
@@ -132,6 +138,18 @@ def test_max_params_no_model_meets_is_one_line_before_any_trial(cli, capsys, mon
     smallest = int(err.split("the smallest has ")[1].split(" ")[0].replace(",", ""))
     assert f"give --max-params >= {smallest:,}, or leave it out" in err and "num_layers=1" in err
     assert not any(cli.storage.glob("*/trials/*.json"))  # no trial ran
+
+
+def test_an_objective_no_trial_reports_is_refused_before_ray_starts(cli, capsys, monkeypatch) -> None:
+    """--objective needs a model built to know what trials report: the search is prepared first, so the one
+    line names the metrics that exist and no Ray was started for nothing (it used to start, then stop)."""
+    import nas.driver.engine as engine
+
+    monkeypatch.setattr(engine, "_early_ray", lambda *a: pytest.fail("Ray started before the refusal"))
+    code, out, err = cli.inprocess("search", "--space", "mlp", "--objective", "val_nothing", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and out == "", err
+    assert "--objective 'val_nothing' is not a metric trials of space 'mlp' report; known: accuracy," in err
 
 
 def test_bad_npz_in_cli(cli, capsys, monkeypatch, tmp_path) -> None:

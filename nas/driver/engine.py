@@ -23,7 +23,17 @@ from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, 
 from nas.plugins import params as P
 from nas.plugins.data import Dataset, check_spec, load_data, loads_keras
 from nas.plugins.objective import Objective, parse_objectives
-from nas.plugins.registry import SPACES, STRATEGIES, check_options, check_ref, create_space, create_strategy, space_class
+from nas.plugins.registry import (
+    SPACES,
+    STRATEGIES,
+    check_class_source,
+    check_options,
+    check_ref,
+    create_space,
+    create_strategy,
+    source_tasks,
+    space_class,
+)
 from nas.plugins.task import is_classification, make_task
 from nas.runtime import backends
 from nas.runtime.cluster import (
@@ -87,8 +97,10 @@ def check(opts: SearchOptions) -> None:
         require_horovod()
     check_ref(SPACES, opts.space)
     check_ref(STRATEGIES, opts.strategy)
-    check_options(SPACES, opts.space, opts.space_options)  # from the plugins' source: no import of Keras yet
-    check_options(STRATEGIES, opts.strategy, opts.strategy_options)
+    for group, ref, options in ((SPACES, opts.space, opts.space_options),
+                                (STRATEGIES, opts.strategy, opts.strategy_options)):
+        check_class_source(group, ref)  # from the plugins' source: no import of Keras yet
+        check_options(group, ref, options)
     if opts.objectives:
         parse_objectives(opts.objectives)
     if opts.data:
@@ -111,10 +123,29 @@ def load(opts: SearchOptions, data: Dataset | None = None, early: bool = False) 
     return load_data(opts.data, target=opts.target, window=opts.window, seed=opts.seed or 0)
 
 
+def check_task(opts: SearchOptions, data: Dataset | None) -> None:
+    """The data's labels checked for the search's task before Ray starts (a label that is no class number, a
+    validation class never trained on, a ``--normal-class`` that is no label), where the data is loaded by then
+    and the task is known without importing the space: ``--task``, or the space's ``tasks`` read from its
+    source. ``prepare`` makes the task again (and checks whatever this could not)."""
+    if data is None:
+        return
+    tasks = None if opts.task else source_tasks(opts.space)
+    if opts.task or tasks:
+        make_task(data, opts.task or _default_task(tasks, data), normal_class=opts.normal_class)
+
+
+def builds_models(opts: SearchOptions) -> bool:
+    """Whether preparing the search builds models to check an option (``--objective``: the metrics trials
+    report; ``--max-params``: the space's smallest model). Such a search is prepared before Ray starts, so that
+    a refusal starts none (seconds of Keras's import then no longer overlap Ray's start-up)."""
+    return bool(opts.objectives or opts.max_params)
+
+
 def prepare(opts: SearchOptions, data: Dataset) -> Prepared:
     """Build the task, space and strategy and check the objective (imports Keras and the framework)."""
     space_cls = space_class(opts.space)
-    kind = opts.task or _default_task(space_cls, data)
+    kind = opts.task or _default_task(space_cls.tasks, data)
     task = make_task(data, kind, normal_class=opts.normal_class)
     space = create_space(opts.space, task=task, **opts.space_options)
     hp = space.hyperparameters()
@@ -201,8 +232,8 @@ def check_objectives(space: Any, data: Any, objectives: list[Objective]) -> None
                            f"known: {', '.join(sorted(known))}")
 
 
-def _default_task(space_cls: Any, data: Any) -> str:
-    kinds = list(space_cls.tasks)
+def _default_task(tasks: Any, data: Any) -> str:
+    kinds = list(tasks)
     if not is_classification(data) and "regression" in kinds:
         return "regression"
     return kinds[0]
@@ -231,9 +262,11 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
             check(opts)
             data_given = data is not None
             data = load(opts, data, early=True)  # before Ray: a bad file or label is one line at once
+            check_task(opts, data)
+            first = prepare(opts, data := load(opts, data)) if builds_models(opts) else None
             with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
                 data = load(opts, data)
-                search = Search(opts, store, data, prepare(opts, data), ray, printer_factory, announce)
+                search = Search(opts, store, data, first or prepare(opts, data), ray, printer_factory, announce)
                 shown = {k: label(obj, getattr(opts, k)) if obj is not None else getattr(opts, k)
                          for k, obj in (("space", space), ("strategy", strategy))}  # not a .pkl path
                 announce(f"searching space {shown['space']!r} with strategy {shown['strategy']!r}: {opts.trials} "

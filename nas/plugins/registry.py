@@ -108,6 +108,86 @@ def _source_accepted(group: str, ref: str) -> list[str] | None:
     """``_accepted`` read from source: the keywords along the class's ``__init__`` chain, or None."""
     import ast
 
+    found = _source_chain(group, ref)
+    if found is None:
+        return None
+    chain, end, _ = found
+    names: list[str] = []
+    for node in chain:
+        if not _plain(node):
+            return None  # a base, metaclass or decorator the source does not settle
+        init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+        if init is not None:
+            args = init.args
+            names += [a.arg for a in args.args + args.kwonlyargs if a.arg != "self" and a.arg not in names]
+            if args.kwarg is None:
+                return names
+        if len(node.bases) != 1:
+            return None  # several bases: which __init__ comes next is the MRO's, known once imported
+    return names + [n for n in _BASES[end] if n not in names] if end in _BASES else None
+
+
+def source_tasks(ref: Any) -> tuple[str, ...] | None:
+    """A space class's ``tasks`` read from its source (the first literal ``tasks = ...`` up its chain, else the
+    base's), or None where the source does not settle it: the default task is known before the space's import
+    (seconds of Keras), so the data's labels are checked for it before Ray starts."""
+    import ast
+
+    from nas.plugins.task import DEFAULT_TASKS
+
+    found = _source_chain(SPACES, ref) if isinstance(ref, str) and not ref.endswith(".pkl") else None
+    if found is None:
+        return None
+    chain, end, _ = found
+    for node in chain:
+        for stmt in node.body:
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else \
+                stmt.target if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else None
+            if isinstance(target, ast.Name) and target.id == "tasks":
+                try:
+                    tasks = ast.literal_eval(stmt.value)
+                except Exception:  # not a literal (ValueError, TypeError, ...): known once imported
+                    return None
+                return tuple(tasks) if isinstance(tasks, (tuple, list)) and tasks else None
+        if not _plain(node) or len(node.bases) != 1:
+            return None
+    return DEFAULT_TASKS if end == "SearchSpace" else None
+
+
+def check_class_source(group: str, ref: Any) -> None:
+    """Refuse, from source, a ``module:Class`` whose class plainly is no plugin: its chain of bases, all in its
+    own module, ends in a built-in class (``Exception``, ``object``, ``dict`` ...). The same line as the check
+    made once the class is imported; anything else is left to that check."""
+    import builtins
+
+    found = _source_chain(group, ref) if isinstance(ref, str) and ":" in ref and not ref.endswith(".pkl") else None
+    if found is None:
+        return
+    chain, end, bound = found
+    if chain and end is not None and end not in bound and isinstance(getattr(builtins, end, None), type) and \
+            all(_plain(n) and len(n.bases) <= 1 for n in chain):
+        kind, base = _KIND[group], "SearchSpace" if group == SPACES else "Strategy"
+        module = ref.rpartition(":")[0]
+        shown = f"{module}.{chain[0].name}" if not module.endswith(".py") else chain[0].name
+        raise PluginError(f"{kind} {ref!r} is <class {shown!r}>, not a subclass of nas.{base}")
+
+
+def _plain(node: Any) -> bool:
+    """A class statement whose bases are plain names (or our bases by attribute), with no metaclass keyword or
+    decorator: its chain can be followed in the source."""
+    import ast
+
+    return not node.keywords and not node.decorator_list and all(
+        isinstance(b, ast.Name) or isinstance(b, ast.Attribute) and b.attr in _BASES for b in node.bases)
+
+
+def _source_chain(group: str, ref: str) -> tuple[list[Any], str | None, set[str]] | None:
+    """The ``ast.ClassDef`` statements from ``ref``'s class up its first bases while they are in the same module,
+    the name of the base the chain leaves the module by (None: no base, or one the source does not name
+    plainly), and the names the module binds by import or assignment (such a base is not a built-in). None
+    where the source cannot be read (the import reports why) or ``ref`` is no class statement there."""
+    import ast
+
     target = available(group).get(ref, ref) if ":" not in ref else ref
     module, sep, attr = target.rpartition(":")
     if not sep:
@@ -124,26 +204,21 @@ def _source_accepted(group: str, ref: str) -> list[str] | None:
     except (ImportError, ValueError, OSError, SyntaxError, UnicodeDecodeError):
         return None  # the import reports it, as before
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    names: list[str] = []
+    bound = {a.asname or a.name.split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+             for a in n.names} | {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                                  if isinstance(t, ast.Name)}
+    if attr not in classes or attr in bound:
+        return None
+    chain: list[Any] = []
     name: str | None = attr
-    while name is not None:
-        node = classes.get(name)
-        if node is None:
-            return names + [n for n in _BASES[name] if n not in names] if name in _BASES else None
-        init = next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
-        bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) and b.attr in _BASES
-                 else None for b in node.bases]
-        if None in bases or node.keywords or node.decorator_list:
-            return None  # a base, metaclass or decorator the source does not settle
-        if init is not None:
-            args = init.args
-            names += [a.arg for a in args.args + args.kwonlyargs if a.arg != "self" and a.arg not in names]
-            if args.kwarg is None:
-                return names
-        if len(bases) != 1:
-            return None  # several bases: which __init__ comes next is the MRO's, known once imported
-        name = bases[0]
-    return None
+    while name in classes and name not in bound and classes[name] not in chain:
+        node = classes[name]
+        chain.append(node)
+        if not node.bases or not _plain(node):  # a plain class statement with no base is an ``object``
+            return chain, "object" if not node.bases and _plain(node) else None, bound
+        base = node.bases[0]
+        name = base.id if isinstance(base, ast.Name) else base.attr
+    return chain, name, bound
 
 
 def load(group: str, ref: str) -> type:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import keras_tuner as kt
 
 from nas.errors import DataError
-from nas.plugins.task import Task, make_task
+from nas.plugins.task import DEFAULT_TASKS, Task, make_task
 
 if TYPE_CHECKING:  # keep TensorFlow out of imports that do not train
     import keras
@@ -37,7 +37,7 @@ class SearchSpace(kt.HyperModel, abc.ABC):
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     #: task kinds this space can build for
-    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    tasks: ClassVar[tuple[str, ...]] = DEFAULT_TASKS
     #: input ranks (excluding the batch axis) the space accepts, what it calls them, and a hint for other data
     input_ranks: ClassVar[tuple[int, ...] | None] = None
     input_kind: ClassVar[str] = ""

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from nas.plugins.data import Dataset
 
 TASK_KINDS = ("classification", "regression", "reconstruction", "anomaly")
+#: a space's ``tasks`` unless it says otherwise (``nas.plugins.space.SearchSpace.tasks``)
+DEFAULT_TASKS: tuple[str, ...] = ("classification",)
 
 
 @dataclass(frozen=True)

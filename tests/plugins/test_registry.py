@@ -137,3 +137,50 @@ def test_the_source_reading_agrees_with_the_imported_class_for_every_plugin(grou
     refs = list(available(group)) + ([f"{tmp_path / 'plugin.py'}:FirstChoice"] if group == STRATEGIES else [])
     for ref in refs:
         assert _source_accepted(group, ref) == _accepted(load(group, ref)), ref
+
+
+NOT_PLUGINS = textwrap.dedent('''
+    import keras_tuner
+
+    class Plain:
+        pass
+
+    class Broken(ValueError):
+        pass
+
+    class Deeper(Broken):
+        tasks = ("regression",)
+
+    class Hyper(keras_tuner.HyperModel):
+        pass
+''')
+
+
+def test_a_class_that_is_no_plugin_and_a_spaces_tasks_are_read_from_source(tmp_path: Path) -> None:
+    """Before Keras is imported: a ``module:Class`` whose bases end in a built-in class is refused with the line
+    the imported check gives, and a space's ``tasks`` (which decide the task the labels are checked for) are
+    read from its source, agreeing with the imported classes; what the source does not settle is left alone."""
+    from nas.plugins.registry import check_class_source, source_tasks
+
+    (tmp_path / "np.py").write_text(NOT_PLUGINS)
+    code = ("import sys\nfrom nas.plugins.registry import SPACES, STRATEGIES, check_class_source, source_tasks\n"
+            f"f = {str(tmp_path / 'np.py')!r}\n"
+            "for group, ref in [(SPACES, 'nas.errors:NasError'), (SPACES, f + ':Plain'), (STRATEGIES, f + ':Deeper'),\n"
+            "                   (SPACES, f + ':Hyper'), (SPACES, 'cnn'), (STRATEGIES, 'rl')]:\n"
+            "    try:\n        check_class_source(group, ref)\n        print('left', ref.rpartition(':')[2])\n"
+            "    except Exception as e:\n        print(e)\n"
+            "print(source_tasks('mlp'), source_tasks('cnn'), source_tasks(f + ':Hyper'))\n"
+            "print(sorted(m for m in ('keras', 'tensorflow', 'keras_tuner', 'search_spaces.cnn') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    f = str(tmp_path / "np.py")
+    assert out.splitlines() == [
+        "space 'nas.errors:NasError' is <class 'nas.errors.NasError'>, not a subclass of nas.SearchSpace",
+        f"space '{f}:Plain' is <class 'Plain'>, not a subclass of nas.SearchSpace",
+        f"strategy '{f}:Deeper' is <class 'Deeper'>, not a subclass of nas.Strategy",
+        "left Hyper", "left cnn", "left rl",
+        "('classification', 'regression') ('classification', 'regression') None", "[]"], out
+    for ref in available(SPACES):
+        assert source_tasks(ref) == load(SPACES, ref).tasks, ref
+    with pytest.raises(PluginError, match="not a subclass of nas.SearchSpace"):
+        load(SPACES, "nas.errors:NasError")  # the imported check says the same
+    check_class_source(SPACES, f"{f}:Hyper")
