@@ -152,6 +152,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="stop poor trials early from their per-epoch reports (default: %(default)s)")
     b.add_argument("--min-epochs", type=_positive_int, default=DEFAULTS["min_epochs"],
                    help="epochs every trial runs before a scheduler may stop it (default: %(default)s)")
+    b.add_argument("--executions-per-trial", type=_positive_int, default=DEFAULTS["executions_per_trial"],
+                   help="models trained per configuration, each from its own seed; a trial reports their per-epoch "
+                        "mean (KerasTuner's executions_per_trial; default: %(default)s)")
     b.add_argument("--max-params", type=_positive_int, help="constraint: reject larger models before training")
     b.add_argument("--max-latency-ms", type=float,
                    help="constraint: reject models slower than this (ms per sample, batch 1) before training")

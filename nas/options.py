@@ -35,7 +35,7 @@ _RAY_MOST = 10**14
 #: every typed option: its kind and accepted range (None: unbounded); str/bool/dict/list options: their type.
 #: Seeds reach numpy's legacy RandomState (keras.utils.set_random_seed): 0 to 2**32 - 1.
 _KINDS: dict[str, tuple[type, Any, Any]] = {
-    "trials": (int, 1, None), "epochs": (int, 1, None), "seed": (int, 0, 2**32 - 1),
+    "trials": (int, 1, None), "epochs": (int, 1, None), "seed": (int, 0, 2**32 - 1), "executions_per_trial": (int, 1, None),
     "min_epochs": (int, 1, None), "max_params": (int, 1, None), "max_latency_ms": (float, _ABOVE_ZERO, None),
     "max_failures": (int, 0, None), "max_consecutive_failures": (int, 0, None),
     "max_concurrent": (int, 1, None), "cpus_per_trial": (float, _ABOVE_ZERO, _RAY_MOST),
@@ -77,6 +77,7 @@ class SearchOptions:
     objectives: list[str] = field(default_factory=list)
     trials: int = 10
     epochs: int = 5
+    executions_per_trial: int = 1  # models per configuration, their per-epoch metrics averaged (KerasTuner's)
     seed: int | None = 0
     name: str | None = None
     storage: str | None = None
@@ -130,6 +131,9 @@ class SearchOptions:
             self.max_worker_rss_mb = float(self.max_worker_rss_mb)
         if self.distributed not in DISTRIBUTED_MODES:
             raise NasError(f"--distributed {self.distributed!r} is not valid; accepted: {', '.join(DISTRIBUTED_MODES)}")
+        if self.executions_per_trial > 1 and self.distributed != "none":
+            raise NasError(f"--executions-per-trial {self.executions_per_trial} trains its models in one process; it "
+                           f"cannot be combined with --distributed {self.distributed} (give one or the other)")
         if self.workers_per_trial > 1 and self.distributed != "horovod":
             raise NasError(f"--workers-per-trial {self.workers_per_trial} needs --distributed horovod "
                            f"(--distributed mirrored uses the GPUs of one worker: raise --gpus-per-trial instead)")
@@ -221,6 +225,7 @@ class TrialSetup:
     max_latency_ms: float | None = None
     measure_latency: bool = True  # only searches whose objectives or constraints use latency pay for it
     fit_arguments: str | None = None  # SearchOptions.fit_arguments
+    executions_per_trial: int = 1
 
     @classmethod
     def of(cls, opts: SearchOptions, task: Task, objectives: list[Objective], run_dir: Path | str) -> "TrialSetup":
@@ -231,7 +236,7 @@ class TrialSetup:
                    workers_per_trial=opts.workers_per_trial, distributed=opts.distributed, scale_lr=opts.scale_lr,
                    max_params=opts.max_params, max_latency_ms=opts.max_latency_ms,
                    measure_latency=measures_latency([o.metric for o in objectives], opts.max_latency_ms),
-                   fit_arguments=opts.fit_arguments)
+                   fit_arguments=opts.fit_arguments, executions_per_trial=opts.executions_per_trial)
 
 
 def measures_latency(metric_names: Iterable[str], max_latency_ms: float | None) -> bool:

@@ -21,7 +21,8 @@ importing this module loads no Keras).
 A subclass may override ``run_trial(self, trial, *args, **kwargs)`` (KerasTuner's way to tune a custom loop, or
 anything): it runs as each trial, in a Ray worker, and returns a number (the objective, ``default_objective``
 when none is given) or a dict of metrics. ``hyperparameters=``, ``tune_new_entries``, ``allow_new_entries``
-restrict a hypermodel's space as in KerasTuner. Not taken (one clear error): ``executions_per_trial`` > 1.
+restrict a hypermodel's space as in KerasTuner; ``executions_per_trial`` trains N models per configuration and
+reports their per-epoch mean.
 """
 
 from __future__ import annotations
@@ -171,9 +172,6 @@ class Tuner:
         if hypermodel is None and not self._runs_trials():
             raise NasError("hypermodel= is required (a build function build(hp) or a keras_tuner.HyperModel), "
                            "unless the tuner overrides run_trial")
-        if executions_per_trial != 1:
-            raise NasError(f"executions_per_trial={executions_per_trial!r} is not taken (each trial trains once; "
-                           f"nas's seeds make a trial repeatable); leave it out")
         restricted = hyperparameters is not None or not tune_new_entries or not allow_new_entries
         if restricted and _is_nas_space(hypermodel):
             raise NasError("hyperparameters=, tune_new_entries= and allow_new_entries= restrict a KerasTuner "
@@ -189,7 +187,7 @@ class Tuner:
         self.directory = Path(directory or ".").expanduser()
         self.project_name = project_name or "untitled_project"
         self.overwrite = overwrite
-        self.options = {"max_failures": max_retries_per_trial,
+        self.options = {"max_failures": max_retries_per_trial, "executions_per_trial": executions_per_trial,
                         "max_consecutive_failures": max_consecutive_failed_trials,
                         "strategy": self.strategy, "scheduler": self.scheduler, **options}
         if restricted:  # HyperModelSpace's options, stored in the run's spec (the config is JSON)

@@ -285,7 +285,6 @@ def test_the_getting_started_guide_with_only_the_import_changed(digits, tmp_path
 
 
 @pytest.mark.parametrize("make, says", [
-    (lambda kt: kt.RandomSearch(build_model, executions_per_trial=2), "executions_per_trial=2 is not taken"),
     (lambda kt: kt.RandomSearch(build_model, objective="val_weirdness"), "the direction of an unknown metric"),
     (lambda kt: kt.RandomSearch(), "hypermodel= is required"),
     (lambda kt: kt.RandomSearch(hypermodel=42), "hypermodel=42 is not valid; give a build function"),
@@ -351,3 +350,35 @@ def test_a_nas_space_name_is_a_hypermodel(tmp_path: Path, capsys) -> None:
     tuner.search_space_summary()
     out = capsys.readouterr().out
     assert "Search space summary" in out and "learning_rate (Float)" in out
+
+
+def test_executions_per_trial_averages_several_models_of_each_configuration(digits, tmp_path: Path) -> None:
+    """KerasTuner's ``executions_per_trial``: each configuration trains N models (each from its own seed) and
+    the trial reports their per-epoch mean. The trial's own execution is the model an executions_per_trial=1
+    search trains (the same seed), so each reported epoch is exactly the mean of that run's epoch and the extra
+    execution's (kept in the trial's executions.json, for resume). 0 is one line before anything starts."""
+    import json
+
+    from nas import tuners as kt
+
+    x, y, xv, yv = digits
+    onehot = np.eye(10, dtype="float32")
+    runs = {}
+    for n in (1, 2):
+        tuner = kt.RandomSearch(build_model, objective="val_accuracy", max_trials=1, executions_per_trial=n, seed=5,
+                                directory=str(tmp_path), project_name=f"x{n}", progress=False)
+        runs[n] = tuner.search(x[:400], onehot[y[:400]], epochs=2, validation_data=(xv, onehot[yv]))
+    once, twice = runs[1].trials[0], runs[2].trials[0]
+    assert once["config"] == twice["config"] and twice["status"] == "completed"
+    extra = json.loads((tmp_path / "x2" / "trials" / "0" / "executions.json").read_text())["executions"]
+    assert len(extra) == 1 and len(extra[0]) == 2  # one more model, two epochs
+    for epoch in range(2):
+        mine, its, mean = once["history"][epoch], extra[0][epoch], twice["history"][epoch]
+        assert mean["executions"] == 2 and "executions" not in mine
+        for key in ("val_accuracy", "val_loss", "loss"):
+            assert mean[key] == pytest.approx((mine[key] + its[key]) / 2, abs=1e-6), (epoch, key)
+    assert extra[0][1]["val_loss"] != once["history"][1]["val_loss"]  # another seed: another model
+    with pytest.raises(NasError, match="--executions-per-trial 0 is not valid"):
+        kt.RandomSearch(build_model, executions_per_trial=0, directory=str(tmp_path), project_name="x0",
+                        progress=False).search(x, onehot[y], epochs=1, validation_data=(xv, onehot[yv]))
+    assert not (tmp_path / "x0").exists()

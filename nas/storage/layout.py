@@ -41,6 +41,7 @@ CHECKPOINT = "resume.npz"
 BEST_MODEL = "best.keras"
 BEST_INFO = "best.json"
 BEST_WEIGHTS = "best.npz"
+EXECUTIONS = "executions.json"  # --executions-per-trial N: the per-epoch metrics of the first N - 1 executions
 
 
 def trial_record(run_dir: str | Path, trial_id: str) -> Path:

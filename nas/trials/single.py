@@ -7,6 +7,7 @@ is ``nas.trials.horovod.train_trial_horovod``). What both kinds share lives in `
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from nas.options import TrialSetup
 from nas.plugins import params as P
 from nas.plugins.space import SearchSpace
 from nas.runtime import backends
-from nas.storage.layout import trial_dir
+from nas.storage.layout import EXECUTIONS, trial_dir
 from nas.trials.artifacts import BackgroundWriter, BestModelSaver
 from nas.trials.measure import LATENCY, latency
 from nas.trials.tensorboard import TrialLogger
@@ -80,6 +81,10 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     if setup.max_latency_ms and speed[LATENCY] > setup.max_latency_ms:
         raise TrialInfeasible(f"infeasible: latency {speed[LATENCY]:.4g} ms > --max-latency-ms "
                               f"{setup.max_latency_ms:g}")
+    # --executions-per-trial N: N - 1 more models of this configuration trained first (each from its own seed),
+    # their epochs averaged into what this one reports (KerasTuner's executions_per_trial)
+    earlier = _earlier_executions(space, hp, prepared, setup, trial_id, out_dir) if setup.executions_per_trial > 1 \
+        else []
     backends.reset_peak_memory(setup.backend)
     started = time.perf_counter()
     initial_epoch = int(resumed["epoch"]) if resumed else 0
@@ -120,6 +125,8 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
             metrics = {k: float(v) for k, v in (logs or {}).items()}
             check_finite(metrics, epoch + 1)  # the exception ends fit
             metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
+            if earlier:
+                metrics = mean_over_executions(metrics, earlier, epoch)
             metrics.update(speed)
             metrics.update(backends.device_info(setup.backend))
             metrics.update(epoch_fields(epoch + 1, n_params, started, fit_started, initial_epoch, rss_mb(),
@@ -161,6 +168,69 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
         writer.close()
         tb.close()
     del model
+
+
+def _earlier_executions(space: Any, hp: Any, prepared: Any, setup: TrialSetup, trial_id: str,
+                        out_dir: Any) -> list[list[dict[str, float]]]:
+    """Executions 1 .. N-1 of a trial (``--executions-per-trial N``), each a fresh model of the same configuration
+    from its own seed, trained for every epoch with the user's fit arguments (a fresh copy of their callbacks)
+    and nothing of nas's (no report, checkpoint or saved model): their per-epoch metrics, which the trial's own
+    execution (the one every trial makes, from the trial's seed) averages into its reports. Each finished one is
+    kept in the trial's ``executions.json``, so a resumed trial trains only those it had not finished; they are
+    seeded, so retraining one gives the same figures."""
+    import keras
+
+    path = out_dir / EXECUTIONS
+    try:
+        done = json.loads(path.read_text())["executions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        done = []
+    done = done[: setup.executions_per_trial - 1]
+    base = trial_seed(setup.seed, trial_id)
+    x, y = prepared.x_train, prepared.y_train
+    validation = (prepared.x_val, prepared.y_val)
+    while len(done) < setup.executions_per_trial - 1:
+        seed = (base + 104_729 * (len(done) + 1)) % (2**31 - 1)
+        keras.utils.set_random_seed(seed)
+        model = space.build(hp)
+        history: list[dict[str, float]] = []
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                metrics = {k: float(v) for k, v in (logs or {}).items()}
+                check_finite(metrics, epoch + 1)
+                metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
+                history.append(metrics)
+
+        user = fit_arguments(setup)
+        order = epoch_order(seed, 0, len(x))
+        kwargs: dict[str, Any] = {"verbose": 0, **user, "callbacks": [Record(), *(user.get("callbacks") or [])]}
+        if kwargs.get("sample_weight") is not None:
+            kwargs["sample_weight"] = np.asarray(kwargs["sample_weight"])[order]
+        if kwargs.get("batch_size") is None:
+            kwargs.pop("batch_size", None)
+        result = space.fit(hp, model, x[order], y[order], validation_data=validation, epochs=setup.epochs,
+                           shuffle=False, **kwargs)
+        if not history and isinstance(result, dict):  # a custom loop's result (KerasTuner's rule, as _fit_once)
+            history.append({str(k): float(v) for k, v in result.items()})
+        elif not history and isinstance(result, (int, float)):
+            history.append({setup.objective.metric: float(result)})
+        done.append(history)
+        del model
+        path.write_text(json.dumps({"executions": done}))
+    return done
+
+
+def mean_over_executions(metrics: dict[str, float], earlier: list[list[dict[str, float]]],
+                         epoch: int) -> dict[str, float]:
+    """An epoch's metrics averaged with the same epoch of the earlier executions (an execution that stopped
+    sooner, by the user's ``EarlyStopping``, counts with its last epoch); ``executions`` says how many."""
+    out = dict(metrics)
+    for key, value in metrics.items():
+        values = [value] + [h[min(epoch, len(h) - 1)][key] for h in earlier if h and key in h[min(epoch, len(h) - 1)]]
+        out[key] = float(np.mean(values))
+    out["executions"] = 1 + len(earlier)
+    return out
 
 
 def _fit_once(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple[Any, Any], seed: int,

@@ -18,6 +18,9 @@ from nas.plugins.objective import Objective
     ({"objectives": ["val_accuracy:maximum"]}, "maximum"),
     ({"data": "no/such/file.csv"}, "no/such/file.csv"),
     ({"backend": "theano"}, "theano"),
+    ({"executions_per_trial": 0}, "--executions-per-trial 0 is not valid"),
+    ({"executions_per_trial": 2, "distributed": "mirrored"}, "--executions-per-trial 2 trains its models in one "
+                                                              "process; it cannot be combined with --distributed"),
 ])
 def test_check_refuses_bad_options_naming_them(options: dict, says: str) -> None:
     with pytest.raises(NasError) as e:
