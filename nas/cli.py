@@ -166,6 +166,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     r.add_argument("--connect-timeout", type=_seconds, default=DEFAULTS["connect_timeout"], metavar="SECONDS",
                    help="fail when the cluster of --address cannot be reached within this time (default: 30)")
     r.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: as many as resources allow)")
+    r.add_argument("--deterministic", action="store_true",
+                   help="the same seed gives the same proposals and results at any --max-concurrent (trials are told "
+                        "to the strategy in trial order; a slot may wait for a slower trial)")
     r.add_argument("--cpus-per-trial", type=float, default=DEFAULTS["cpus_per_trial"], help="default: %(default)g")
     r.add_argument("--gpus-per-trial", type=float, default=DEFAULTS["gpus_per_trial"],
                    help="fractions share a GPU (default: %(default)g)")

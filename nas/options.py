@@ -50,6 +50,7 @@ _KINDS: dict[str, tuple[type, Any, Any]] = {
     "backend": (str, None, None), "estimation": (str, None, None), "fit_arguments": (str, None, None),
     "objectives": (list, None, None), "strategy_options": (dict, None, None), "space_options": (dict, None, None),
     "supernet_options": (dict, None, None), "scale_lr": (bool, None, None), "keep_checkpoints": (bool, None, None),
+    "deterministic": (bool, None, None),
     "verbose": (bool, None, None),
 }
 #: the command line's (singular) flag of an option whose API name differs
@@ -83,6 +84,8 @@ class SearchOptions:
     storage: str | None = None
     address: str | None = None
     max_concurrent: int | None = None
+    # the same seed, the same search at any concurrency: asks and tells in one fixed sequence (nas.driver.searcher)
+    deterministic: bool = False
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     strategy_options: dict[str, Any] = field(default_factory=dict)

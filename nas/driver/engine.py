@@ -327,6 +327,10 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
         raise RunError(f"{store.spec_path}: its 'options' hold a value this version refuses ({e}); nothing was "
                        f"changed") from None
     for key, value in (changes or {}).items():
+        if key == "max_concurrent" and opts.deterministic and value is not None and value != opts.max_concurrent:
+            raise RunError(f"run {name!r} is --deterministic with --max-concurrent {opts.max_concurrent}, which "
+                           f"decides its sequence of proposals; resume it without --max-concurrent (or with "
+                           f"{opts.max_concurrent})")
         if key in RESUME_MAY_CHANGE:
             setattr(opts, key, value)
         elif value != getattr(opts, key):
@@ -365,13 +369,15 @@ def _resume(search: Search, spec: RunSpec, strategy: Any) -> SearchResult:
             rec.status = TrialStatus.COMPLETED if told[rec.trial_id] is not None else TrialStatus.FAILED
             rec.finished = rec.updated
             store.write_trial(rec)
-    replay = []
+    replay, untold = [], {}
     for trial_id, values in list(strategy.pending.items()):
         rec = records.get(trial_id)
-        if rec and rec.status == TrialStatus.COMPLETED:  # done, but the driver died before telling the strategy
-            strategy.tell(trial_id, rec.metrics)
-        elif rec and rec.status == TrialStatus.FAILED:
-            strategy.tell(trial_id, None)
+        if rec and rec.ended:  # done, but the driver died before telling the strategy (--deterministic: not yet)
+            metrics = rec.metrics if rec.status == TrialStatus.COMPLETED else None
+            if opts.deterministic:
+                untold[trial_id] = metrics  # told in its turn (nas.driver.searcher.StrategySearcher)
+            else:
+                strategy.tell(trial_id, metrics)
         else:  # was running or about to: run it again, from its last epoch checkpoint
             replay.append((trial_id, values, list(rec.history) if rec else []))
     replayed = {t for t, _, _ in replay}
@@ -386,7 +392,7 @@ def _resume(search: Search, spec: RunSpec, strategy: Any) -> SearchResult:
                  f"{store.command('resume', '--trials', str(done + 10))}")
         return _result(store, objectives[0], 0.0, interrupted=False)
     announce(f"resuming run {store.name}: {done} of {opts.trials} trials done, {len(replay)} to continue")
-    return _tune(search, spec, strategy, replay=replay, budget=Budget(opts.trials, finished=done))
+    return _tune(search, spec, strategy, replay=replay, budget=Budget(opts.trials, finished=done), untold=untold)
 
 
 def _result(store: ExperimentStore, objective: Objective, wall: float, interrupted: bool,
@@ -423,9 +429,11 @@ def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore)
                     run_dir=store.root)
 
 
-def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Budget) -> SearchResult:
+def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Budget,
+          untold: dict[str, Any] | None = None) -> SearchResult:
     """Run the trials on Ray Tune: ``strategy`` proposes (after ``replay``, the trials a killed driver left
-    running), ``budget`` counts them."""
+    running), ``budget`` counts them; ``untold``: --deterministic, trials a killed driver left finished but not
+    yet told (their turn comes)."""
     from ray import tune
 
     from nas.driver.searcher import FailureGuard, LostTrials, StrategySearcher, TrialRecorder, WorkerRecycler
@@ -443,6 +451,12 @@ def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Bu
     guard = FailureGuard(opts.max_consecutive_failures)
     ray.wait()
     concurrent = check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks)
+    if opts.deterministic and opts.max_concurrent is None:  # the K of its sequence, kept by the run for resume
+        opts.max_concurrent = spec.options["max_concurrent"] = concurrent
+        spec.resources["max_concurrent"] = concurrent
+    if opts.deterministic and opts.scheduler != "none":
+        announce(f"--deterministic with --scheduler {opts.scheduler}: proposals follow a fixed sequence, but which "
+                 f"trials the scheduler stops early depends on when trials report, so results may differ run to run")
     store.start_session(spec)  # writes the spec only now: a request Ray can never run leaves no half-made run
     if not opts.address:
         record_local_ray(store)
@@ -450,7 +464,8 @@ def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Bu
         announce(f"run {store.name} -> {store.root}")
     recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
     searcher = StrategySearcher(strategy, on_state=lambda state: guard.write(store.write_strategy_state, state),
-                                replay=replay, recycler=recycler, budget=budget)
+                                replay=replay, recycler=recycler, budget=budget,
+                                deterministic=opts.max_concurrent if opts.deterministic else None, untold=untold)
     recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
                              max_epochs=opts.epochs, recycler=recycler, keep_checkpoints=opts.keep_checkpoints)
     ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed

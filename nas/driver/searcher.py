@@ -31,11 +31,32 @@ class StrategySearcher(Searcher):
 
     The searcher is where the trial budget is counted (``Budget.finished``): Tune runs with ``num_samples=-1``
     and the searcher proposes while finished + running + waiting-to-rerun trials stay below the total.
+
+    ``deterministic=K`` (``--deterministic``, K trials at once): the same seed gives the same search at any
+    concurrency. What the strategy proposes as trial n is a function of its seed and of the calls made on it
+    before: the asks of trials 0 .. n-1 and the tells made between them, in their order. Asynchronously, trials
+    end in an order the machine decides, so the tells (and which of them come before ask n) vary from run to run.
+    Here the calls follow one fixed sequence, whatever the order trials end in:
+
+        ask 0, ask 1, ..., ask K-1, tell 0, ask K, tell 1, ask K+1, ..., tell n-K, ask n, ...
+
+    then, once no trial is left to ask (the budget is spent or the strategy has nothing more), every remaining
+    tell in trial order. Two rules produce it: a finished trial is told only when every trial numbered below it
+    has been told and its number is at most n-K, n being the number of trials asked so far (those tells would
+    come before ask n in the sequence, and no ask happens in between); and ask n waits (``suggest`` returns None,
+    Tune asks again later) until trial n-K has been told. Each call is thus the sequence's next, so by induction
+    every proposal, and every tell's content (a trial's training is seeded by its number), is the same as in any
+    other run of the command; at most K trials are pending at an ask, so the concurrency is kept up to a trial
+    that ends late, which then holds the next ask (the cost, measured in benchmarks/deterministic.py). A killed
+    and resumed driver continues the same sequence: trials that finished but were not told yet are handed back
+    (``untold``) and wait for their turn. What it does not fix: a scheduler's early stops (``--scheduler``) depend
+    on when trials report, and so do the tells' contents then.
     """
 
     def __init__(self, strategy: Strategy, on_state: Callable[[dict[str, Any]], None] | None = None,
                  replay: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] | None = None,
-                 recycler: WorkerRecycler | None = None, budget: Budget | None = None) -> None:
+                 recycler: WorkerRecycler | None = None, budget: Budget | None = None,
+                 deterministic: int | None = None, untold: dict[str, Any] | None = None) -> None:
         obj = strategy.objective
         super().__init__(metric=obj.metric, mode=obj.mode)
         self.strategy = strategy
@@ -48,6 +69,9 @@ class StrategySearcher(Searcher):
         self.recycler = recycler
         self.budget = budget  # None: propose until the strategy is exhausted
         self.max_concurrent: int | None = None
+        self.deterministic = deterministic  # K: tells and asks in the fixed sequence (class docstring)
+        self.untold: dict[str, Any] = dict(untold or {})  # deterministic: finished trials not told yet (metrics)
+        self.last_ask = False  # deterministic: no trial is left to ask; the rest are told in trial order
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         # Handled here rather than by Tune's ConcurrencyLimiter, which counts a trial as running until the
@@ -64,10 +88,14 @@ class StrategySearcher(Searcher):
             nas_id, values, history = self.replay.pop(0)
             return self._start(trial_id, nas_id, values, history)
         if self.budget is not None and self.budget.finished + len(self.ray_to_nas) >= self.budget.total:
+            self._tell_in_turn(last=True)
             return Searcher.FINISHED if not self.ray_to_nas else None  # a running trial may still need a re-run
+        if self.deterministic and not self._tell_in_turn():
+            return None  # trial n-K has not ended: ask n waits for it
         proposal = self.strategy.ask()
         if proposal is None:
             self.exhausted = True
+            self._tell_in_turn(last=True)
             return Searcher.FINISHED if not self.ray_to_nas else None
         self._changed()
         return self._start(trial_id, proposal.trial_id, proposal.values, [])
@@ -100,10 +128,28 @@ class StrategySearcher(Searcher):
         if result and not error:  # a scheduler's STOP hands the last epoch only to on_trial_complete
             add_epoch(history, epoch_metrics(result))
         metrics = None if error else best_epoch(history, self.strategy.objective)
-        self.strategy.tell(nas_id, metrics)
+        if self.deterministic:
+            self.untold[nas_id] = metrics
+            self._tell_in_turn()
+        else:
+            self.strategy.tell(nas_id, metrics)
         if self.budget is not None:  # before Tune's callbacks hear of it: the progress line counts it
             self.budget.finished += 1
         self._changed()
+
+    def _tell_in_turn(self, last: bool = False) -> bool:
+        """Deterministic mode: tell the finished trials whose turn has come (class docstring), in trial order;
+        True when ask n may be made (trial n-K told). ``last``: no ask follows, every finished trial's turn has
+        come, still in trial order."""
+        if not self.deterministic:
+            return True
+        self.last_ask = self.last_ask or last
+        upto = None if self.last_ask else self.strategy.asked - self.deterministic
+        for nas_id in sorted(self.strategy.pending, key=int):
+            if (upto is not None and int(nas_id) > upto) or nas_id not in self.untold:
+                break
+            self.strategy.tell(nas_id, self.untold.pop(nas_id))
+        return upto is None or not any(int(t) <= upto for t in self.strategy.pending)
 
     def _changed(self) -> None:
         if self.on_state is not None:
@@ -113,7 +159,8 @@ class StrategySearcher(Searcher):
     def get_state(self) -> dict[str, Any]:
         return {"strategy": self.strategy.get_state(), "ray_to_nas": self.ray_to_nas, "history": self.history,
                 "replay": self.replay, "exhausted": self.exhausted,
-                "finished": self.budget.finished if self.budget else None}
+                "finished": self.budget.finished if self.budget else None, "untold": self.untold,
+                "last_ask": self.last_ask}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.strategy.set_state(state["strategy"])
@@ -121,6 +168,8 @@ class StrategySearcher(Searcher):
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.replay = [tuple(r) for r in state.get("replay", [])]
         self.exhausted = bool(state.get("exhausted", False))
+        self.untold = dict(state.get("untold") or {})
+        self.last_ask = bool(state.get("last_ask", False))
         if self.budget is not None and state.get("finished") is not None:
             self.budget.finished = int(state["finished"])
 

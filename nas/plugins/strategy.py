@@ -73,6 +73,11 @@ class Strategy(abc.ABC):
         """The primary (first) objective."""
         return self.objectives[0]
 
+    @property
+    def asked(self) -> int:
+        """How many proposals were made (trial ids run 0 .. asked - 1)."""
+        return self._next_id
+
     def ask(self) -> Proposal | None:
         """The next configuration to try, or None when the strategy has nothing more to propose."""
         values = self._ask()

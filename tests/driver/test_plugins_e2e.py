@@ -5,6 +5,7 @@ tests/test_cli_search.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,22 @@ def test_lstm_forecasting_and_refusals(cli, search, tmp_path: Path, capsys, monk
                                  capsys=capsys, monkeypatch=monkeypatch)
     assert code != 0 and "(H, W)" in err
     assert not (cli.storage / "flat").exists() and not (cli.storage / "flat2").exists()
+
+
+def test_a_deterministic_search_is_the_same_search_at_two_trials_at_once(cli, search) -> None:
+    """--deterministic: two runs of the same seeded command, 2 trials at once on the real Ray (trials of
+    different sizes end in whatever order the machine decides), record the same trials: the same configurations
+    under the same ids, the same per-epoch metrics (on CPU). The run keeps its K (--max-concurrent) for resume."""
+    keep = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
+    runs = []
+    for name in ("det-a", "det-b"):
+        search("--space", "mlp", "--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2", "--trials", "6",
+               "--epochs", "2", "--max-concurrent", "2", "--deterministic", "--seed", "11", "--name", name)
+        trials = sorted((json.loads(f.read_text()) for f in (cli.storage / name / "trials").glob("*.json")),
+                        key=lambda t: int(t["trial_id"]))
+        runs.append([(t["trial_id"], t["status"], t["config"], [{k: h[k] for k in keep} for h in t["history"]])
+                     for t in trials])
+    assert len(runs[0]) == 6 and all(t[1] == "completed" for t in runs[0])
+    assert runs[0] == runs[1]
+    spec = json.loads((cli.storage / "det-a" / "spec.json").read_text())
+    assert spec["options"]["deterministic"] is True and spec["options"]["max_concurrent"] == 2

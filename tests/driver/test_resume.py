@@ -188,6 +188,32 @@ class BestFirst(MLPSpace):
 '''
 
 
+def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(cli) -> None:
+    """--deterministic across a kill -9: the driver is killed with trials finished (those whose turn had not
+    come not yet told to the strategy) and one mid-trial; `nas resume` ends with the records of the same command
+    run without a kill: the same configurations under the same ids, the same per-epoch metrics."""
+    keep = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
+    args = ("--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2",
+            "--trials", "7", "--epochs", "3", "--max-concurrent", "2", "--deterministic", "--seed", "5")
+
+    def trials(name: str) -> list:
+        recs = _records(cli.storage / name)
+        return [(k, recs[k]["status"], recs[k]["config"], [{m: h[m] for m in keep} for h in recs[k]["history"]])
+                for k in sorted(recs, key=int)]
+
+    proc = _start(cli, "search", *args, "--name", "det-killed")
+    _wait_for(cli.storage / "det-killed", proc, completed=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert cli("resume", "det-killed").returncode == 0
+    cli("search", *args, "--name", "det-whole")
+    whole = trials("det-whole")
+    assert len(whole) == 7 and all(t[1] == "completed" for t in whole)
+    assert trials("det-killed") == whole
+    refused = cli("resume", "det-killed", "--trials", "8", "--max-concurrent", "3", check=False)
+    assert refused.returncode == 2 and "is --deterministic with --max-concurrent 2" in refused.stderr
+
+
 def test_ctrl_c_saves_state_and_says_how_to_resume(cli, tmp_path: Path, capsys, monkeypatch) -> None:
     """Ctrl-C in a run outside the default storage: stdout says interrupted and how to go on (a command that
     works when pasted), the run reads interrupted at once, the resumed session's "best so far" counts the

@@ -102,3 +102,79 @@ def test_a_completed_trial_drops_its_checkpoint_unless_kept(tmp_path: Path) -> N
         recorder.on_trial_complete(0, [], _trial("0"))
         assert sorted(p.name for p in d.iterdir()) == sorted(
             [CHECKPOINT, BEST_MODEL, BEST_WEIGHTS] if keep else [BEST_MODEL])
+
+
+# -- --deterministic: the same search whatever order trials end in ---------------------------------------------
+def _drive(strategy_name: str, k: int, order_seed: int, deterministic: bool, trials: int = 14,
+           stop_after: int | None = None, state: dict | None = None) -> tuple[dict, list, dict]:
+    """A stand-in for Ray Tune's loop around ``StrategySearcher`` (the searcher itself is the real one): asks for
+    trials while it proposes, then ends one of the running trials, picked by ``order_seed`` (the machine's
+    timing), with a score that is a function of its configuration. Returns the proposals by trial id, the
+    order the strategy was told in, and the searcher's state (after ``stop_after`` endings: a killed driver)."""
+    import random
+
+    import keras_tuner as kt
+    from ray.tune.search import Searcher
+
+    from nas.driver.searcher import StrategySearcher
+    from nas.options import Budget
+    from nas.plugins.registry import create_strategy
+
+    hp = kt.HyperParameters()
+    hp.Int("units", 8, 256, step=8)
+    hp.Float("lr", 1e-4, 1e-1, sampling="log")
+    hp.Choice("act", ["relu", "tanh", "elu"])
+    strategy = create_strategy(strategy_name, space=hp, objective=[Objective("val_accuracy", "max")], seed=3)
+    budget = Budget(trials)
+    searcher = StrategySearcher(strategy, budget=budget, deterministic=k if deterministic else None)
+    searcher.set_max_concurrency(k)
+    if state is not None:
+        searcher.set_state(state)
+    rng, running, proposals, ended, n = random.Random(order_seed), [], {}, 0, 0
+    while True:
+        while True:
+            config = searcher.suggest(f"tune{order_seed}-{n}")
+            if config is None or config == Searcher.FINISHED:
+                break
+            running.append((f"tune{order_seed}-{n}", config))
+            proposals[config[TRIAL_KEY]] = {k2: v for k2, v in config.items() if k2 != TRIAL_KEY}
+            n += 1
+        if config == Searcher.FINISHED and not running:
+            break
+        assert running, "the searcher waits for a trial, but none is running: a stall"
+        tune_id, config = running.pop(rng.randrange(len(running)))
+        score = 1 - abs(config["units"] - 100) / 256 - abs(config["lr"] - 0.01) + 0.1 * (config["act"] == "elu")
+        result = {"val_accuracy": score, "epoch": 1}
+        searcher.on_trial_result(tune_id, result)
+        searcher.on_trial_complete(tune_id, result)
+        ended += 1
+        if stop_after is not None and ended == stop_after:
+            return proposals, [o.trial_id for o in strategy.history], json.loads(json.dumps(searcher.get_state()))
+    return proposals, [o.trial_id for o in strategy.history], searcher.get_state()
+
+
+def test_deterministic_proposals_do_not_depend_on_the_order_trials_end_in() -> None:
+    """With --deterministic, three runs whose trials end in three different orders make the same 24 proposals
+    and tell the strategy in trial order, at 2 and 3 trials at once, for strategies that learn from what they
+    are told; without it the same runs differ (what the mode is for)."""
+    for strategy in ("evolution", "gp"):
+        for k in (2, 3):
+            runs = [_drive(strategy, k, seed, deterministic=True, trials=24) for seed in (0, 1, 2)]
+            assert runs[0][0] == runs[1][0] == runs[2][0], (strategy, k)
+            assert all(told == [str(i) for i in range(24)] for _, told, _ in runs), (strategy, k)
+            assert len({str(sorted(v.items())) for v in runs[0][0].values()}) == 24
+    free = [_drive("gp", 3, seed, deterministic=False, trials=24)[0] for seed in (0, 1, 2)]
+    assert not free[0] == free[1] == free[2]
+
+
+def test_a_deterministic_search_stopped_midway_continues_the_same_sequence() -> None:
+    """A driver killed after 6 trials ended (some finished but not told yet: their turn had not come), resumed
+    from its searcher state with the trials it left running lost, makes the proposals of an uninterrupted run."""
+    whole, _, _ = _drive("evolution", 3, 5, deterministic=True)
+    before, _, state = _drive("evolution", 3, 7, deterministic=True, stop_after=6)
+    assert state["untold"], "some finished trials wait for their turn"
+    lost = [nas_id for nas_id in state["ray_to_nas"].values()]
+    state["replay"] = [[t, state["strategy"]["pending"][t], []] for t in lost] + state["replay"]
+    state["ray_to_nas"], state["history"] = {}, {}
+    after, told, _ = _drive("evolution", 3, 9, deterministic=True, state=state)
+    assert {**before, **after} == whole and told == [str(i) for i in range(14)]
