@@ -1,8 +1,10 @@
 """What `--deterministic` costs: the same seeded search with and without it, K trials at once, and whether it
 was the same search.
 
-In deterministic mode the strategy is told results in trial order and proposal n waits for trial n-K to end
-(nas.driver.searcher.StrategySearcher), so a slot can stand idle behind a slow trial. Each row is one whole
+In deterministic mode the strategy is told results in trial order and proposal n waits for trial n-2K to end
+(nas.driver.searcher.StrategySearcher), so a slot can stand idle behind a slow trial. The strategy is evolution
+with a population of 5: from the sixth proposal on, what it proposes depends on what it was told, so two
+default runs may differ where two deterministic ones must not. Each row is one whole
 `nas search` command (a fresh process, its local Ray); the two modes alternate, run by run, so that a drift of
 the machine's speed falls on both. K above the CPU count uses logical resources (`--num-cpus K`, one CPU per
 trial): the K trials then share the cores. Two deterministic runs of each K are compared trial by trial
@@ -36,6 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="cnn")
     ap.add_argument("--strategy", default="evolution")
+    ap.add_argument("--strategy-option", default="--strategy-option population=5 --strategy-option sample=2",
+                    help="flags passed as they are")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--concurrency", default="2,4", help="comma-separated K values")
@@ -53,7 +57,8 @@ def main() -> None:
         for r in range(args.repeat):
             for det in (False, True):
                 name = f"k{k}-{'det' if det else 'free'}-{r}"
-                flags = ["--space", args.space, "--strategy", args.strategy, "--trials", str(args.trials),
+                flags = ["--space", args.space, "--strategy", args.strategy, *args.strategy_option.split(),
+                         "--trials", str(args.trials),
                          "--epochs", str(args.epochs), "--seed", "0", "--max-concurrent", str(k),
                          "--num-cpus", str(k)] + (["--deterministic"] if det else [])
                 wall, _ = search(storage, name, *flags)

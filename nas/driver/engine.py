@@ -429,6 +429,12 @@ def _early_ray(opts: SearchOptions, env: dict[str, str], store: ExperimentStore)
                     run_dir=store.root)
 
 
+def deterministic_lag(concurrent: int) -> int:
+    """--deterministic's L for K trials at once: trial n is asked once trial n-L is told (the trade-off and its
+    measurements: ``nas.driver.searcher.StrategySearcher``)."""
+    return 2 * concurrent
+
+
 def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Budget,
           untold: dict[str, Any] | None = None) -> SearchResult:
     """Run the trials on Ray Tune: ``strategy`` proposes (after ``replay``, the trials a killed driver left
@@ -465,7 +471,8 @@ def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Bu
     recycler = WorkerRecycler(opts.max_worker_rss_mb, announce)
     searcher = StrategySearcher(strategy, on_state=lambda state: guard.write(store.write_strategy_state, state),
                                 replay=replay, recycler=recycler, budget=budget,
-                                deterministic=opts.max_concurrent if opts.deterministic else None, untold=untold)
+                                deterministic=deterministic_lag(opts.max_concurrent) if opts.deterministic else None,
+                                untold=untold)
     recorder = TrialRecorder(store, objectives[0], printer or (lambda kind, rec: None), guard=guard,
                              max_epochs=opts.epochs, recycler=recycler, keep_checkpoints=opts.keep_checkpoints)
     ranks, cpus, gpus, mode = opts.ranks, opts.cpus_per_trial, opts.gpus_per_trial, opts.distributed

@@ -32,25 +32,32 @@ class StrategySearcher(Searcher):
     The searcher is where the trial budget is counted (``Budget.finished``): Tune runs with ``num_samples=-1``
     and the searcher proposes while finished + running + waiting-to-rerun trials stay below the total.
 
-    ``deterministic=K`` (``--deterministic``, K trials at once): the same seed gives the same search at any
-    concurrency. What the strategy proposes as trial n is a function of its seed and of the calls made on it
-    before: the asks of trials 0 .. n-1 and the tells made between them, in their order. Asynchronously, trials
-    end in an order the machine decides, so the tells (and which of them come before ask n) vary from run to run.
-    Here the calls follow one fixed sequence, whatever the order trials end in:
+    ``deterministic=L`` (``--deterministic``; L = 2K for K trials at once): the same seed gives the same search
+    at any concurrency. What the strategy proposes as trial n is a function of its seed and of the calls made on
+    it before: the asks of trials 0 .. n-1 and the tells made between them, in their order. Asynchronously,
+    trials end in an order the machine decides, so the tells (and which of them come before ask n) vary from run
+    to run. Here the calls follow one fixed sequence, whatever the order trials end in:
 
-        ask 0, ask 1, ..., ask K-1, tell 0, ask K, tell 1, ask K+1, ..., tell n-K, ask n, ...
+        ask 0, ask 1, ..., ask L-1, tell 0, ask L, tell 1, ask L+1, ..., tell n-L, ask n, ...
 
     then, once no trial is left to ask (the budget is spent or the strategy has nothing more), every remaining
     tell in trial order. Two rules produce it: a finished trial is told only when every trial numbered below it
-    has been told and its number is at most n-K, n being the number of trials asked so far (those tells would
+    has been told and its number is at most n-L, n being the number of trials asked so far (those tells would
     come before ask n in the sequence, and no ask happens in between); and ask n waits (``suggest`` returns None,
-    Tune asks again later) until trial n-K has been told. Each call is thus the sequence's next, so by induction
+    Tune asks again later) until trial n-L has been told. Each call is thus the sequence's next, so by induction
     every proposal, and every tell's content (a trial's training is seeded by its number), is the same as in any
-    other run of the command; at most K trials are pending at an ask, so the concurrency is kept up to a trial
-    that ends late, which then holds the next ask (the cost, measured in benchmarks/deterministic.py). A killed
-    and resumed driver continues the same sequence: trials that finished but were not told yet are handed back
-    (``untold``) and wait for their turn. What it does not fix: a scheduler's early stops (``--scheduler``) depend
-    on when trials report, and so do the tells' contents then.
+    other run of the command. Any fixed L gives that; the lag trades what a proposal knows for throughput. With
+    L = K a trial that ends late holds the next ask at once; with L = 2K the other slots go on through up to
+    2K-1 younger trials, while each proposal still knows every trial but the last 2K (asynchronously it knows
+    all but the K or so running). Measured (benchmarks/deterministic.py, 20 cnn trials whose costs differ 10x,
+    2-core machine, 2026-12-04): L = 2K costs 1.46x the default's wall at K = 2 and 1.66x at K = 4; L = K 1.48x
+    and 1.26x with evolution's default population (another mix of trials, in a faster hour: not comparable
+    pair for pair). Part of the cost is Ray Tune's: a finished trial's worker is not kept for reuse while the
+    next ask waits, so the next trial starts a new worker (3 worker processes instead of 2 at K = 2, 6 instead
+    of 4 at K = 4), which imports the framework again. A
+    killed and resumed driver continues the same sequence: trials that finished but were not told yet are handed
+    back (``untold``) and wait for their turn. What it does not fix: a scheduler's early stops (``--scheduler``)
+    depend on when trials report, and so do the tells' contents then.
     """
 
     def __init__(self, strategy: Strategy, on_state: Callable[[dict[str, Any]], None] | None = None,
@@ -69,7 +76,7 @@ class StrategySearcher(Searcher):
         self.recycler = recycler
         self.budget = budget  # None: propose until the strategy is exhausted
         self.max_concurrent: int | None = None
-        self.deterministic = deterministic  # K: tells and asks in the fixed sequence (class docstring)
+        self.deterministic = deterministic  # L: tells and asks in the fixed sequence (class docstring)
         self.untold: dict[str, Any] = dict(untold or {})  # deterministic: finished trials not told yet (metrics)
         self.last_ask = False  # deterministic: no trial is left to ask; the rest are told in trial order
 
@@ -139,7 +146,7 @@ class StrategySearcher(Searcher):
 
     def _tell_in_turn(self, last: bool = False) -> bool:
         """Deterministic mode: tell the finished trials whose turn has come (class docstring), in trial order;
-        True when ask n may be made (trial n-K told). ``last``: no ask follows, every finished trial's turn has
+        True when ask n may be made (trial n-L told). ``last``: no ask follows, every finished trial's turn has
         come, still in trial order."""
         if not self.deterministic:
             return True

@@ -116,6 +116,7 @@ def _drive(strategy_name: str, k: int, order_seed: int, deterministic: bool, tri
     import keras_tuner as kt
     from ray.tune.search import Searcher
 
+    from nas.driver.engine import deterministic_lag
     from nas.driver.searcher import StrategySearcher
     from nas.options import Budget
     from nas.plugins.registry import create_strategy
@@ -126,7 +127,7 @@ def _drive(strategy_name: str, k: int, order_seed: int, deterministic: bool, tri
     hp.Choice("act", ["relu", "tanh", "elu"])
     strategy = create_strategy(strategy_name, space=hp, objective=[Objective("val_accuracy", "max")], seed=3)
     budget = Budget(trials)
-    searcher = StrategySearcher(strategy, budget=budget, deterministic=k if deterministic else None)
+    searcher = StrategySearcher(strategy, budget=budget, deterministic=deterministic_lag(k) if deterministic else None)
     searcher.set_max_concurrency(k)
     if state is not None:
         searcher.set_state(state)
