@@ -194,7 +194,7 @@ def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(c
     run without a kill: the same configurations under the same ids, the same per-epoch metrics."""
     keep = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
     args = ("--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2",
-            "--trials", "7", "--epochs", "3", "--max-concurrent", "2", "--deterministic", "--seed", "5")
+            "--trials", "6", "--epochs", "2", "--max-concurrent", "2", "--deterministic", "--seed", "5")
 
     def trials(name: str) -> list:
         recs = _records(cli.storage / name)
@@ -208,7 +208,7 @@ def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(c
     assert cli("resume", "det-killed").returncode == 0
     cli("search", *args, "--name", "det-whole")
     whole = trials("det-whole")
-    assert len(whole) == 7 and all(t[1] == "completed" for t in whole)
+    assert len(whole) == 6 and all(t[1] == "completed" for t in whole)
     assert trials("det-killed") == whole
     refused = cli("resume", "det-killed", "--trials", "8", "--max-concurrent", "3", check=False)
     assert refused.returncode == 2 and "is --deterministic with --max-concurrent 2" in refused.stderr
