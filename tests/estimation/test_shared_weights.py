@@ -6,6 +6,7 @@ state and trials an uninterrupted run has."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -103,9 +104,12 @@ def test_kill_9_in_the_supernet_phase_then_resume_is_exact(reference) -> None:
     assert status["supernet"]["phase"] == "supernet" and status["counts"]["completed"] == 0
 
     out = cli("resume", "cut", timeout=500).stdout
-    assert f"continuing after epoch {st['epoch']}" in out, out
+    # the supernet's worker may checkpoint one more epoch before Ray ends it (the driver is gone, not its worker
+    # at once): the resume continues after the last epoch on disk, which is at least the one seen at the kill
+    found = re.search(r"continuing after epoch (\d+)", out)
+    assert found and st["epoch"] <= int(found.group(1)) < 3, out
     epochs = [ln.split("]")[0] for ln in out.splitlines() if ln.startswith("[supernet ")]
-    assert epochs == [f"[supernet {e}/3" for e in range(st["epoch"] + 1, 4)], out
+    assert epochs == [f"[supernet {e}/3" for e in range(int(found.group(1)) + 1, 4)], out
 
     ref_run = cli.storage / "ref"
     assert json.loads((run / "supernet" / "controller.json").read_text()) == \
