@@ -35,8 +35,9 @@ _RAY_MOST = 10**14
 #: every typed option: its kind and accepted range (None: unbounded); str/bool/dict/list options: their type.
 #: Seeds reach numpy's legacy RandomState (keras.utils.set_random_seed): 0 to 2**32 - 1.
 _KINDS: dict[str, tuple[type, Any, Any]] = {
-    "trials": (int, 1, None), "epochs": (int, 1, None), "seed": (int, 0, 2**32 - 1), "executions_per_trial": (int, 1, None),
-    "min_epochs": (int, 1, None), "max_params": (int, 1, None), "max_latency_ms": (float, _ABOVE_ZERO, None),
+    "trials": (int, 1, None), "epochs": (int, 1, None), "seed": (int, 0, 2**32 - 1),
+    "executions_per_trial": (int, 1, None), "min_epochs": (int, 1, None), "max_params": (int, 1, None),
+    "max_latency_ms": (float, _ABOVE_ZERO, None),
     "max_failures": (int, 0, None), "max_consecutive_failures": (int, 0, None),
     "max_concurrent": (int, 1, None), "cpus_per_trial": (float, _ABOVE_ZERO, _RAY_MOST),
     "gpus_per_trial": (float, 0, _RAY_MOST), "num_cpus": (int, 1, _RAY_MOST), "num_gpus": (int, 0, _RAY_MOST),

@@ -263,7 +263,10 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
             data_given = data is not None
             data = load(opts, data, early=True)  # before Ray: a bad file or label is one line at once
             check_task(opts, data)
-            first = prepare(opts, data := load(opts, data)) if builds_models(opts) else None
+            first = None
+            if builds_models(opts):  # its checks build models: done before Ray, so a refusal starts none
+                data = load(opts, data)
+                first = prepare(opts, data)
             with _early_ray(opts, env, store) as ray:  # Ray starts while Keras is imported and the search prepared
                 data = load(opts, data)
                 search = Search(opts, store, data, first or prepare(opts, data), ray, printer_factory, announce)

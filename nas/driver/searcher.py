@@ -54,10 +54,10 @@ class StrategySearcher(Searcher):
     and 1.26x with evolution's default population (another mix of trials, in a faster hour: not comparable
     pair for pair). Part of the cost is Ray Tune's: a finished trial's worker is not kept for reuse while the
     next ask waits, so the next trial starts a new worker (3 worker processes instead of 2 at K = 2, 6 instead
-    of 4 at K = 4), which imports the framework again. A
-    killed and resumed driver continues the same sequence: trials that finished but were not told yet are handed
-    back (``untold``) and wait for their turn. What it does not fix: a scheduler's early stops (``--scheduler``)
-    depend on when trials report, and so do the tells' contents then.
+    of 4 at K = 4), which imports the framework again. A killed and resumed driver continues the same sequence:
+    trials that finished but were not told yet are handed back (``untold``) and wait for their turn. What it
+    does not fix: a scheduler's early stops (``--scheduler``) depend on when trials report, and so do the tells'
+    contents then.
     """
 
     def __init__(self, strategy: Strategy, on_state: Callable[[dict[str, Any]], None] | None = None,
@@ -98,7 +98,7 @@ class StrategySearcher(Searcher):
             self._tell_in_turn(last=True)
             return Searcher.FINISHED if not self.ray_to_nas else None  # a running trial may still need a re-run
         if self.deterministic and not self._tell_in_turn():
-            return None  # trial n-K has not ended: ask n waits for it
+            return None  # trial n-L has not been told: ask n waits for it
         proposal = self.strategy.ask()
         if proposal is None:
             self.exhausted = True

@@ -91,7 +91,7 @@ def check_options(group: str, ref: str, options: dict[str, Any]) -> None:
     ``ast`` because ``inspect`` needs the imported class. Whatever the source does not settle (a base from
     another module, a class built at run time, a ``**kwargs`` passed on to something unknown) is left to the
     check made once the class is imported."""
-    if not options or not isinstance(ref, str) or ref.endswith(".pkl"):
+    if not options:
         return
     names = _source_accepted(group, ref)
     if names is not None:
@@ -135,7 +135,7 @@ def source_tasks(ref: Any) -> tuple[str, ...] | None:
 
     from nas.plugins.task import DEFAULT_TASKS
 
-    found = _source_chain(SPACES, ref) if isinstance(ref, str) and not ref.endswith(".pkl") else None
+    found = _source_chain(SPACES, ref)
     if found is None:
         return None
     chain, end, _ = found
@@ -160,12 +160,13 @@ def check_class_source(group: str, ref: Any) -> None:
     made once the class is imported; anything else is left to that check."""
     import builtins
 
-    found = _source_chain(group, ref) if isinstance(ref, str) and ":" in ref and not ref.endswith(".pkl") else None
+    found = _source_chain(group, ref) if isinstance(ref, str) and ":" in ref else None
     if found is None:
         return
     chain, end, bound = found
+    # a chain that reached a base name (end) is plain all along; one with several bases is the MRO's to settle
     if chain and end is not None and end not in bound and isinstance(getattr(builtins, end, None), type) and \
-            all(_plain(n) and len(n.bases) <= 1 for n in chain):
+            all(len(n.bases) <= 1 for n in chain):
         kind, base = _KIND[group], "SearchSpace" if group == SPACES else "Strategy"
         module = ref.rpartition(":")[0]
         shown = f"{module}.{chain[0].name}" if not module.endswith(".py") else chain[0].name
@@ -181,12 +182,16 @@ def _plain(node: Any) -> bool:
         isinstance(b, ast.Name) or isinstance(b, ast.Attribute) and b.attr in _BASES for b in node.bases)
 
 
-def _source_chain(group: str, ref: str) -> tuple[list[Any], str | None, set[str]] | None:
+def _source_chain(group: str, ref: Any) -> tuple[list[Any], str | None, set[str]] | None:
     """The ``ast.ClassDef`` statements from ``ref``'s class up its first bases while they are in the same module,
     the name of the base the chain leaves the module by (None: no base, or one the source does not name
     plainly), and the names the module binds by import or assignment (such a base is not a built-in). None
-    where the source cannot be read (the import reports why) or ``ref`` is no class statement there."""
+    where the source cannot be read (the import reports why), ``ref`` is no class statement there, or ``ref``
+    is no reference to a source file (an object, or a plugin the Python API saved with its run, ``*.pkl``)."""
     import ast
+
+    if not isinstance(ref, str) or ref.endswith(".pkl"):
+        return None
 
     target = available(group).get(ref, ref) if ":" not in ref else ref
     module, sep, attr = target.rpartition(":")

@@ -97,10 +97,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     seed = trial_seed(setup.seed, trial_id)
     x, y = prepared.x_train, prepared.y_train
     n_weights = len(model.weights)
-    user = fit_arguments(setup)  # nas.search(..., callbacks=[...], class_weight=...): every trial's fit gets them
-    user_callbacks = list(user.pop("callbacks", None) or [])
-    sample_weight = user.pop("sample_weight", None)
-    batch_size = user.pop("batch_size", None)
+    user, user_callbacks, sample_weight, batch_size = _user_fit(setup)
     # One fit call over every epoch when the space keeps nas's own fit (or a hypermodel KerasTuner's default one),
     # in batches whose order depends only on (trial seed, epoch), with the global seeds set from them as each epoch
     # begins: what decides an epoch is then its number and the checkpointed state (weights, optimizer, the layers'
@@ -113,7 +110,7 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
     own_fit = type(space).fit is not SearchSpace.fit and getattr(space, "own_fit", True)
     one_fit = not own_fit and setup.distributed != "mirrored" and sample_weight is None
     single_call = own_fit and setup.distributed != "mirrored"
-    reported = [0]
+    reported: list[int] = []  # the epochs Report has reported
 
     class Report(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -121,10 +118,8 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
                 seed_epoch(seed, epoch)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            reported[0] += 1
-            metrics = {k: float(v) for k, v in (logs or {}).items()}
-            check_finite(metrics, epoch + 1)  # the exception ends fit
-            metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
+            reported.append(epoch)
+            metrics = _epoch_logs(logs, epoch, space, self.model, prepared)  # a non-finite one ends fit
             if earlier:
                 metrics = mean_over_executions(metrics, earlier, epoch)
             metrics.update(speed)
@@ -173,11 +168,12 @@ def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | No
 def _earlier_executions(space: Any, hp: Any, prepared: Any, setup: TrialSetup, trial_id: str,
                         out_dir: Any) -> list[list[dict[str, float]]]:
     """Executions 1 .. N-1 of a trial (``--executions-per-trial N``), each a fresh model of the same configuration
-    from its own seed, trained for every epoch with the user's fit arguments (a fresh copy of their callbacks)
-    and nothing of nas's (no report, checkpoint or saved model): their per-epoch metrics, which the trial's own
-    execution (the one every trial makes, from the trial's seed) averages into its reports. Each finished one is
-    kept in the trial's ``executions.json``, so a resumed trial trains only those it had not finished; they are
-    seeded, so retraining one gives the same figures."""
+    from its own seed, trained as a space's own ``fit`` is (``_fit_once``: one call over every epoch) with the
+    user's fit arguments (a fresh copy of their callbacks) and nothing of nas's (no report, checkpoint or saved
+    model): their per-epoch metrics, which the trial's own execution (the one every trial makes, from the
+    trial's seed) averages into its reports. Each finished one is kept in the trial's ``executions.json``, so a
+    resumed trial trains only those it had not finished; they are seeded, so retraining one gives the same
+    figures."""
     import keras
 
     path = out_dir / EXECUTIONS
@@ -187,7 +183,6 @@ def _earlier_executions(space: Any, hp: Any, prepared: Any, setup: TrialSetup, t
         done = []
     done = done[: setup.executions_per_trial - 1]
     base = trial_seed(setup.seed, trial_id)
-    x, y = prepared.x_train, prepared.y_train
     validation = (prepared.x_val, prepared.y_val)
     while len(done) < setup.executions_per_trial - 1:
         seed = (base + 104_729 * (len(done) + 1)) % (2**31 - 1)
@@ -197,28 +192,31 @@ def _earlier_executions(space: Any, hp: Any, prepared: Any, setup: TrialSetup, t
 
         class Record(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-                metrics = {k: float(v) for k, v in (logs or {}).items()}
-                check_finite(metrics, epoch + 1)
-                metrics.update({k: float(v) for k, v in space.trial_metrics(self.model, prepared).items()})
-                history.append(metrics)
+                history.append(_epoch_logs(logs, epoch, space, self.model, prepared))
 
-        user = fit_arguments(setup)
-        order = epoch_order(seed, 0, len(x))
-        kwargs: dict[str, Any] = {"verbose": 0, **user, "callbacks": [Record(), *(user.get("callbacks") or [])]}
-        if kwargs.get("sample_weight") is not None:
-            kwargs["sample_weight"] = np.asarray(kwargs["sample_weight"])[order]
-        if kwargs.get("batch_size") is None:
-            kwargs.pop("batch_size", None)
-        result = space.fit(hp, model, x[order], y[order], validation_data=validation, epochs=setup.epochs,
-                           shuffle=False, **kwargs)
-        if not history and isinstance(result, dict):  # a custom loop's result (KerasTuner's rule, as _fit_once)
-            history.append({str(k): float(v) for k, v in result.items()})
-        elif not history and isinstance(result, (int, float)):
-            history.append({setup.objective.metric: float(result)})
+        user, callbacks, sample_weight, batch_size = _user_fit(setup)
+        _fit_once(space, hp, model, prepared.x_train, prepared.y_train, validation, seed, 0, setup, Record(),
+                  callbacks, sample_weight, batch_size, user, history)  # history: what Record reported
         done.append(history)
         del model
         path.write_text(json.dumps({"executions": done}))
     return done
+
+
+def _user_fit(setup: TrialSetup) -> tuple[dict[str, Any], list[Any], Any, int | None]:
+    """The user's fit arguments for one training (a fresh copy: callbacks keep state), with what nas hands on
+    itself taken out: (the rest, their callbacks, ``sample_weight``, ``batch_size``)."""
+    user = fit_arguments(setup)  # nas.search(..., callbacks=[...], class_weight=...): every trial's fit gets them
+    return user, list(user.pop("callbacks", None) or []), user.pop("sample_weight", None), user.pop("batch_size", None)
+
+
+def _epoch_logs(logs: dict[str, Any] | None, epoch: int, space: Any, model: Any, prepared: Any) -> dict[str, float]:
+    """An epoch's metrics as a trial records them: Keras' logs as floats (a non-finite one fails the trial) and
+    the space's own per-epoch metrics."""
+    metrics = {k: float(v) for k, v in (logs or {}).items()}
+    check_finite(metrics, epoch + 1)
+    metrics.update({k: float(v) for k, v in space.trial_metrics(model, prepared).items()})
+    return metrics
 
 
 def mean_over_executions(metrics: dict[str, float], earlier: list[list[dict[str, float]]],
@@ -235,11 +233,11 @@ def mean_over_executions(metrics: dict[str, float], earlier: list[list[dict[str,
 
 def _fit_once(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple[Any, Any], seed: int,
               initial_epoch: int, setup: TrialSetup, report: Any, user_callbacks: list[Any], sample_weight: Any,
-              batch_size: int | None, user: dict[str, Any], reported: list[int]) -> None:
+              batch_size: int | None, user: dict[str, Any], reported: list[Any]) -> None:
     """A space's own ``fit`` (a KerasTuner hypermodel's), called once over every epoch as KerasTuner calls it, on
-    the arrays in one seeded order. Its return value is the trial's result when it reported no epoch itself (a
-    custom loop that calls no callback): a number is the objective's value, a dict the metrics (KerasTuner's
-    rule)."""
+    the arrays in one seeded order (``reported``: what ``report`` has recorded, an item an epoch). Its return
+    value is the trial's result when it reported no epoch itself (a custom loop that calls no callback): a number
+    is the objective's value, a dict the metrics (KerasTuner's rule)."""
     order = epoch_order(seed, 0, len(x))
     kwargs = {"verbose": 0, **user}
     if batch_size is not None:
@@ -249,7 +247,7 @@ def _fit_once(space: Any, hp: Any, model: Any, x: Any, y: Any, validation: tuple
     seed_epoch(seed, initial_epoch)
     result = space.fit(hp, model, x[order], y[order], validation_data=validation, epochs=setup.epochs,
                        initial_epoch=initial_epoch, shuffle=False, callbacks=[report, *user_callbacks], **kwargs)
-    if reported[0] or result is None or hasattr(result, "history"):
+    if reported or result is None or hasattr(result, "history"):
         return
     if isinstance(result, dict):
         logs = {str(k): float(v) for k, v in result.items()}
