@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.errors import NasError, StorageError
+from nas.errors import STORAGE_ERRNOS, NasError, StorageError
 from nas.estimation import ESTIMATIONS
 from nas.estimation.settings import OPTIONS as SUPERNET_OPTIONS
 from nas.options import (
@@ -30,7 +29,6 @@ from nas.storage.results import format_config, format_value
 #: one set of defaults, the API's (nas.options.SearchOptions): the flags of `nas search` show them
 DEFAULTS = {k: v for k, v in vars(SearchOptions()).items() if not isinstance(v, (dict, list))}
 
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT}
 
 EXAMPLES = {
     "search": """examples:

@@ -6,6 +6,11 @@ its message on one line and exits non-zero, without a traceback (``--debug`` sho
 
 from __future__ import annotations
 
+import errno
+
+#: what a full, read-only or over-quota storage raises (EFBIG: a file-size limit, as a full disk does for one file)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EDQUOT})
+
 
 class NasError(Exception):
     """An error caused by the user's input; its message names the bad value and what is accepted."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from nas.driver.inputs import kept, label
-from nas.errors import NasError, RunError, StorageError
+from nas.errors import STORAGE_ERRNOS, NasError, RunError, StorageError
 from nas.estimation import SHARED
 from nas.estimation.phase import shared_weights
 from nas.options import RESUME_MAY_CHANGE, Budget, SearchOptions, SearchResult, TrialSetup
@@ -507,6 +507,12 @@ def _tune(search: Search, spec: RunSpec, strategy: Any, replay: list, budget: Bu
         )
         try:
             tuner.fit()
+        except OSError as e:  # Ray Tune's own experiment state (written by the driver) could not be written
+            if e.errno not in STORAGE_ERRNOS:
+                raise
+            # Tune has already stopped its trials (tune.run cleans up before it re-raises); its failed write
+            # names no file (json.dump into an open file), so the line names the folder Tune writes to
+            guard.storage = guard.storage or f"cannot write {e.filename or sessions / session}: {e.strerror}"
         finally:  # TensorBoard's HParams experiment: every hyperparameter's domain and the metrics reported
             guard.write(write_hparams_config, store.root, strategy.space, run_metrics(store.trials()),
                         [o.metric for o in objectives])
