@@ -60,8 +60,9 @@ def search_options(config: str | Path | Mapping[str, Any] | None = None, **optio
             if value is None and source is options:
                 continue
             values[_key(key)] = value
-    if isinstance(values.get("objectives"), str):
-        values["objectives"] = [values["objectives"]]
+    for key in ("objectives", "warm_start"):  # one string or a list
+        if isinstance(values.get(key), (str, os.PathLike)):
+            values[key] = [os.fspath(values[key])]
     if "strategy" not in values and values.get("estimation") == SHARED:  # ENAS's controller
         values["strategy"] = "rl"
     opts = SearchOptions(**_pairs_as_dicts(values))

@@ -167,6 +167,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     r.add_argument("--deterministic", action="store_true",
                    help="the same seed gives the same proposals and results at any --max-concurrent (trials are told "
                         "to the strategy in trial order; a slot may wait for a slower trial)")
+    w = s.add_argument_group("warm start")
+    w.add_argument("--warm-start", action="append", metavar="RUN",
+                   help="tell the strategy the completed trials of an earlier run (a name in the storage or a run "
+                        "directory) before its first proposal; they are not trained again nor counted in --trials "
+                        "(repeatable)")
+    w.add_argument("--enqueue", metavar="FILE",
+                   help="a JSON list of configurations ({name: value}) to train first, in order; then the strategy "
+                        "continues, told their results (a left-out hyperparameter takes its default)")
     r.add_argument("--cpus-per-trial", type=float, default=DEFAULTS["cpus_per_trial"], help="default: %(default)g")
     r.add_argument("--gpus-per-trial", type=float, default=DEFAULTS["gpus_per_trial"],
                    help="fractions share a GPU (default: %(default)g)")

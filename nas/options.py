@@ -51,7 +51,7 @@ _KINDS: dict[str, tuple[type, Any, Any]] = {
     "backend": (str, None, None), "estimation": (str, None, None), "fit_arguments": (str, None, None),
     "objectives": (list, None, None), "strategy_options": (dict, None, None), "space_options": (dict, None, None),
     "supernet_options": (dict, None, None), "scale_lr": (bool, None, None), "keep_checkpoints": (bool, None, None),
-    "deterministic": (bool, None, None),
+    "deterministic": (bool, None, None), "warm_start": (list, None, None),
     "verbose": (bool, None, None),
 }
 #: the command line's (singular) flag of an option whose API name differs
@@ -87,6 +87,10 @@ class SearchOptions:
     max_concurrent: int | None = None
     # the same seed, the same search at any concurrency: asks and tells in one fixed sequence (nas.driver.searcher)
     deterministic: bool = False
+    # earlier runs whose completed trials the strategy is told first (nas.driver.warmstart): names or paths
+    warm_start: list[str] = field(default_factory=list)
+    # configurations trained first, in order (a JSON file's path, or the list; the run keeps the list)
+    enqueue: list[dict[str, Any]] | str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     strategy_options: dict[str, Any] = field(default_factory=dict)
@@ -154,6 +158,10 @@ class SearchOptions:
         # -- weight sharing (nas.estimation) --
         if self.estimation not in ESTIMATIONS:
             raise NasError(f"--estimation {self.estimation!r} is not valid; accepted: {', '.join(ESTIMATIONS)}")
+        if self.estimation == SHARED and (self.warm_start or self.enqueue):
+            flag = "--warm-start" if self.warm_start else "--enqueue"
+            raise NasError(f"{flag} tells the strategy of the trials; --estimation {SHARED} trains the supernet "
+                           f"phase's top-{self.top_k} as its trials instead: give one or the other")
         if self.estimation == SHARED:
             SupernetSettings.of(self.supernet_epochs, self.top_k, self.supernet_options)  # one line for a bad one
             self.trials = self.top_k  # the trials are the top-k, trained from scratch after the supernet phase

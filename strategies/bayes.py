@@ -200,12 +200,51 @@ class BayesSearch(Strategy):
         self.numbers[str(self._next_id)] = trial.number  # the id the base class gives this proposal
         return values
 
+    def _ask_given(self, values: dict[str, Any]) -> dict[str, Any]:
+        """An enqueued configuration through Optuna's own ``enqueue_trial``: the study's next trial takes its
+        values, so trial numbers keep following proposals and ``_tell`` needs nothing else."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.study.enqueue_trial(self._params(values), skip_if_exists=False)
+        return self._ask()
+
+    def _params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: self.mappings[k].internal(v) for k, v in values.items() if not self.mappings[k].fixed}
+
+    def _frozen(self, values: Mapping[str, Any], obs: Any) -> optuna.trial.FrozenTrial:
+        """A finished (``obs``) or, without one, running trial of ``values`` for ``study.add_trial``."""
+        params = self._params(values)
+        dists = {k: self.mappings[k].dist for k in params}
+        if obs is None:
+            return optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=dists)
+        vals = self._objective_values(obs.metrics)
+        if vals is None:
+            return optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=dists)
+        return optuna.trial.create_trial(state=TrialState.COMPLETE, params=params, distributions=dists, values=vals)
+
+    def _number(self, trial_id: str) -> int:
+        """A trial's Optuna number: kept in ``numbers``, else (a state saved before they were kept) its ask
+        order, i.e. its trial id."""
+        if trial_id in self.numbers:
+            return self.numbers[trial_id]
+        try:
+            return int(trial_id)
+        except ValueError:
+            raise PluginError(f"bayes state is inconsistent: observation {trial_id!r} has no trial number") from None
+
+    def _observe(self, observation: Any) -> None:
+        """A prior observation is a trial added to the study (Optuna's ``add_trial``: how its docs warm-start)."""
+        self.numbers[observation.trial_id] = len(self.study.trials)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.study.add_trial(self._frozen(observation.values, observation))
+
     def _objective_values(self, metrics: Mapping[str, Any] | None) -> list[float] | None:
         vals = [o.value(metrics) for o in self.objectives]
         return None if any(v is None for v in vals) else [float(v) for v in vals]
 
     def _tell(self, observation: Any) -> None:
-        number = self.numbers.pop(observation.trial_id)
+        number = self.numbers[observation.trial_id]  # kept: the state's replay orders the study by it
         vals = self._objective_values(observation.metrics)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -240,32 +279,21 @@ class BayesSearch(Strategy):
         self.numbers = {str(k): int(v) for k, v in state["numbers"].items()}
         self.study = self._new_study()
         # Replay every trial in its original Optuna order: told ones with their outcome, pending ones as RUNNING.
-        # Trial numbers follow ask order, i.e. numeric trial-id order (one study.ask() per proposal).
+        # Each row's Optuna number is kept in ``numbers`` (prior observations' too); a state saved before numbers
+        # were kept after a tell has none for told trials, whose numbers then follow ask order, i.e. numeric
+        # trial-id order (one study.ask() per proposal, and no priors then).
         rows: list[tuple[int, dict[str, Any], Any]] = []
         for o in self.history:
-            rows.append((int(o.trial_id), o.values, o))
+            rows.append((self._number(o.trial_id), o.values, o))
         for tid, values in self.pending.items():
-            rows.append((int(tid), values, None))
+            rows.append((self._number(tid), values, None))
         rows.sort(key=lambda r: r[0])
-        expected = {int(t): n for t, n in self.numbers.items()}
+        if [r[0] for r in rows] != list(range(len(rows))):
+            raise PluginError("bayes state is inconsistent: trial numbers do not follow trial ids")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for i, (tid, values, obs) in enumerate(rows):
-                if tid in expected and expected[tid] != i:
-                    raise PluginError("bayes state is inconsistent: trial numbers do not follow trial ids")
-                params = {k: self.mappings[k].internal(v) for k, v in values.items() if not self.mappings[k].fixed}
-                dists = {k: self.mappings[k].dist for k in params}
-                if obs is None:
-                    ft = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=dists)
-                else:
-                    vals = self._objective_values(obs.metrics)
-                    if vals is None:
-                        ft = optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=dists)
-                    else:
-                        ft = optuna.trial.create_trial(
-                            state=TrialState.COMPLETE, params=params, distributions=dists, values=vals
-                        )
-                self.study.add_trial(ft)
+            for _, values, obs in rows:
+                self.study.add_trial(self._frozen(values, obs))
         holders = _rng_holders(self.study.sampler)
         for k, (name, keys, pos, has_gauss, cached) in state["sampler_rngs"].items():
             holders[k].rng.set_state((name, np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))

@@ -55,11 +55,13 @@ class GivenConfigurations(Strategy):
         self.position = 0
 
     def _ask(self) -> dict[str, Any] | None:
-        if self.position >= len(self.configurations):
-            return None
-        values = self.configurations[self.position]
-        self.position += 1
-        return dict(values)
+        seen = self.seen() if self.priors else set()  # a configuration already observed is not trained again
+        while self.position < len(self.configurations):
+            values = self.configurations[self.position]
+            self.position += 1
+            if P.canonical(values) not in seen:
+                return dict(values)
+        return None
 
     def _get_state(self) -> dict[str, Any]:
         return {"configurations": self.configurations, "position": self.position}

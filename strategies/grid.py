@@ -38,10 +38,16 @@ class GridSearch(Strategy):
         return P.grid_size(self.space, self.points)
 
     def _ask(self) -> dict[str, Any] | None:
-        values = next(self._iter, None)
-        if values is not None:
+        # a point already observed (``observe``) or proposed from the queue (``enqueue``) is not proposed again;
+        # the grid's own points never repeat each other
+        seen = self.seen()
+        while True:
+            values = next(self._iter, None)
+            if values is None:
+                return None
             self.cursor += 1
-        return values
+            if P.canonical(values) not in seen:
+                return values
 
     # Ray Tune pickles its search algorithm; the grid's iterator is rebuilt from the cursor instead.
     def __getstate__(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from nas.driver import warmstart
 from nas.driver.inputs import kept, label
 from nas.errors import STORAGE_ERRNOS, NasError, RunError, StorageError
 from nas.estimation import SHARED
@@ -110,6 +111,20 @@ def check(opts: SearchOptions) -> None:
     else:  # a request this machine cannot meet, likewise (checked again once Ray is up)
         check_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.max_concurrent, opts.ranks,
                         nodes=local_node(opts.num_cpus, opts.num_gpus, opts.gpus_per_trial))
+
+
+def check_warm_start(opts: SearchOptions) -> None:
+    """A new search's ``--warm-start`` runs readable (and their objectives, when ``--objective`` is given) and its
+    ``--enqueue`` file read into the list the run keeps, before Ray starts. Not on resume: the strategy's state
+    holds what they told it, and an earlier run deleted since must not stop the resume."""
+    if opts.warm_start:
+        stores = warmstart.open_runs(opts.warm_start, opts.storage)
+        if opts.objectives:
+            warmstart.check_objectives(stores, parse_objectives(opts.objectives))
+    opts.enqueue = warmstart.read_configurations(opts.enqueue) or None
+    if opts.enqueue and len(opts.enqueue) > opts.trials:
+        raise NasError(f"--enqueue holds {len(opts.enqueue)} configurations, more than --trials {opts.trials}; raise "
+                       f"--trials or enqueue fewer")
 
 
 def load(opts: SearchOptions, data: Dataset | None = None, early: bool = False) -> Dataset | None:
@@ -260,6 +275,7 @@ def run_search(opts: SearchOptions, printer_factory: PrinterFactory | None = Non
             raise taken
         with kept(store, opts, data, space, strategy, fit):  # in-memory inputs become files of the run
             check(opts)
+            check_warm_start(opts)
             data_given = data is not None
             data = load(opts, data, early=True)  # before Ray: a bad file or label is one line at once
             check_task(opts, data)
@@ -293,6 +309,10 @@ def _new_run(search: Search) -> SearchResult:
     )
     if opts.estimation == SHARED:  # weight sharing: the supernet phase, whose top-k are the trials
         strategy = search.shared_weights(spec)
+    warmstart.enqueue(strategy, opts.enqueue or [])  # proposed first; a bad one is one line before anything
+    if opts.warm_start:  # earlier runs' trials told first (nas.driver.warmstart)
+        warmstart.warm_start(strategy, warmstart.open_runs(opts.warm_start, opts.storage), list(objectives),
+                             search.announce)
     return _tune(search, spec, strategy, replay=[], budget=Budget(opts.trials))
 
 

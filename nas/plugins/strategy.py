@@ -4,6 +4,8 @@
     p = s.ask()                                   # Proposal(.trial_id, .values) or None when exhausted
     s.tell(p.trial_id, {"val_accuracy": 0.93})    # a finished trial's metrics
     s.tell(p.trial_id, None)                      # a failed trial
+    s.observe({"units": 64, ...}, {"val_accuracy": 0.9})  # a result it did not propose (warm start)
+    s.enqueue({"units": 128, ...})                # proposed next, before the strategy's own (Optuna's enqueue_trial)
     state = s.get_state(); s2.set_state(state)    # JSON; s2 continues exactly as s would
 
 The public methods keep the bookkeeping (trial ids, pending proposals, history, RNG state) in one place;
@@ -26,6 +28,8 @@ from nas.plugins import params as P
 from nas.plugins.objective import Objective, parse_objectives
 
 STATE_VERSION = 1
+#: the trial ids of observations a strategy was told but did not propose (``observe``): prior-0, prior-1, ...
+PRIOR = "prior-"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Strategy(abc.ABC):
         self._next_id = 0
         self.pending: dict[str, dict[str, Any]] = {}
         self.history: list[Observation] = []
+        self.queue: list[dict[str, Any]] = []  # enqueued configurations, proposed first, in order
 
     # -- public contract --------------------------------------------------------------------------------------
     @property
@@ -78,9 +83,15 @@ class Strategy(abc.ABC):
         """How many proposals were made (trial ids run 0 .. asked - 1)."""
         return self._next_id
 
+    @property
+    def priors(self) -> int:
+        """How many observations it was told without proposing them (``observe``)."""
+        return sum(o.trial_id.startswith(PRIOR) for o in self.history)
+
     def ask(self) -> Proposal | None:
-        """The next configuration to try, or None when the strategy has nothing more to propose."""
-        values = self._ask()
+        """The next configuration to try (an enqueued one first), or None when the strategy has nothing more to
+        propose."""
+        values = self._ask_given(self.queue.pop(0)) if self.queue else self._ask()
         if values is None:
             return None
         values = {k: P.to_python(v) for k, v in values.items()}
@@ -100,6 +111,27 @@ class Strategy(abc.ABC):
         self.history.append(obs)
         self._tell(obs)
 
+    def observe(self, values: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
+        """Tell a result the strategy did not propose: a trial of an earlier run (``--warm-start``), a known
+        configuration's score. It learns from it as from a told trial and avoids proposing it again (as it
+        avoids its own repeats); it is no trial of this search and takes no trial id from it. ``values`` must be
+        a point of the space (else ``NasError`` naming the value); returns the observation's id, ``prior-N``."""
+        values = {k: P.to_python(v) for k, v in dict(values).items()}
+        P.validate(self.space, values)
+        clean = None if metrics is None else {k: P.to_python(v) for k, v in dict(metrics).items()}
+        obs = Observation(f"{PRIOR}{self.priors}", values, clean)
+        self.history.append(obs)
+        self._observe(obs)
+        return obs.trial_id
+
+    def enqueue(self, values: Mapping[str, Any]) -> None:
+        """Propose ``values`` before anything of the strategy's own (after those enqueued before), as Optuna's
+        ``enqueue_trial``: a configuration a user knows, trained as a trial of the search and told like any
+        other. ``values`` must be a point of the space (else ``NasError`` naming the value)."""
+        values = {k: P.to_python(v) for k, v in dict(values).items()}
+        P.validate(self.space, values)
+        self.queue.append(values)
+
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly, as plain JSON."""
         return {
@@ -110,6 +142,7 @@ class Strategy(abc.ABC):
             "next_id": self._next_id,
             "pending": copy.deepcopy(self.pending),
             "history": [o.to_json() for o in self.history],
+            "queue": copy.deepcopy(self.queue),
             "rng": _jsonable(self.rng.bit_generator.state),
             "own": self._get_state(),
         }
@@ -124,6 +157,7 @@ class Strategy(abc.ABC):
         self._next_id = int(state["next_id"])
         self.pending = copy.deepcopy(dict(state["pending"]))
         self.history = [Observation(o["trial_id"], o["values"], o["metrics"]) for o in state["history"]]
+        self.queue = [dict(v) for v in state.get("queue", [])]  # a state saved before queues existed has none
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng"]
         self._set_state(state["own"])
@@ -155,6 +189,16 @@ class Strategy(abc.ABC):
 
     def _tell(self, observation: Observation) -> None:
         """Learn from a finished trial (``observation.metrics`` is None when it failed)."""
+
+    def _observe(self, observation: Observation) -> None:
+        """Learn from a result it did not propose (``observe``; already in ``history``). By default as from a
+        told trial: a strategy whose ``_tell`` needs what its ``_ask`` kept (Optuna's trial number) overrides."""
+        self._tell(observation)
+
+    def _ask_given(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Propose the enqueued ``values`` (``enqueue``); a strategy that keeps something per proposal in
+        ``_ask`` (Optuna's trial) does so here too."""
+        return values
 
     def _get_state(self) -> dict[str, Any]:
         return {}

@@ -123,12 +123,69 @@ def _accepts_out_of_order_results(make: Factory, space: kt.HyperParameters, n: i
         P.validate(space, p.values)
 
 
+def _distinct_points(space: kt.HyperParameters, n: int, seed: int) -> list[dict[str, Any]]:
+    rng, out, keys = np.random.default_rng(seed), [], set()
+    for _ in range(50 * n):
+        v = P.sample_values(space, rng)
+        if P.canonical(v) not in keys:
+            keys.add(P.canonical(v))
+            out.append(v)
+        if len(out) == n:
+            break
+    return out
+
+
+def _learns_from_prior_observations(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """Told results it did not propose (``observe``, as ``--warm-start`` tells an earlier run's trials; one of
+    them failed), it proposes valid points that repeat neither a prior nor each other, and its state
+    round-trips after them."""
+    priors = _distinct_points(space, 8, seed=7)
+    s = make(0)
+    for i, v in enumerate(priors):
+        s.observe(v, None if i == 5 else {"val_accuracy": toy_metric(v)})
+    assert s.priors == len(priors), f"{s.priors} priors counted for {len(priors)} observed"
+    proposals = _run(s, n // 2, fail_every=5)
+    assert proposals, "proposed nothing after prior observations"
+    keys = [P.canonical(v) for v in proposals]
+    for v in proposals:
+        P.validate(space, v)
+    known = {P.canonical(v) for v in priors}
+    assert not known & set(keys), f"proposed a configuration it was told as a prior: {sorted(known & set(keys))[:1]}"
+    assert len(set(keys)) == len(keys), "proposed a configuration twice after prior observations"
+    resumed = make(12345)
+    resumed.set_state(json.loads(json.dumps(s.get_state())))
+    assert resumed.priors == len(priors), "the priors were lost by get_state -> set_state"
+    assert _run(s, n - n // 2) == _run(resumed, n - n // 2), \
+        "proposals after set_state differ from an uninterrupted run, with prior observations"
+
+
+def _proposes_enqueued_first(make: Factory, space: kt.HyperParameters, n: int) -> None:
+    """Enqueued configurations (``enqueue``, as ``--enqueue``) are proposed first, in order, and told like any
+    trial; then its own proposals follow; with some still queued, its state round-trips."""
+    queued = _distinct_points(space, 3, seed=11)
+    s = make(0)
+    for v in queued:
+        s.enqueue(v)
+    first = s.ask()
+    assert first is not None and first.values == queued[0], f"the first proposal {first} is not the enqueued one"
+    s.tell(first.trial_id, {"val_accuracy": toy_metric(first.values)})
+    resumed = make(12345)
+    resumed.set_state(json.loads(json.dumps(s.get_state())))
+    rest = _run(s, 2 + n // 4)
+    assert rest[:2] == queued[1:], "the enqueued configurations were not proposed first, in order"
+    for v in rest:
+        P.validate(space, v)
+    assert _run(resumed, 2 + n // 4) == rest, "proposals after set_state differ from an uninterrupted run, with a queue"
+
+
 STRATEGY_PROPERTIES: dict[str, Callable[[Factory, kt.HyperParameters, int], None]] = {
     "proposes_valid_points": _proposes_valid_points,
     "same_seed_same_proposals": _same_seed_same_proposals,
     "resumes_exactly": _resumes_exactly,
     "survives_only_failures": _survives_only_failures,
     "accepts_out_of_order_results": _accepts_out_of_order_results,
+    "learns_from_prior_observations": _learns_from_prior_observations,
+    "proposes_enqueued_first": _proposes_enqueued_first,
 }
 
 
