@@ -20,6 +20,15 @@ headline table averages *normalised* regret, regret / (best mean - median mean o
     python benchmarks/strategies.py                                   # full run (>= 30 seeds)
     python benchmarks/strategies.py --datasets car --seeds 3 --budgets 25 --strategies random,bayes
     python benchmarks/strategies.py --strategies "random,rl[policy=lstm],rl[learning_rate=0.05]"
+
+Warm start (``name[warm=TABLE:N]``, not a strategy option): before its first proposal the strategy is told, as
+prior observations (``Strategy.observe``, what ``nas search --warm-start RUN`` does), the N trials of a search
+by the same strategy and seed on TABLE (same columns, e.g. another NAS-Bench-201 data set), with that table's
+observed values: whether what was learned on one data set helps on another. ``enqueue=K`` with it also
+trains the earlier search's K best configurations first (``--enqueue``), since the priors themselves are never
+proposed again.
+
+    python benchmarks/strategies.py --strategies "gp,gp[warm=cifar100:100]" --datasets cifar10 --budgets 10,25,50
 """
 
 from __future__ import annotations
@@ -220,7 +229,35 @@ def _create(tab: Table, name: str, opts: dict[str, Any], seed: int) -> Any:
 
 
 def _run_nas(tab: Table, name: str, opts: dict[str, Any], seed: int, budget: int) -> list[float]:
-    return _track(tab, budget, _NasDriver(_create(tab, name, opts, seed)))
+    opts = dict(opts)
+    warm, top = opts.pop("warm", None), int(opts.pop("enqueue", 0))
+    strategy = _create(tab, name, opts, seed)
+    if warm is not None:
+        earlier = _earlier_search(str(warm), tab, name, opts, seed)
+        for values, y in earlier:
+            strategy.observe(values, {strategy.objective.metric: y})
+        for values, _ in sorted(earlier, key=lambda e: e[1], reverse=tab.mode == "max")[:top]:
+            strategy.enqueue(values)  # the earlier search's best, trained first on this table
+    return _track(tab, budget, _NasDriver(strategy))
+
+
+def _earlier_search(warm: str, tab: Table, name: str, opts: dict[str, Any], seed: int) -> list[tuple[dict, float]]:
+    """``warm=TABLE:N``: the N (configuration, observed value) pairs of a search by the same strategy and seed
+    on TABLE, whose columns and objective must be ``tab``'s."""
+    source, _, n = warm.partition(":")
+    src = table(source)
+    if src.columns != tab.columns or src.objective != tab.objective:
+        raise SystemExit(f"warm={warm}: table {source} has other columns or objective than {tab.dataset}")
+    src.bench.reseed(20_000 + seed)
+    s, pairs = _create(src, name, opts, seed), []
+    for _ in range(int(n or 100)):
+        p = s.ask()
+        if p is None:
+            break
+        y = src.observe(p.values)
+        s.tell(p.trial_id, {s.objective.metric: y})
+        pairs.append((p.values, y))
+    return pairs
 
 
 class _OptunaDriver:

@@ -43,7 +43,7 @@ from scipy.linalg import cho_solve, solve_triangular
 from nas.errors import PluginError
 from nas.plugins import params as P
 from nas.plugins.objective import Objective
-from nas.plugins.strategy import Strategy
+from nas.plugins.strategy import PRIOR, Strategy
 
 #: a discrete parameter with at most this many values has all of them as neighbours; larger ones get a few
 #: nearby values (in the encoded scale) and one random value
@@ -214,7 +214,16 @@ class GaussianProcessSearch(Strategy):
             w = self.rng.dirichlet(np.ones(scores.shape[1]))
             g = (w * (1 - u)).max(axis=1) + 0.05 * (w * (1 - u)).sum(axis=1)
             s = np.where(ok, -g, -math.inf)
-        y = norm.ppf((rankdata(s) - 0.5) / n)
+        # normal scores of the ranks, within each source: an earlier run's trials told as priors (``observe``,
+        # --warm-start) are ranked among themselves, the search's own trials among themselves, so priors from
+        # another data set (another scale: cifar100's accuracies below cifar10's) say which configurations are
+        # better, not that every new one beats them all (the rank-based transfer of Feurer et al., "Practical
+        # transfer learning for Bayesian optimization", 2018). Without priors: one group, the plain transform.
+        y = np.empty(n)
+        prior = np.array([o.trial_id.startswith(PRIOR) for o in self.history])
+        for group in (prior, ~prior):
+            if group.any():
+                y[group] = norm.ppf((rankdata(s[group]) - 0.5) / group.sum())
         return rows, y
 
     # -- model ------------------------------------------------------------------------------------------------
