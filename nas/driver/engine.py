@@ -350,6 +350,8 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
         raise RunError(f"{store.spec_path}: its 'options' hold a value this version refuses ({e}); nothing was "
                        f"changed") from None
     for key, value in (changes or {}).items():
+        if key == "enqueue":  # a file's path, as the run was started with: the run keeps its list
+            value = warmstart.read_configurations(value) or None
         if key == "max_concurrent" and opts.deterministic and value is not None and value != opts.max_concurrent:
             raise RunError(f"run {name!r} is --deterministic with --max-concurrent {opts.max_concurrent}, which "
                            f"decides its sequence of proposals; resume it without --max-concurrent (or with "
