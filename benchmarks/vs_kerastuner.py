@@ -17,6 +17,8 @@ the moment its first trial starts training.
 
     python benchmarks/vs_kerastuner.py                         # 12 configurations x 5 epochs, 2 at a time
     python benchmarks/vs_kerastuner.py --trials 4 --epochs 2   # a quick look
+    python benchmarks/vs_kerastuner.py --mnist-sized 12000 --backend jax --gpus-per-trial 0.125 --concurrent 8 \
+        --trials 16 --epochs 2 --only kerastuner,facade      # on a GPU: KerasTuner one at a time, the facade 8
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ elif mode == "facade":  # a KerasTuner script with `from nas import tuners as kt
     from nas import tuners as nkt
 
     k = int(sys.argv[7])
+    extra = json.loads(sys.argv[8]) if len(sys.argv) > 8 else {}  # gpus_per_trial, backend
     tuner = nkt.RandomSearch(hypermodel=space, objective="val_accuracy", max_trials=len(configs), directory=out,
                              project_name="facade", overwrite=True, max_concurrent=k, seed=0, progress=False,
-                             strategy="given", strategy_options={"configurations": configs})
+                             strategy="given", strategy_options={"configurations": configs}, **extra)
     run = tuner.search(x, y, validation_data=(xv, yv), epochs=epochs)
     done_trials = [t for t in run.trials if t["status"] == "completed"]
     first = min(t["fit_started"] for t in done_trials)
@@ -101,10 +104,16 @@ print(json.dumps({"best": best, "trials": done, "startup": first - t0}))
 '''
 
 
-def make_data(path: Path, seed: int) -> None:
-    """digits, a fixed seeded 80/20 split, as an .npz (nas reads it with --data, the others with numpy)."""
+def make_data(path: Path, seed: int, mnist_sized: int = 0) -> None:
+    """digits, a fixed seeded 80/20 split, as an .npz (nas reads it with --data, the others with numpy); or, with
+    `mnist_sized` N, N 28x28 training images made from the real digits (`enas.mnist_sized`), for a GPU."""
     import numpy as np
 
+    if mnist_sized:
+        from enas import mnist_sized as make
+
+        make(path, mnist_sized, seed)
+        return
     sys.path.insert(0, str(HERE.parent))
     from nas.plugins.data import load_data
 
@@ -143,28 +152,51 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--space", default="cnn")
     ap.add_argument("--nas-flags", default="", help="extra flags for nas search, e.g. '--backend jax'")
+    ap.add_argument("--mnist-sized", type=int, default=0, metavar="N",
+                    help="N generated 28x28 training images (from the real digits) instead of digits: GPU-sized")
+    ap.add_argument("--backend", help="Keras backend of every run (default: KERAS_BACKEND, else tensorflow)")
+    ap.add_argument("--gpus-per-trial", type=float, default=0.0, help="nas's trials (search and facade)")
+    ap.add_argument("--only", default="kerastuner,facade,plain,parallel",
+                    help="which of the comparisons to run after the nas search (comma-separated)")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    nas_flags = args.nas_flags.split()
+    facade_extra: dict[str, Any] = {}
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+        nas_flags += ["--backend", args.backend]
+        facade_extra["backend"] = args.backend
+    if args.gpus_per_trial:
+        nas_flags += ["--gpus-per-trial", f"{args.gpus_per_trial:g}"]
+        facade_extra["gpus_per_trial"] = args.gpus_per_trial
 
     work = Path(tempfile.mkdtemp(prefix="nas-vs-kt-"))
     data = work / "digits.npz"
-    make_data(data, args.seed)
+    make_data(data, args.seed, args.mnist_sized)
     t0 = time.time()
     wall, _ = search(work / "runs", "vs", "--space", args.space, "--strategy", "random", "--data", str(data),
                      "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(args.seed),
-                     "--max-concurrent", str(args.concurrent), *args.nas_flags.split())
+                     "--max-concurrent", str(args.concurrent), *nas_flags)
     recs = sorted(records(work / "runs", "vs"), key=lambda r: int(r["trial_id"]))
     nas_best = max(r["metrics"].get("val_accuracy", 0.0) for r in recs if r["status"] == "completed")
     nas_startup = min(r["fit_started"] for r in recs) - t0
     configs = work / "configs.json"
     configs.write_text(json.dumps([r["config"] for r in recs]))
 
-    kt_wall, kt = child("kerastuner", data, configs, args.epochs, work)
-    facade_wall, facade = child("facade", data, configs, args.epochs, work, str(args.concurrent))
-    plain_wall, plain = child("plain", data, configs, args.epochs, work)
-    par_wall, par = parallel_plain(args.concurrent, data, configs, args.epochs, work)
+    nan = float("nan")
+    skipped = (nan, {"best": nan, "startup": nan})
+    kt_wall, kt = child("kerastuner", data, configs, args.epochs, work) if "kerastuner" in only else skipped
+    facade_wall, facade = (child("facade", data, configs, args.epochs, work, str(args.concurrent),
+                                 json.dumps(facade_extra)) if "facade" in only else skipped)
+    plain_wall, plain = child("plain", data, configs, args.epochs, work) if "plain" in only else skipped
+    par_wall, par = (parallel_plain(args.concurrent, data, configs, args.epochs, work) if "parallel" in only
+                     else skipped)
 
-    print(f"{args.trials} {args.space} configurations x {args.epochs} epochs on digits (.npz, fixed 80/20 split); "
-          f"nas runs {args.concurrent} at a time; {os.cpu_count()} CPUs")
+    where = (f"{args.mnist_sized:,} generated 28x28 images" if args.mnist_sized else
+             "digits (.npz, fixed 80/20 split)")
+    print(f"{args.trials} {args.space} configurations x {args.epochs} epochs on {where}; nas runs "
+          f"{args.concurrent} at a time{f' at --gpus-per-trial {args.gpus_per_trial:g}' if args.gpus_per_trial else ''}"
+          f"; backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}; {os.cpu_count()} CPUs")
     print("| system | wall s | start-up s | best val_accuracy | vs KerasTuner |")
     print("|---|---:|---:|---:|---:|")
     print(f"| nas search (local Ray, {args.concurrent} at once) | {wall:.1f} | {nas_startup:.1f} | {nas_best:.4f} | "
