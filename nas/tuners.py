@@ -337,7 +337,8 @@ class Hyperband(Tuner):
 
 
 class RL(Tuner):
-    """nas's REINFORCE controller (Zoph & Le)."""
+    """nas's RL controller (Zoph & Le's policy; PPO + Dyna + model-predictive proposals by default, REINFORCE with
+    ``update="reinforce"``)."""
 
     strategy = "rl"
 

@@ -38,8 +38,10 @@ SHARED_METRICS = ("val_accuracy", "val_loss")
 SLOW_CONTROLLERS = ("gp", "bayes")
 #: the rl strategy as ENAS's controller, unless --strategy-option says otherwise: the LSTM policy, children drawn
 #: with repeats, and a smaller step than rl's per-trial default (0.1), which collapsed the policy onto a few
-#: children within 2 supernet epochs on digits (0.03: it concentrates over ~8 epochs while the shared weights learn)
-RL_DEFAULTS = {"policy": "lstm", "unique": False, "learning_rate": 0.03}
+#: children within 2 supernet epochs on digits (0.03: it concentrates over ~8 epochs while the shared weights learn),
+#: and REINFORCE as Pham et al. trained it (thousands of noisy, repeated children are no data for update="ppo"'s
+#: per-trial model)
+RL_DEFAULTS = {"policy": "lstm", "unique": False, "learning_rate": 0.03, "update": "reinforce"}
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class SupernetTrainer:
         configure_framework(setup)
         import keras
 
-        from nas.plugins.registry import create_strategy
+        from nas.plugins.registry import STRATEGIES, create_strategy, load
 
         self.setup = setup
         self.settings = settings
@@ -88,8 +88,13 @@ class SupernetTrainer:
         keras.utils.set_random_seed(self.seed)
         self.space, self.hp, self.data = space_and_data(setup, data)
         self.objectives = [Objective(**o) for o in objectives]
+        options = dict(controller_options)
+        if getattr(load(STRATEGIES, controller), "name", None) == "rl":
+            # ENAS's rule: a supernet phase stored before RL_DEFAULTS named the update rule (or options that do
+            # not name it) keeps REINFORCE when rl's own default is another rule
+            options.setdefault("update", "reinforce")
         self.controller = create_strategy(controller, space=self.hp, objective=self.objectives, seed=setup.seed,
-                                          **dict(controller_options))
+                                          **options)
         self.supernet = self.space.build_supernet()
         n_train, n_val = len(self.data.x_train), len(self.data.x_val)
         self.batch = max(1, min(self.space.batch_size(self.hp), n_train))

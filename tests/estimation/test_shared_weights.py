@@ -1,10 +1,14 @@
 """`nas search --estimation shared-weights` end to end on a real local Ray: the supernet phase, then the top-k
 trained from scratch as ordinary trials, leaving a normal run directory that `nas status` and `nas export` read;
 kill -9 during the supernet phase, then `nas resume`, continues from its last epoch and ends with the controller
-state and trials an uninterrupted run has."""
+state and trials an uninterrupted run has. The run killed is a driver of its own (a subprocess); the reference,
+the resume after the kill and the export go through the CLI's entry point in this process, on one local Ray for
+the module (``kept_ray``), so each skips Ray's start and TensorFlow's import."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import signal
@@ -24,13 +28,31 @@ ARGS = ("--space", ENAS, "--space-option", "layers=3", "--space-option", "filter
         "--supernet-option", "candidates=6", "--max-concurrent", "1")
 
 
+def _here(cli, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``nas ARGS`` through the CLI's entry point in this process (with ``cli``'s environment and directory, its
+    output captured as a subprocess's would be); its exit code must be 0 unless ``check`` is false."""
+    from nas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in cli.env().items():
+            mp.setenv(k, v)
+        mp.chdir(cli.cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"nas {' '.join(args)} exited {code}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, kept_ray):
     from conftest import CLI
 
     root = tmp_path_factory.mktemp("shared")
     cli = CLI(root / "runs", root)
-    proc = cli("search", *ARGS, "--name", "ref", timeout=500)
+    proc = _here(cli, "search", *ARGS, "--name", "ref")
     return cli, proc
 
 
@@ -69,14 +91,14 @@ def test_a_shared_weights_search_leaves_a_normal_run(reference) -> None:
     assert spec["options"]["estimation"] == "shared-weights" and spec["supernet"]["top_k"] == 2
     assert spec["supernet"]["warmup_epochs"] == 1
     assert spec["supernet"]["controller_options"] == {"policy": "lstm", "unique": False, "learning_rate": 0.03,
-                                                       "batch": 3}
+                                                       "update": "reinforce", "batch": 3}
     assert (run / "supernet" / "resume.npz").is_file() and (run / "supernet" / "controller.json").is_file()
-    exp = cli("export", "ref", "--format", "keras", "--out", str(cli.cwd / "exp"), timeout=300).stdout
+    exp = _here(cli, "export", "ref", "--format", "keras", "--out", str(cli.cwd / "exp")).stdout
     assert "every format verified" in exp, exp
     arch = json.loads((cli.cwd / "exp" / "architecture.json").read_text())
     assert arch["hyperparameters"] == status["best"]["config"] and arch["space_options"] == {"layers": 3, "filters": 8}
     # a finished run resumes to nothing more
-    again = cli("resume", "ref", timeout=300).stdout
+    again = _here(cli, "resume", "ref").stdout
     assert "already has its 2 trials" in again, again
 
 
@@ -103,7 +125,7 @@ def test_kill_9_in_the_supernet_phase_then_resume_is_exact(reference) -> None:
     status = cli.status("cut")
     assert status["supernet"]["phase"] == "supernet" and status["counts"]["completed"] == 0
 
-    out = cli("resume", "cut", timeout=500).stdout
+    out = _here(cli, "resume", "cut").stdout
     # the supernet's worker may checkpoint one more epoch before Ray ends it (the driver is gone, not its worker
     # at once): the resume continues after the last epoch on disk, which is at least the one seen at the kill
     found = re.search(r"continuing after epoch (\d+)", out)
