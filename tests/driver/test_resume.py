@@ -59,6 +59,14 @@ def _wait_for(run: Path, proc: subprocess.Popen, completed: int, timeout: float 
     raise AssertionError("timed out waiting for the search to reach the interruption point")
 
 
+def _here(cli, capsys, monkeypatch, *args: str) -> subprocess.CompletedProcess:
+    """``nas ARGS`` through the CLI's entry point in this process, on the module's one Ray (``kept_ray``): for the
+    commands whose property is not a driver process of their own (a resume after a kill, a refusal, a reference
+    run), so each skips Ray's start and Python's and TensorFlow's imports."""
+    code, out, err = cli.inprocess(*args, capsys=capsys, monkeypatch=monkeypatch)
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def _session_processes(session_dir: str) -> list[int]:
     from nas.runtime.cluster import uses_session
 
@@ -66,7 +74,7 @@ def _session_processes(session_dir: str) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, name)]
 
 
-def test_kill_9_then_resume_is_exact_with_one_driver_per_run(cli, capsys, monkeypatch) -> None:
+def test_kill_9_then_resume_is_exact_with_one_driver_per_run(cli, kept_ray, capsys, monkeypatch) -> None:
     """Two `nas search --name killed` started at the same moment: one runs, the other is refused at once with the
     owner's pid, host and start; so is a resume while the first runs, and the run reads running. Then kill -9 of
     the driver mid-trial: the run reads interrupted at once; a resume with a larger budget completes it exactly
@@ -98,7 +106,7 @@ def test_kill_9_then_resume_is_exact_with_one_driver_per_run(cli, capsys, monkey
     code, out, _ = cli.inprocess("status", "killed", "--json", capsys=capsys, monkeypatch=monkeypatch)
     status = json.loads(out)
     assert status["state"] == "running" and status["driver"]["pid"] == proc.pid
-    refused = cli("resume", "killed", check=False)
+    refused = _here(cli, capsys, monkeypatch, "resume", "killed")
     assert refused.returncode == 2 and f"run 'killed' is in use by process {proc.pid} " in refused.stderr, \
         refused.stderr
     assert proc.poll() is None  # still running: the refusal came from the lock, not from a finished run
@@ -124,7 +132,9 @@ def test_kill_9_then_resume_is_exact_with_one_driver_per_run(cli, capsys, monkey
 
     # resumed with a larger budget (raising the budget of a finished run: tests/test_api.py)
     total = budget + 1
-    out = cli("resume", "killed", "--trials", str(total), "--max-concurrent", "1").stdout
+    resumed = _here(cli, capsys, monkeypatch, "resume", "killed", "--trials", str(total), "--max-concurrent", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    out = resumed.stdout
     assert "resuming run killed" in out
     # one line per trial it ran: the one continued and those not yet begun
     assert out.count("] trial ") == total - len(completed_before), out
@@ -157,10 +167,10 @@ def test_kill_9_then_resume_is_exact_with_one_driver_per_run(cli, capsys, monkey
     assert [P.canonical(t["config"]) for t in by_id] == expected
 
     # resuming with another space or strategy is refused clearly, and changes nothing
-    proc = cli("search", "--name", "killed", "--resume", "--strategy", "grid", check=False)
+    proc = _here(cli, capsys, monkeypatch, "search", "--name", "killed", "--resume", "--strategy", "grid")
     assert proc.returncode != 0 and "--strategy 'random'" in proc.stderr and "contradicts" in proc.stderr
     assert len(cli.status("killed")["trials"]) == total
-    proc = cli(*args, check=False)  # a finished run: its name is taken (not "in use")
+    proc = _here(cli, capsys, monkeypatch, *args)  # a finished run: its name is taken (not "in use")
     assert proc.returncode == 2 and "already exists" in proc.stderr and "nas resume killed" in proc.stderr
 
 
@@ -188,10 +198,13 @@ class BestFirst(MLPSpace):
 '''
 
 
-def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(cli) -> None:
+def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(cli, kept_ray, capsys,
+                                                                              monkeypatch) -> None:
     """--deterministic across a kill -9: the driver is killed with trials finished (those whose turn had not
     come not yet told to the strategy) and one mid-trial; `nas resume` ends with the records of the same command
-    run without a kill: the same configurations under the same ids, the same per-epoch metrics."""
+    run without a kill: the same configurations under the same ids, the same per-epoch metrics. The killed
+    driver is a process of its own; the resume and the uninterrupted run go through the CLI's entry point in
+    this process, on the module's one Ray (another Ray, other workers: the same records all the same)."""
     keep = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
     args = ("--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2",
             "--trials", "6", "--epochs", "2", "--max-concurrent", "2", "--deterministic", "--seed", "5")
@@ -205,19 +218,23 @@ def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(c
     _wait_for(cli.storage / "det-killed", proc, completed=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert cli("resume", "det-killed").returncode == 0
-    cli("search", *args, "--name", "det-whole")
+    resumed = _here(cli, capsys, monkeypatch, "resume", "det-killed")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    whole_run = _here(cli, capsys, monkeypatch, "search", *args, "--name", "det-whole")
+    assert whole_run.returncode == 0, whole_run.stdout + whole_run.stderr
     whole = trials("det-whole")
     assert len(whole) == 6 and all(t[1] == "completed" for t in whole)
     assert trials("det-killed") == whole
-    refused = cli("resume", "det-killed", "--trials", "8", "--max-concurrent", "3", check=False)
+    refused = _here(cli, capsys, monkeypatch, "resume", "det-killed", "--trials", "8", "--max-concurrent", "3")
     assert refused.returncode == 2 and "is --deterministic with --max-concurrent 2" in refused.stderr
 
 
-def test_ctrl_c_saves_state_and_says_how_to_resume(cli, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_ctrl_c_saves_state_and_says_how_to_resume(cli, kept_ray, tmp_path: Path, capsys, monkeypatch) -> None:
     """Ctrl-C in a run outside the default storage: stdout says interrupted and how to go on (a command that
     works when pasted), the run reads interrupted at once, the resumed session's "best so far" counts the
-    earlier session's trials, and the searching time leaves out the idle time between sessions."""
+    earlier session's trials, and the searching time leaves out the idle time between sessions. The Ctrl-C'd
+    driver is a process of its own; the resume, the printed command as pasted, goes through the CLI's entry point
+    in this process, on the module's one Ray."""
     (tmp_path / "best_first.py").write_text(BEST_FIRST)
     storage = tmp_path / "elsewhere"  # not $NAS_STORAGE: every printed command must name it
     run = storage / "interrupted"
@@ -251,7 +268,9 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(cli, tmp_path: Path, capsys, 
     time.sleep(2)  # the run lies idle (and the resumed driver's start-up adds to it)
 
     second_session_start = time.time()
-    out = cli(*shlex.split(resume)[1:]).stdout  # the printed command, as pasted
+    resumed = _here(cli, capsys, monkeypatch, *shlex.split(resume)[1:])  # the printed command, as pasted
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    out = resumed.stdout
     lines = [ln for ln in out.splitlines() if "] trial " in ln]
     assert len(lines) == 1 and lines[0].startswith("[2/2] trial 1: val_accuracy="), out
     status = json.loads(status_of("--json"))
@@ -321,10 +340,12 @@ def _wait_for_moment(moment: str, run: Path, proc: subprocess.Popen, timeout: fl
         time.sleep(0.05)
 
 
-def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
+def test_kill_9_at_random_moments_with_a_scheduler(cli, kept_ray, capsys, monkeypatch) -> None:
     """5 kill -9 of the driver (one surely mid-trial, then one at each moment of MOMENTS in a random order),
     concurrency 2 with ASHA, a resume after each: the budget completes, no trial id twice, no completed trial
-    re-run, trials continue from their last epoch, and nothing of the killed drivers' Ray is left."""
+    re-run, trials continue from their last epoch, and nothing of the killed drivers' Ray is left. Each killed
+    driver is a process of its own; the last resume, never killed, goes through the CLI's entry point in this
+    process, on the module's one Ray."""
     budget, epochs = 6, 4  # five kills leave most of the budget for the last driver
     run = cli.storage / "scale"
     moments = random.Random(16).sample(MOMENTS, len(MOMENTS))
@@ -345,9 +366,10 @@ def test_kill_9_at_random_moments_with_a_scheduler(cli) -> None:
                 completed_at_kill.setdefault(tid, r)
             elif (run / "trials" / tid / "resume.npz").is_file() and r["history"]:
                 running_at_kill[tid] = [h["epoch"] for h in r["history"]]
-        proc = _start_marked(cli, str(k), "resume", "scale")
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out + err
+        if k < 5:
+            proc = _start_marked(cli, str(k), "resume", "scale")
+    last = _here(cli, capsys, monkeypatch, "resume", "scale")
+    assert last.returncode == 0, last.stdout + last.stderr
 
     status = cli.status("scale")
     trials = status["trials"]
@@ -406,12 +428,15 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_then_recorded_failed(cli
     assert "Traceback" not in out + err
 
 
-def test_storage_that_cannot_be_written_mid_run_stops_with_one_line_and_resumes(cli) -> None:
+def test_storage_that_cannot_be_written_mid_run_stops_with_one_line_and_resumes(cli, kept_ray, capsys,
+                                                                                monkeypatch) -> None:
     """The driver can no longer write its files mid-run: one line, exit 2, every earlier record intact, the run
     resumable. How: the driver's file-size limit (RLIMIT_FSIZE) drops to 100 bytes, so each write it makes from
     then on fails as on a full disk (EFBIG, "File too large", where a full disk says ENOSPC), while the trials'
     own processes and everything else on the machine go on unaffected. Unlike a full or read-only mount (a tiny
-    tmpfs, a remount), this needs neither root nor mount rights, so it runs the same in CI."""
+    tmpfs, a remount), this needs neither root nor mount rights, so it runs the same in CI. The limited drivers
+    are processes of their own; the last resume, on writable storage, goes through the CLI's entry point in this
+    process, on the module's one Ray."""
     run = cli.storage / "full"
     proc = _start(cli, "search", "--trials", "3", "--epochs", "6", "--max-concurrent", "1", "--name", "full")
     _wait_for(run, proc, completed=1)
@@ -448,7 +473,8 @@ def test_storage_that_cannot_be_written_mid_run_stops_with_one_line_and_resumes(
     assert "File too large" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert {p: p.read_bytes() for p in run.rglob("*.json")} == before
 
-    cli("resume", "full")
+    resumed = _here(cli, capsys, monkeypatch, "resume", "full")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     status = cli.status("full")
     assert status["counts"]["completed"] == 3 and len(status["trials"]) == 3, status["counts"]
 
@@ -476,10 +502,13 @@ class Flaky(MLPSpace):
 '''
 
 
-def test_failed_trials_are_recorded_and_consecutive_failures_stop(cli, tmp_path: Path) -> None:
+def test_failed_trials_are_recorded_and_consecutive_failures_stop(cli, kept_ray, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    """The CLI's entry point in this process, on the module's one Ray (``kept_ray``): nothing here is about a
+    driver process of its own, and the refused resumes below start no Ray of their own only to fail."""
     (tmp_path / "flaky.py").write_text(FAILING_SPACE)
-    proc = cli("search", "--space", "flaky.py:Flaky", "--strategy", "grid", "--trials", "3", "--epochs", "2",
-               "--max-concurrent", "1", "--max-consecutive-failures", "2", "--name", "flaky", check=False)
+    proc = _here(cli, capsys, monkeypatch, "search", "--space", "flaky.py:Flaky", "--strategy", "grid", "--trials",
+                 "3", "--epochs", "2", "--max-concurrent", "1", "--max-consecutive-failures", "2", "--name", "flaky")
     # two failures in a row stop the search before the budget is burnt, with a summary and a way on
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "2 trials failed in a row" in proc.stderr  # why, on stderr; the way on once, with the next steps
@@ -493,7 +522,8 @@ def test_failed_trials_are_recorded_and_consecutive_failures_stop(cli, tmp_path:
     assert len(status["trials"]) == 2
 
     # the strategy was told and goes on after a resume
-    cli("resume", "flaky", "--max-consecutive-failures", "0")
+    proc = _here(cli, capsys, monkeypatch, "resume", "flaky", "--max-consecutive-failures", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     status = cli.status("flaky")
     by_mode = {t["config"]["mode"]: t for t in status["trials"]}
     assert by_mode["ok"]["status"] == "completed" and by_mode["ok"]["metrics"]["val_accuracy"] > 0.3
@@ -504,15 +534,15 @@ def test_failed_trials_are_recorded_and_consecutive_failures_stop(cli, tmp_path:
     # missing, partial or corrupted state: a clear message naming the file; nothing deleted or changed
     strategy_file = cli.storage / "flaky" / "strategy.json"
     strategy_file.write_text('{"strategy": "grid", "next_id": ')
-    proc = cli("resume", "flaky", "--trials", "4", check=False)
+    proc = _here(cli, capsys, monkeypatch, "resume", "flaky", "--trials", "4")
     assert proc.returncode != 0 and str(strategy_file) in proc.stderr and "corrupted" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert strategy_file.read_text() == '{"strategy": "grid", "next_id": '
     strategy_file.unlink()
-    proc = cli("resume", "flaky", "--trials", "4", check=False)
+    proc = _here(cli, capsys, monkeypatch, "resume", "flaky", "--trials", "4")
     assert proc.returncode != 0 and "strategy.json is missing" in proc.stderr
     trial_file = cli.storage / "flaky" / "trials" / "0.json"
     trial_file.write_text("{ not json")
-    proc = cli("status", "flaky", check=False)
+    proc = cli("status", "flaky", check=False)  # the command itself, in a process of its own
     assert proc.returncode != 0 and str(trial_file) in proc.stderr and "Traceback" not in proc.stderr
     assert (cli.storage / "flaky" / "spec.json").is_file()

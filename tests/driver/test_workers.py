@@ -60,11 +60,15 @@ def test_bad_limit_is_one_clear_line(bad: str) -> None:
 
 
 @pytest.mark.ray
-def test_workers_over_the_limit_are_replaced(cli) -> None:
-    """A limit every worker passes at once: each trial runs in a fresh worker, and all complete."""
-    proc = cli("search", "--trials", "3", "--epochs", "1", "--max-concurrent", "1", "--max-worker-rss-mb", "1",
-               "--name", "recycled")
-    assert "next trials start in fresh workers" in proc.stdout + proc.stderr
+def test_workers_over_the_limit_are_replaced(cli, kept_ray, capsys, monkeypatch) -> None:
+    """A limit every worker passes at once: each trial runs in a fresh worker, and all complete. The CLI's entry
+    point in this process, on a kept local Ray (``kept_ray``): what is replaced is the Ray workers, not the
+    driver."""
+    code, out, err = cli.inprocess("search", "--trials", "3", "--epochs", "1", "--max-concurrent", "1",
+                                   "--max-worker-rss-mb", "1", "--name", "recycled", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 0, out + err
+    assert "next trials start in fresh workers" in out + err
     trials = cli.status("recycled")["trials"]
     assert [t["status"] for t in trials] == ["completed"] * 3
     records = [json.loads((cli.storage / "recycled" / "trials" / f"{t['trial_id']}.json").read_text())

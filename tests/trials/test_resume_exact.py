@@ -42,7 +42,9 @@ def _history(run: Path) -> dict[str, list[dict[str, float]]]:
 
 def test_a_resumed_trial_equals_an_uninterrupted_one(cli, kept_ray, capsys, monkeypatch) -> None:
     """The reference runs through the CLI's entry point in this process, on one kept Ray; the run that is cut
-    runs in a driver of its own (a subprocess, killed with SIGKILL) and resumes in another."""
+    runs in a driver of its own (a subprocess, killed with SIGKILL) and resumes through the CLI's entry point in
+    this process, on the kept Ray (another Ray than the one it was cut on, in workers that trained the
+    reference: the same epochs all the same)."""
     (cli.cwd / "dropout_space.py").write_text(DROPOUT_SPACE)
     code, out, err = cli.inprocess("search", *ARGS, "--name", "ref", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0, out + err
@@ -67,7 +69,8 @@ def test_a_resumed_trial_equals_an_uninterrupted_one(cli, kept_ray, capsys, monk
     cut = json.loads((run / "trials" / "0.json").read_text())
     assert cut["status"] == "running" and 2 <= len(cut["history"]) < 5, cut
 
-    cli("resume", "cut", timeout=400)
+    code, out, err = cli.inprocess("resume", "cut", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, out + err
     resumed = _history(run)
     assert json.loads((run / "trials" / "0.json").read_text())["resumed_from_epoch"] >= 2
     assert resumed == reference, (resumed, reference)
