@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
+# -P: the caller's folder is not put first on the search path, so a benchmark started from inside benchmarks/
+# (whose strategies.py would shadow the `strategies` package, in the driver and in its Ray workers) runs the same.
+NAS = [sys.executable, "-P", "-m", "nas.cli"]
+
+
 def search(storage: Path, name: str, *flags: str) -> tuple[float, subprocess.CompletedProcess]:
     """`nas search --name NAME FLAGS...`: its wall time and output; a failed search ends the benchmark."""
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "nas.cli", "search", "--name", name, *flags],
+    proc = subprocess.run([*NAS, "search", "--name", name, *flags],
                           env=dict(os.environ, NAS_STORAGE=str(storage)), capture_output=True, text=True)
     wall = time.time() - t0
     if proc.returncode != 0:
@@ -24,7 +29,7 @@ def search(storage: Path, name: str, *flags: str) -> tuple[float, subprocess.Com
 
 def status(storage: Path, name: str) -> dict[str, Any]:
     """`nas status NAME --json`."""
-    out = subprocess.run([sys.executable, "-m", "nas.cli", "status", name, "--json"], capture_output=True,
+    out = subprocess.run([*NAS, "status", name, "--json"], capture_output=True,
                          text=True, check=True, env=dict(os.environ, NAS_STORAGE=str(storage))).stdout
     return json.loads(out)
 
