@@ -125,23 +125,11 @@ def _floored(p: np.ndarray, floor: float) -> np.ndarray:
     """``p`` mixed with the uniform distribution, with the smallest weight (to 1e-3, by bisection) that makes its
     entropy at least ``floor * log(len(p))``; ``p`` itself when it is already there. The entropy is concave
     along the segment from ``p`` to uniform and largest at uniform, so it grows with the weight."""
-    k = len(p)
-    target = floor * math.log(k)
-    if floor <= 0 or k < 2 or _entropy(p) >= target:
-        return p
-    u = np.full(k, 1.0 / k)
-    lo, hi = 0.0, 1.0
-    for _ in range(10):
-        mid = 0.5 * (lo + hi)
-        if _entropy((1 - mid) * p + mid * u) >= target:
-            hi = mid
-        else:
-            lo = mid
-    return (1 - hi) * p + hi * u
+    return _floored_rows(p[None, :], floor)[0]
 
 
 def _floored_rows(p: np.ndarray, floor: float) -> np.ndarray:
-    """``_floored`` of each row of ``p`` [n, k], the same bisection vectorised over rows."""
+    """``_floored`` of each row of ``p`` [n, k], the bisection vectorised over rows."""
     n, k = p.shape
     if floor <= 0 or k < 2:
         return p

@@ -38,6 +38,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nas.estimation.settings import SupernetSettings
+from nas.estimation.settings import controller_options as with_enas_defaults
 from nas.options import TrialSetup
 from nas.plugins import params as P
 from nas.plugins.objective import Objective
@@ -88,11 +89,9 @@ class SupernetTrainer:
         keras.utils.set_random_seed(self.seed)
         self.space, self.hp, self.data = space_and_data(setup, data)
         self.objectives = [Objective(**o) for o in objectives]
-        options = dict(controller_options)
-        if getattr(load(STRATEGIES, controller), "name", None) == "rl":
-            # ENAS's rule: a supernet phase stored before RL_DEFAULTS named the update rule (or options that do
-            # not name it) keeps REINFORCE when rl's own default is another rule
-            options.setdefault("update", "reinforce")
+        # the stored options with ENAS's controller defaults under them again: a supernet phase stored before
+        # RL_DEFAULTS named the update rule keeps REINFORCE (the others were stored with the spec)
+        options = with_enas_defaults(getattr(load(STRATEGIES, controller), "name", ""), controller_options, settings)
         self.controller = create_strategy(controller, space=self.hp, objective=self.objectives, seed=setup.seed,
                                           **options)
         self.supernet = self.space.build_supernet()
