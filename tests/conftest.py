@@ -44,13 +44,36 @@ def _ray_pids() -> set[int]:
     return pids
 
 
+#: a test starting a Ray (or reading a shared run built by one) weighs this much more than a unit test when the
+#: modules are ordered for the two workers (see below): a rough ratio of their typical durations
+_SLOW_WEIGHT = 60
+
+
+def _xdist_worker() -> str | None:
+    """The name of this pytest-xdist worker (gw0, gw1, ...), or None in the controller or a run without -n."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """``-m "not slow"`` is the fast part of the suite for development: every test that starts a Ray (marked
-    ``ray``, or using a shared run built by one) is slow, and so is every test marked ``slow`` explicitly."""
+    ``ray``, or using a shared run built by one) is slow, and so is every test marked ``slow`` explicitly.
+
+    Under pytest-xdist (``-n 2 --dist loadfile``, the suite's default: pyproject.toml) each module runs whole on
+    one worker (its module-scoped Ray is started once), and the modules are handed out in this order: the
+    heaviest first (weight: ``_SLOW_WEIGHT`` per slow test, 1 per other test), so that no long module is left
+    to start when the other worker is already done (longest-processing-time-first scheduling)."""
     shared_runs = {"small_run", "cnn_run"}
     for item in items:
         if item.get_closest_marker("ray") is not None or shared_runs & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if _xdist_worker() is None:
+        return
+    weight: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        weight[module] = weight.get(module, 0) + (_SLOW_WEIGHT if item.get_closest_marker("slow") else 1)
+    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: a module's own order is kept
 
 
 def pytest_configure(config: Any) -> None:
@@ -110,21 +133,44 @@ def _held_locks(root: Path) -> list[Path]:
     return [lock for lock in root.rglob(LOCK) if driver_state(lock.parent)["live"]]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_leftover_temp_or_locks(tmp_path_factory: Any) -> Any:
-    """No test leaves a nas temp directory behind, nor a run lock held once it ended (a driver still alive)."""
-    before = _our_temp_entries()
-    yield
+_TEMP_BEFORE = "nas_temp_before"
+
+
+def pytest_sessionstart(session: Any) -> None:
+    if _xdist_worker() is None:  # the controller (or a run without -n): the whole run's start
+        setattr(session.config, _TEMP_BEFORE, _our_temp_entries())
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    """No test leaves a nas temp directory behind, nor a run lock held once it ended (a driver still alive).
+    Checked once all tests ended: in the controller under pytest-xdist (a worker cannot tell the other's
+    entries in the shared temp directory from its own leftovers; the workers' base temp directories are under
+    the controller's), at the end of a run without -n; a leftover fails the run."""
+    if _xdist_worker() is not None or not hasattr(session.config, _TEMP_BEFORE):
+        return
     import time
 
-    base = tmp_path_factory.getbasetemp()
+    base = session.config._tmp_path_factory.getbasetemp()  # what the tmp_path_factory fixture hands out
+    before = getattr(session.config, _TEMP_BEFORE)
     deadline = time.time() + 20  # a driver a test killed may take a moment to be reaped
     while time.time() < deadline and (_held_locks(base) or _our_temp_entries() - before):
         time.sleep(0.5)
+    problems = []
     held = _held_locks(base)
-    assert not held, f"run locks still held after the tests: {[str(p) for p in held]}"
+    if held:
+        problems.append(f"run locks still held after the tests: {[str(p) for p in held]}")
     left = _our_temp_entries() - before
-    assert not left, f"temp directories left behind by the tests: {sorted(left)}"
+    if left:
+        problems.append(f"temp directories left behind by the tests: {sorted(left)}")
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for line in problems:
+            if reporter:
+                reporter.ensure_newline()
+                reporter.write_line(f"FAILED (session end): {line}", red=True)
+            else:
+                print(f"FAILED (session end): {line}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 #: TensorFlow's oneDNN on, as it is by default on a CPU with AVX-512: its import then writes a banner to stderr
@@ -175,13 +221,40 @@ def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path / "runs", tmp_path)
 
 
+def _built_once(tmp_path_factory: Any, name: str, build: Any) -> Path:
+    """A folder ``build(folder)`` filled once for the whole run: under pytest-xdist by the first worker that
+    needs it (the others wait on a file lock, then read it: the workers' base temp directories share a parent),
+    without -n in this session's temp directory. What is built there is only read by the tests."""
+    if _xdist_worker() is None:
+        root = tmp_path_factory.mktemp(name)
+        build(root)
+        return root
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed building it left
+            root.mkdir()
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory: Any) -> tuple[CLI, str, subprocess.CompletedProcess]:
     """One small real search shared by the output tests (status, runs, plot, TensorBoard, quiet output)."""
-    root = tmp_path_factory.mktemp("small-run")
-    cli = CLI(root / "runs", root, extra_env=ONEDNN_ON)
-    proc = cli("search", "--trials", "3", "--epochs", "2", "--name", "small", "--seed", "1", "--max-concurrent", "2")
-    return cli, "small", proc
+
+    def build(root: Path) -> None:
+        cli = CLI(root / "runs", root, extra_env=ONEDNN_ON)
+        proc = cli("search", "--trials", "3", "--epochs", "2", "--name", "small", "--seed", "1",
+                   "--max-concurrent", "2")
+        (root / "search.json").write_text(json.dumps(
+            {"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}))
+
+    root = _built_once(tmp_path_factory, "small-run", build)
+    proc = subprocess.CompletedProcess(**json.loads((root / "search.json").read_text()))
+    return CLI(root / "runs", root, extra_env=ONEDNN_ON), "small", proc
 
 
 def copy_run(src: CLI, name: str, dest: CLI, new_name: str | None = None) -> str:
@@ -199,10 +272,13 @@ def copy_run(src: CLI, name: str, dest: CLI, new_name: str | None = None) -> str
 def cnn_run(tmp_path_factory: Any) -> tuple[CLI, str]:
     """One real cnn search (2 random trials x 1 epoch on digits) shared by the end-to-end test of the cnn space
     (tests/driver/test_plugins_e2e.py) and its export test (tests/views/test_export.py), which only read it."""
-    root = tmp_path_factory.mktemp("cnn-run")
-    cli = CLI(root / "runs", root)
-    cli("search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", "cnn")
-    return cli, "cnn"
+
+    def build(root: Path) -> None:
+        CLI(root / "runs", root)("search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs",
+                                 "1", "--name", "cnn")
+
+    root = _built_once(tmp_path_factory, "cnn-run", build)
+    return CLI(root / "runs", root), "cnn"
 
 
 @pytest.fixture(scope="module")
