@@ -173,6 +173,41 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts there)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def apt_install(packages: tuple[str, ...], installed: Any, what: str, lock_dir: Path) -> str | None:
+    """Debian ``packages`` installed with apt-get (as root) unless ``installed()`` says they are; None, or why
+    they cannot be. The two xdist workers may both install at once (Slurm's module and the on-prem launcher's):
+    a file lock in ``lock_dir`` (shared by the workers) takes them in turn, and apt's own lock is waited for
+    (another apt on the machine) instead of failing at once."""
+    if installed():
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return f"{what} is not installed, and installing it (apt-get install {' '.join(packages)}) needs root and apt-get"
+    from filelock import FileLock
+
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait = ["-o", "DPkg::Lock::Timeout=300"]
+    install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *packages]
+    with FileLock(str(lock_dir / "apt-get.lock")):
+        if installed():  # the other worker installed them meanwhile
+            return None
+        proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:  # a machine whose package lists are missing or stale
+            subprocess.run(["apt-get", *wait, "update", "-q"], capture_output=True, text=True, env=env, timeout=900)
+            proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0 or not installed():
+        return f"apt-get could not install {' '.join(packages)}: {(proc.stderr or proc.stdout).strip()[-300:]}"
+    return None
+
+
 #: TensorFlow's oneDNN on, as it is by default on a CPU with AVX-512: its import then writes a banner to stderr
 #: before any log level applies (nas.runtime.quiet), so the quiet-output tests exercise its filter on every machine
 ONEDNN_ON = {"TF_ENABLE_ONEDNN_OPTS": "1"}

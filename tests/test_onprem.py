@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+
+from conftest import apt_install, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "launch" / "onprem" / "cluster.yaml"
@@ -61,23 +62,6 @@ def _installed() -> bool:
     return SSHD.exists() and all(shutil.which(c) for c in COMMANDS)
 
 
-def _install() -> str | None:
-    """OpenSSH's server and client, rsync and netcat installed (Debian's packages); None, or why they cannot be."""
-    if _installed():
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"sshd is not installed, and installing it (apt-get install {' '.join(PACKAGES)}) needs root and apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:  # a machine whose package lists are missing or stale
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env, timeout=600)
-        proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0 or not _installed():
-        return f"apt-get could not install {' '.join(PACKAGES)}: {(proc.stderr or proc.stdout).strip()[-300:]}"
-    return None
-
-
 def _no_pid_namespace() -> str | None:
     """None where this process can start a PID namespace with its own /proc, or why it cannot."""
     if not shutil.which("unshare"):
@@ -85,12 +69,6 @@ def _no_pid_namespace() -> str | None:
     proc = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True,
                           timeout=30)
     return None if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()[-300:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cmdline(pid: int) -> str:
@@ -114,7 +92,7 @@ class Head:
         self.root = root
         self.home = root / "home"
         self.home.mkdir(parents=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.key = root / "client_key"
         self.log = root / "sshd.log"
         self.ray_tmp = ray_tmp
@@ -213,11 +191,11 @@ def _cluster_config(head: Head, name: str) -> dict[str, Any]:
     head_start = config["head_start_ray_commands"]
     assert head_start[0] == "ray stop"  # in the namespace: the cluster's own Ray only
     (i, start), = [(i, c) for i, c in enumerate(head_start) if "ray start --head" in c]
-    for old, new in {"--port=6379": f"--port={_free_port()}", "--num-cpus=0": "--num-cpus=2"}.items():
+    for old, new in {"--port=6379": f"--port={free_port()}", "--num-cpus=0": "--num-cpus=2"}.items():
         assert old in start, (old, start)
         start = start.replace(old, new)
-    head_start[i] = (f"{start} --dashboard-port={_free_port()} --ray-client-server-port={_free_port()} "
-                     f"--dashboard-agent-listen-port={_free_port()}")
+    head_start[i] = (f"{start} --dashboard-port={free_port()} --ray-client-server-port={free_port()} "
+                     f"--dashboard-agent-listen-port={free_port()}")
     return config
 
 
@@ -248,8 +226,8 @@ def _stop_ssh_masters(control: Path) -> None:
 
 
 @pytest.fixture
-def head(tmp_path: Path) -> Iterator[Head]:
-    why = _install()
+def head(tmp_path: Path, tmp_path_factory: Any) -> Iterator[Head]:
+    why = apt_install(PACKAGES, _installed, "sshd", tmp_path_factory.getbasetemp().parent)
     if why:
         pytest.skip(why)
     why = _no_pid_namespace()

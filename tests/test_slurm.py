@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from conftest import apt_install, free_port
+
 SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "slurm" / "nas-search.sbatch"
 DAEMONS = ("sbatch", "scancel", "scontrol", "sinfo", "slurmctld", "slurmd", "munged")
 PACKAGES = ("slurm-wlm", "munge")
@@ -31,27 +32,8 @@ PACKAGES = ("slurm-wlm", "munge")
 pytestmark = pytest.mark.slow
 
 
-def _install() -> str | None:
-    """Slurm and munge installed (Debian's packages); None, or why they cannot be."""
-    if all(shutil.which(c) for c in DAEMONS):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"Slurm is not installed, and installing it (apt-get install {' '.join(PACKAGES)}) needs root and apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:  # a machine whose package lists are missing or stale
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env, timeout=600)
-        proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0 or not all(shutil.which(c) for c in DAEMONS):
-        return f"apt-get could not install {' '.join(PACKAGES)}: {(proc.stderr or proc.stdout).strip()[-300:]}"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _installed() -> bool:
+    return all(shutil.which(c) for c in DAEMONS)
 
 
 class Slurm:
@@ -69,7 +51,7 @@ class Slurm:
         self.munge_socket = root / "munge" / "munge.socket"
         conf = {
             "ClusterName": "nastest", "SlurmctldHost": f"{self.node}(127.0.0.1)",
-            "SlurmctldPort": _free_port(), "SlurmdPort": _free_port(), "SlurmUser": "root",
+            "SlurmctldPort": free_port(), "SlurmdPort": free_port(), "SlurmUser": "root",
             "AuthType": "auth/munge", "AuthInfo": f"socket={self.munge_socket}",
             "StateSaveLocation": root / "state", "SlurmdSpoolDir": root / "spool",
             "SlurmctldPidFile": root / "slurmctld.pid", "SlurmdPidFile": root / "slurmd.pid",
@@ -126,7 +108,7 @@ class Slurm:
             ["sbatch", "--parsable", "--nodes=1", f"--cpus-per-task={self.cpus}", "--gpus-per-node=0",
              f"--output={out}", str(SCRIPT), *args],
             capture_output=True, text=True, timeout=60,
-            env={**self.env, "NAS_STORAGE": str(storage), "NAS_HEAD_IP": "127.0.0.1", "RAY_PORT": str(_free_port()),
+            env={**self.env, "NAS_STORAGE": str(storage), "NAS_HEAD_IP": "127.0.0.1", "RAY_PORT": str(free_port()),
                  "KERAS_HOME": str(storage / ".keras"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                  **(env or {})})
         assert proc.returncode == 0, proc.stderr
@@ -166,7 +148,7 @@ class Slurm:
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: Any) -> Iterator[Slurm]:
-    why = _install()
+    why = apt_install(PACKAGES, _installed, "Slurm", tmp_path_factory.getbasetemp().parent)
     if why:
         pytest.skip(why)
     cluster = Slurm(tmp_path_factory.mktemp("slurm"))
