@@ -104,16 +104,33 @@ def no_leftover_ray_processes() -> Any:
     yield
     import time
 
-    deadline = time.time() + 20
+    # a Ray whose raylet was killed (a driver killed with SIGKILL, a cancelled job) has agents that notice it and
+    # exit by themselves, in seconds, longer on a loaded machine: they are waited for, not counted as left
+    deadline = time.time() + 60
     while time.time() < deadline and (_ray_pids() - before):
         time.sleep(0.5)
     left = _ray_pids() - before
+    described = {pid: _describe(pid) for pid in sorted(left)}  # which test's Ray it was, before it goes
     for pid in left:  # clean up anyway, then report
         try:
             os.kill(pid, 9)
         except OSError:
             pass
-    assert not left, f"Ray processes left running after the tests: {sorted(left)}"
+    assert not left, f"Ray processes left running after the tests: {described}"
+
+
+def _describe(pid: int) -> str:
+    """A leftover process as far as /proc tells whose it was: its command line, parent, and the environment
+    entries that name a run, a Ray session or a Slurm job."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        env = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+        ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        return "(gone)"
+    keys = ("NAS_RUN", "RAY_", "SLURM_JOB_ID", "TMPDIR", "HOME", "PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST")
+    named = [e[:160] for e in env if e.startswith(keys)]
+    return f"{cmd[:200]} (ppid {ppid}; {'; '.join(named)})"
 
 
 def _our_temp_entries() -> set[str]:
