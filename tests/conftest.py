@@ -104,8 +104,9 @@ def no_leftover_ray_processes() -> Any:
     yield
     import time
 
-    # a Ray whose raylet was killed (a driver killed with SIGKILL, a cancelled job) has agents that notice it and
-    # exit by themselves, in seconds, longer on a loaded machine: they are waited for, not counted as left
+    # what a test stopped may take a moment to exit, longer on a machine loaded by two workers. A killed Ray's
+    # agents (ray::DashboardAgent, ray::RuntimeEnvAgent) never exit by themselves (measured: still there 60 s
+    # after the driver's SIGKILL): whoever killed the Ray must stop them, and they are reported here if not
     deadline = time.time() + 60
     while time.time() < deadline and (_ray_pids() - before):
         time.sleep(0.5)

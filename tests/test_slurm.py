@@ -170,11 +170,15 @@ def _records(run: Path) -> list[dict]:
 
 
 def _job_ray_processes(job: str) -> list[int]:
+    """The job's Ray processes: those naming its Ray directory, and its agents and workers (``ray::...``, whose
+    command line names none), found by the job id in their environment."""
     mark = f"/tmp/ray-nas-{job}/".encode()
     pids = []
     for p in Path("/proc").iterdir():
         try:
-            if p.name.isdigit() and mark in (p / "cmdline").read_bytes():
+            cmd = (p / "cmdline").read_bytes() if p.name.isdigit() else b""
+            if mark in cmd or (cmd.startswith(b"ray::")
+                               and f"SLURM_JOB_ID={job}".encode() in (p / "environ").read_bytes().split(b"\0")):
                 pids.append(int(p.name))
         except OSError:
             pass
