@@ -185,6 +185,21 @@ def _job_ray_processes(job: str) -> list[int]:
     return pids
 
 
+def _job_ray_left(job: str, wait: float = 15) -> dict[int, str]:
+    """The job's Ray processes still there after ``wait`` seconds (what the script's cleanup killed may take a
+    moment to exit), with their command lines."""
+    deadline = time.time() + wait
+    while time.time() < deadline and _job_ray_processes(job):
+        time.sleep(0.5)
+    left = {}
+    for pid in _job_ray_processes(job):
+        try:
+            left[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+        except OSError:
+            pass
+    return left
+
+
 def _seconds(log: str, what: str) -> int:
     m = re.search(rf"nas-search: {what}.*?(\d+)s into the job\)", log)
     assert m, log
@@ -205,7 +220,7 @@ def test_the_sbatch_script_runs_a_search_under_slurm(slurm: Slurm, tmp_path: Pat
     assert all(r["status"] == "completed" for r in records)
     token = storage / ".ray" / "auth_token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text().strip() not in log
-    assert not _job_ray_processes(job)
+    assert not (left := _job_ray_left(job)), (left, log)
     print(f"\nslurm job {job}: Ray head up {_seconds(log, 'Ray head up')} s into the job, search ended "
           f"{_seconds(log, 'the search ended')} s in (2 mlp trials x 1 epoch)")
 
@@ -225,10 +240,8 @@ def test_a_cancelled_job_stops_its_ray_and_resumes_in_a_new_job(slurm: Slurm, tm
     assert done, slurm.log(job)
     assert slurm.run("scancel", job).returncode == 0
     assert slurm.wait(job, timeout=90) == "CANCELLED", slurm.log(job)
-    deadline = time.time() + 15  # the script's cleanup runs as the job is cancelled; Slurm kills what is left
-    while time.time() < deadline and _job_ray_processes(job):
-        time.sleep(0.5)
-    assert not _job_ray_processes(job), slurm.log(job)
+    # the script's cleanup runs as the job is cancelled; Slurm kills what is left
+    assert not (left := _job_ray_left(job)), (left, slurm.log(job))
     assert len([r for r in _records(run) if r["status"] == "completed"]) < 3  # cancelled before the end
     again = slurm.submit(storage, "--name", "slurm2", "--resume")
     assert slurm.wait(again) == "COMPLETED", slurm.log(again)
@@ -237,4 +250,4 @@ def test_a_cancelled_job_stops_its_ray_and_resumes_in_a_new_job(slurm: Slurm, tm
     assert all(r["status"] == "completed" for r in records)
     assert len({json.dumps(r["config"], sort_keys=True) for r in records}) == 3
     assert set(done) <= {r["trial_id"] for r in records}
-    assert not _job_ray_processes(again)
+    assert not (left := _job_ray_left(again)), (left, slurm.log(again))
