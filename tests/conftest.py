@@ -62,18 +62,24 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     Under pytest-xdist (``-n 2 --dist loadfile``, the suite's default: pyproject.toml) each module runs whole on
     one worker (its module-scoped Ray is started once), and the modules are handed out in this order: the
     heaviest first (weight: ``_SLOW_WEIGHT`` per slow test, 1 per other test), so that no long module is left
-    to start when the other worker is already done (longest-processing-time-first scheduling)."""
+    to start when the other worker is already done (longest-processing-time-first scheduling), those on the kept
+    Ray (``kept_ray``) before the others."""
     shared_runs = {"small_run", "cnn_run"}
     for item in items:
         if item.get_closest_marker("ray") is not None or shared_runs & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if "kept_ray" in getattr(item, "fixturenames", ()):
+            _KEPT_RAY_MODULES.add(item.nodeid.split("::")[0])
     if _xdist_worker() is None:
         return
     weight: dict[str, int] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
         weight[module] = weight.get(module, 0) + (_SLOW_WEIGHT if item.get_closest_marker("slow") else 1)
-    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: a module's own order is kept
+    # the modules that search on the kept Ray first (they are most of the heaviest), so that a worker goes from one
+    # to the next on the same Ray; within each group the heaviest first. Stable: a module's own order is kept
+    items.sort(key=lambda item: (item.nodeid.split("::")[0] not in _KEPT_RAY_MODULES,
+                                 -weight[item.nodeid.split("::")[0]]))
 
 
 def pytest_configure(config: Any) -> None:
@@ -334,12 +340,69 @@ def cnn_run(tmp_path_factory: Any) -> tuple[CLI, str]:
     return CLI(root / "runs", root), "cnn"
 
 
-@pytest.fixture(scope="module")
-def kept_ray() -> Any:
-    """One local Ray for a module's in-process searches (``nas.local_ray``): each search skips Ray's start and
-    its trials start in workers that imported Keras already. Per module, so a module whose searches need another
-    backend or verbosity is never handed this one."""
-    import nas
+#: the modules (paths) that use ``kept_ray``
+_KEPT_RAY_MODULES: set[str] = set()
 
-    with nas.local_ray() as info:
-        yield info
+
+class _KeptRay:
+    """The local Ray (``nas.local_ray``) this process keeps for the modules that ask for it: started by the first
+    of them, handed on to the next, stopped before a module that does not ask for it (whose searches start their
+    own Ray, or need another backend or verbosity) and at the session's end. Measured on the 2-core machine: a
+    Ray's start and its two workers' TensorFlow import cost ~15 CPU-s, and the suite is CPU-bound."""
+
+    def __init__(self) -> None:
+        self.block: Any = None
+        self.info: dict[str, Any] = {}
+
+    def get(self) -> dict[str, Any]:
+        if self.block is not None:
+            # a module hands it on only as it found it: every CPU free (no actor or task of a test left on it)
+            # and every node alive; otherwise the next module gets a new one
+            import time
+
+            deadline = time.time() + 5  # what the last search released may take a moment to show as free
+            while not self._as_found() and time.time() < deadline:
+                time.sleep(0.2)
+            if not self._as_found():
+                self.stop()
+        if self.block is None:
+            import nas
+
+            self.block = nas.local_ray()
+            self.info = self.block.__enter__()
+        return self.info
+
+    @staticmethod
+    def _as_found() -> bool:
+        import ray
+
+        have, free = ray.cluster_resources(), ray.available_resources()
+        return have.get("CPU", 0) == free.get("CPU", 0) and all(n["Alive"] for n in ray.nodes())
+
+    def stop(self) -> None:
+        if self.block is not None:
+            block, self.block = self.block, None
+            block.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def _kept_ray_holder() -> Any:
+    holder = _KeptRay()
+    try:
+        yield holder
+    finally:
+        holder.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kept_ray_only_where_asked(request: Any, _kept_ray_holder: Any) -> None:
+    if request.node.nodeid.split("::")[0] not in _KEPT_RAY_MODULES:
+        _kept_ray_holder.stop()
+
+
+@pytest.fixture(scope="module")
+def kept_ray(_kept_ray_holder: Any) -> Any:
+    """One local Ray for in-process searches (``nas.local_ray``): each search skips Ray's start and its trials
+    start in workers that imported Keras already. Kept from one module that asks for it to the next (see
+    ``_KeptRay``); a module whose searches need another backend or verbosity does not ask for it."""
+    return _kept_ray_holder.get()

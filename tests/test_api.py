@@ -75,10 +75,13 @@ def test_export_through_the_api(api_run, tmp_path) -> None:
     assert (tmp_path / "model" / "README.md").is_file()
 
 
-def test_resume_through_the_cli_then_the_api(api_run) -> None:
+def test_resume_through_the_cli_then_the_api(api_run, capsys, monkeypatch) -> None:
+    """The CLI's entry point in this process, on the module's one Ray, then the API."""
     cli, run, _ = api_run
     before = {t["trial_id"]: t for t in nas.open_run("api", str(cli.storage)).trials}
-    cli("resume", "api", "--trials", "4", "--max-concurrent", "1")
+    code, out, err = cli.inprocess("resume", "api", "--trials", "4", "--max-concurrent", "1", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 0, out + err
     after = {t["trial_id"]: t for t in nas.open_run("api", str(cli.storage)).trials}
     assert len(after) == 4
     # raising the budget of a finished run runs only the extra trial: the completed ones are not touched again

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,9 +19,10 @@ from nas.plugins.task import make_task
 pytestmark = pytest.mark.ray
 
 
-def test_search_end_to_end_and_status_contract(small_run, cli) -> None:
+def test_search_end_to_end_and_status_contract(small_run, cli, kept_ray, capsys, monkeypatch) -> None:
     """The session's small search (tests/conftest.py: mlp, the default strategy, 3 trials x 2 epochs, seed 1, 2 at
-    a time): its output, its status contract and its run directory, read only; then a second search, same seed."""
+    a time, the CLI in a process of its own): its output, its status contract and its run directory, read only;
+    then a second search, same seed, through the CLI's entry point in this process on the kept Ray."""
     shared, name, proc = small_run
     out = proc.stdout
     assert f"run {name} ->" in out
@@ -68,7 +67,9 @@ def test_search_end_to_end_and_status_contract(small_run, cli) -> None:
     config = cli.cwd / "again.yaml"
     config.write_text("space: mlp\nstrategy: random\ntrials: 3\nepochs: 1\nseed: 1\nmax-concurrent: 2\n"
                       "keep-checkpoints: true\n")  # random proposes what the default (gp) does at first
-    cli("search", "--config", str(config), "--name", "e2e-again")
+    code, out, err = cli.inprocess("search", "--config", str(config), "--name", "e2e-again", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 0, out + err
     assert len(list((cli.storage / "e2e-again").glob("trials/*/resume.npz"))) == 3
     spec = json.loads((cli.storage / "e2e-again" / "spec.json").read_text())
     assert spec["strategy"] == "random" and spec["options"]["keep_checkpoints"] is True
@@ -82,7 +83,7 @@ def test_search_end_to_end_and_status_contract(small_run, cli) -> None:
     assert proc.returncode != 0 and "already exists" in proc.stderr
 
 
-def test_grid_search_exhausts_and_plugins_from_file(cli, tmp_path: Path) -> None:
+def test_grid_search_exhausts_and_plugins_from_file(cli, kept_ray, tmp_path: Path, capsys, monkeypatch) -> None:
     plugin = tmp_path / "my_plugins.py"
     plugin.write_text(
         '"""A user\'s own space and strategy, loaded from a file without packaging."""\n'
@@ -104,8 +105,10 @@ def test_grid_search_exhausts_and_plugins_from_file(cli, tmp_path: Path) -> None
         '    name = "my-grid"\n'
     )
     # one search, both plugins from the file: the space by its absolute path, the strategy relative to the cwd
-    out = cli("search", "--space", f"{plugin}:TinyMLP", "--strategy", "my_plugins.py:MyGrid", "--trials", "5",
-              "--epochs", "1", "--name", "grid").stdout
+    code, out, err = cli.inprocess("search", "--space", f"{plugin}:TinyMLP", "--strategy", "my_plugins.py:MyGrid",
+                                   "--trials", "5", "--epochs", "1", "--name", "grid", capsys=capsys,
+                                   monkeypatch=monkeypatch)
+    assert code == 0, out + err
     status = cli.status("grid")
     # the grid has exactly 2 points: it stops there although 5 trials were allowed
     assert sorted(t["config"]["units_0"] for t in status["trials"]) == [16, 32], out
@@ -120,50 +123,6 @@ def test_resources_ray_can_never_satisfy_fail_at_once(cli) -> None:
     assert "--gpus-per-trial 2" in proc.stderr and "GPUs" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (cli.storage / "toomuch" / "spec.json").exists()
-
-
-def _listening(pids: set[int]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """Local addresses of the TCP sockets these processes listen on, from /proc (no `ss` needed)."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                link = os.readlink(fd) if fd.is_symlink() else ""
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-        except OSError:
-            continue
-    addrs = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            cols = line.split()
-            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
-                continue
-            raw = bytes.fromhex(cols[1].split(":")[0])
-            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # 32-bit words, little-endian
-            addrs.append(ipaddress.ip_address(words))
-    return addrs
-
-
-@pytest.mark.ray
-def test_local_ray_listens_on_loopback_only() -> None:
-    import ray
-
-    from nas.runtime.cluster import ray_session, uses_session
-
-    before = ray._private.ray_constants.ENABLE_RAY_CLUSTER
-    with ray_session(None, verbose=False, num_cpus=1):
-        ray.get(ray.remote(lambda: 1).remote())  # a worker process too
-        session = Path(ray._private.worker._global_node.get_session_dir_path()).name
-        pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, session)}
-        addrs = _listening(pids | {os.getpid()})
-        dashboard = {p for p in pids if b"dashboard/dashboard.py" in Path(f"/proc/{p}/cmdline").read_bytes()}
-        served = _listening(dashboard)
-    assert served == [], served  # Ray's dashboard process runs in its minimal mode: no web UI, no port
-    assert len(addrs) >= 3, addrs  # the GCS, the raylet, workers
-    exposed = [a for a in addrs if not (a.is_loopback or getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)]
-    assert not exposed, f"Ray listens beyond the loopback address: {exposed}"
-    assert ray._private.ray_constants.ENABLE_RAY_CLUSTER == before  # put back for later --address connections
 
 
 def test_the_command_line_shows_the_apis_defaults_and_resume_offers_only_what_a_resume_may_change() -> None:

@@ -172,12 +172,13 @@ def test_the_custom_training_loop_guide_with_only_the_import_changed(digits, tmp
     assert model.count_params() == CustomLoop().build(best_hps).count_params() and best.score < 2.3
 
 
-def test_the_command_line_takes_a_build_function_in_a_file(cli, tmp_path: Path) -> None:
+def test_the_command_line_takes_a_build_function_in_a_file(cli, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Through the CLI's entry point in this process, on the module's one Ray (``kept_ray``)."""
     path = tmp_path / "my_model.py"
     path.write_text(BUILD_FILE)
-    proc = cli("search", "--space", f"{path}:build_model", "--strategy", "random", "--trials", "1", "--epochs", "1",
-               "--name", "file-bf")
-    assert "finished: 1 completed, 0 failed" in proc.stdout, proc.stdout + proc.stderr
+    code, out, err = cli.inprocess("search", "--space", f"{path}:build_model", "--strategy", "random", "--trials", "1",
+                                   "--epochs", "1", "--name", "file-bf", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "finished: 1 completed, 0 failed" in out, out + err
     status = cli.status("file-bf")
     assert status["space"] == f"{path}:build_model" and set(status["best"]["config"]) >= {"num_layers", "units_0"}
 

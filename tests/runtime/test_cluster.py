@@ -1,6 +1,11 @@
-"""Ray scheduling: logical GPUs on a CPU machine, requests no node can satisfy, a real 2-node cluster."""
+"""Ray scheduling: logical GPUs on a CPU machine, requests no node can satisfy, a real 2-node cluster; the local
+Ray listens on the loopback address only."""
 
 from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +90,47 @@ def test_two_node_cluster_runs_trials_on_both_nodes(cli, monkeypatch, tmp_path) 
         assert {r.node_id for r in recs} == nodes, (recs, nodes)
     finally:
         cluster.shutdown()
+
+
+def _listening(pids: set[int]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Local addresses of the TCP sockets these processes listen on, from /proc (no `ss` needed)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd) if fd.is_symlink() else ""
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    addrs = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(cols[1].split(":")[0])
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # 32-bit words, little-endian
+            addrs.append(ipaddress.ip_address(words))
+    return addrs
+
+
+@pytest.mark.ray
+def test_local_ray_listens_on_loopback_only() -> None:
+    import ray
+
+    from nas.runtime.cluster import ray_session, uses_session
+
+    before = ray._private.ray_constants.ENABLE_RAY_CLUSTER
+    with ray_session(None, verbose=False, num_cpus=1):
+        ray.get(ray.remote(lambda: 1).remote())  # a worker process too
+        session = Path(ray._private.worker._global_node.get_session_dir_path()).name
+        pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and uses_session(p, session)}
+        addrs = _listening(pids | {os.getpid()})
+        dashboard = {p for p in pids if b"dashboard/dashboard.py" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        served = _listening(dashboard)
+    assert served == [], served  # Ray's dashboard process runs in its minimal mode: no web UI, no port
+    assert len(addrs) >= 3, addrs  # the GCS, the raylet, workers
+    exposed = [a for a in addrs if not (a.is_loopback or getattr(a, "ipv4_mapped", None) and a.ipv4_mapped.is_loopback)]
+    assert not exposed, f"Ray listens beyond the loopback address: {exposed}"
+    assert ray._private.ray_constants.ENABLE_RAY_CLUSTER == before  # put back for later --address connections

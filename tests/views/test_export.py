@@ -152,10 +152,10 @@ def test_export_best_trial_every_format_round_trips(run, tmp_path: Path, capsys,
     assert float(accuracy) == pytest.approx(best["metrics"]["val_accuracy"], abs=1e-6)
 
 
-def test_export_default_formats_and_retrain(run) -> None:
+def test_export_default_formats_and_retrain(run, capsys, monkeypatch) -> None:
     cli, status = run
     other = next(t for t in status["trials"] if t["trial_id"] != status["best"]["trial_id"])
-    out = cli("export", "exp", "--trial", other["trial_id"], "--retrain", "--epochs", "1").stdout
+    out = here(cli, capsys, monkeypatch, "export", "exp", "--trial", other["trial_id"], "--retrain", "--epochs", "1")
     assert f"retraining trial {other['trial_id']} on train+validation (1797 examples) for 1 epochs" in out
     assert re.search(r"^  epoch 1/1: .*loss=", out, re.M), out
     assert set(differences(out)) == {"keras", "savedmodel"}  # the default formats
