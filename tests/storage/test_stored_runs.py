@@ -51,18 +51,19 @@ def test_an_earlier_versions_runs_are_listed_and_shown(stored, capsys, monkeypat
     assert [t["trial_id"] for t in run.trials] == ["0", "1"] and run.best["trial_id"] == "0"
 
 
-def test_an_earlier_versions_run_is_exported(stored, tmp_path: Path) -> None:
+def test_an_earlier_versions_run_is_exported(stored, tmp_path: Path, capsys, monkeypatch) -> None:
     out = tmp_path / "exported"
-    proc = stored("export", "finished", "--out", str(out))
-    assert "exported trial 0" in proc.stdout and "every format verified" in proc.stdout, proc.stdout
+    code, text, err = stored.inprocess("export", "finished", "--out", str(out), capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "exported trial 0" in text and "every format verified" in text, text + err
     assert (out / "model.keras").stat().st_size > 10_000 and (out / "saved_model").is_dir()
 
 
-def test_an_earlier_versions_interrupted_run_resumes_where_it_stopped(stored) -> None:
+def test_an_earlier_versions_interrupted_run_resumes_where_it_stopped(stored, kept_ray, capsys, monkeypatch) -> None:
+    """Through the CLI's entry point in this process, on the kept Ray (tests/conftest.py)."""
     run = stored.storage / "interrupted"
     before = {tid: _record(run, tid) for tid in ("0", "1")}
-    proc = stored("resume", "interrupted", timeout=400)
-    assert "resuming run interrupted" in proc.stdout, proc.stdout
+    code, out, err = stored.inprocess("resume", "interrupted", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "resuming run interrupted" in out, out + err
     status = stored.status("interrupted")
     assert status["state"] == "finished"
     assert status["counts"] == {"completed": 3, "failed": 0, "running": 0, "pending": 0}, status["counts"]
