@@ -216,13 +216,13 @@ OTHER_SPACES = [s for s in ("cnn", "ae") if s in available(SPACES)]
 
 
 @pytest.mark.parametrize("space", OTHER_SPACES)
-def test_export_other_spaces(space: str, cli, request, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_export_other_spaces(space: str, cli, request, kept_ray, tmp_path: Path, capsys, monkeypatch) -> None:
     if space == "cnn":  # the session's cnn search (tests/conftest.py), read only: the export goes to --out
         cli, name = request.getfixturevalue("cnn_run")
     else:
         (tmp_path / "vae.py").write_text(VAE_FILE)
         name = space
-        request.getfixturevalue("kept_ray")  # the search in this process too, on the module's one Ray
+        # the search in this process too, on the kept Ray (tests/conftest.py)
         here(cli, capsys, monkeypatch, "search", "--space", f"{tmp_path / 'vae.py'}:VariationalAE", "--trials", "1",
              "--epochs", "1", "--name", name)
     status = cli.status(name)
