@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import apt_install, free_port
+from conftest import _describe, apt_install, free_port
 
 SCRIPT = Path(__file__).resolve().parents[1] / "launch" / "slurm" / "nas-search.sbatch"
 DAEMONS = ("sbatch", "scancel", "scontrol", "sinfo", "slurmctld", "slurmd", "munged")
@@ -187,17 +187,11 @@ def _job_ray_processes(job: str) -> list[int]:
 
 def _job_ray_left(job: str, wait: float = 15) -> dict[int, str]:
     """The job's Ray processes still there after ``wait`` seconds (what the script's cleanup killed may take a
-    moment to exit), with their command lines."""
+    moment to exit), each described (conftest's ``_describe``)."""
     deadline = time.time() + wait
     while time.time() < deadline and _job_ray_processes(job):
         time.sleep(0.5)
-    left = {}
-    for pid in _job_ray_processes(job):
-        try:
-            left[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
-        except OSError:
-            pass
-    return left
+    return {pid: _describe(pid) for pid in _job_ray_processes(job)}
 
 
 def _seconds(log: str, what: str) -> int:
@@ -212,17 +206,19 @@ def test_the_sbatch_script_runs_a_search_under_slurm(slurm: Slurm, tmp_path: Pat
     directory left by an earlier job with the same id (this test's controller numbers its jobs from 1 again),
     whose address file names a Ray that is gone, does not hold it up (it did: a 120 s wait, then FAILED)."""
     storage = tmp_path / "runs"
-    stale = [d for d in (Path(f"/tmp/ray-nas-{i}") for i in range(1, 11)) if not d.exists()]
-    for d in stale:
+    # the ids this test's jobs get; a directory already there (left by an earlier run on this machine) is stale too
+    stale = {i: Path(f"/tmp/ray-nas-{i}") for i in range(1, 11)}
+    made = [d for d in stale.values() if not d.exists()]
+    for d in made:
         d.mkdir()
         (d / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}\n")
     try:
         job = slurm.submit(storage, "--space", "mlp", "--strategy", "random", "--trials", "2", "--epochs", "1",
                            "--name", "slurm1")
-        assert Path(f"/tmp/ray-nas-{job}") in stale, job
+        assert int(job) in stale, job
         assert slurm.wait(job) == "COMPLETED", slurm.log(job)
     finally:
-        for d in stale:
+        for d in made:
             shutil.rmtree(d, ignore_errors=True)
     log = slurm.log(job)
     assert re.search(r"nas-search: Ray head up at 127\.0\.0\.1:\d+ ", log), log

@@ -115,7 +115,6 @@ def _listening(pids: set[int]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Add
     return addrs
 
 
-@pytest.mark.ray
 def test_local_ray_listens_on_loopback_only() -> None:
     import ray
 
