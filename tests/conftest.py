@@ -328,13 +328,25 @@ def copy_run(src: CLI, name: str, dest: CLI, new_name: str | None = None) -> str
 
 
 @pytest.fixture(scope="session")
-def cnn_run(tmp_path_factory: Any) -> tuple[CLI, str]:
-    """One real cnn search (2 random trials x 1 epoch on digits) shared by the end-to-end test of the cnn space
-    (tests/driver/test_plugins_e2e.py) and its export test (tests/views/test_export.py), which only read it."""
+def cnn_run(tmp_path_factory: Any, _kept_ray_holder: Any) -> tuple[CLI, str]:
+    """One real cnn search (2 random trials x 1 epoch on digits, one at a time) shared by the end-to-end test of
+    the cnn space (tests/driver/test_plugins_e2e.py) and its export test (tests/views/test_export.py), which only
+    read it. Built through the CLI's entry point in this process, on the kept Ray (both modules keep it)."""
 
     def build(root: Path) -> None:
-        CLI(root / "runs", root)("search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs",
-                                 "1", "--name", "cnn")
+        cli = CLI(root / "runs", root)
+        _kept_ray_holder.get()
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in cli.env().items():
+                mp.setenv(k, v)
+            mp.chdir(root)
+            from nas.cli import main
+
+            code = main(["search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs", "1",
+                         "--max-concurrent", "1", "--name", "cnn"])
+        assert code == 0, f"the shared cnn search exited {code}"
+        if os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0] not in _KEPT_RAY_MODULES:
+            _kept_ray_holder.stop()  # built for a module that does not keep the Ray
 
     root = _built_once(tmp_path_factory, "cnn-run", build)
     return CLI(root / "runs", root), "cnn"

@@ -31,7 +31,7 @@ def api_run(tmp_path_factory):
 
     hooks = len(ray_worker._post_init_hooks)
     run = nas.search(space="mlp", strategy="random", data=(d.x_train, d.y_train), validation_data=(d.x_val, d.y_val),
-                     trials=3, epochs=2, max_concurrent=2, name="api", storage=str(cli.storage), seed=1,
+                     trials=3, epochs=2, max_concurrent=1, name="api", storage=str(cli.storage), seed=1,
                      progress=False)
     # the search released what Tune keeps process-wide for it (nas.runtime.cluster.tune_parameters): the hook
     # holding its data's object references, which would outlive the Ray session they belong to
@@ -140,7 +140,7 @@ def test_hypermodel_tf_data_and_a_strategy_object(cli, tmp_path, monkeypatch) ->
     d = load_data("digits", seed=0)
     train = tf.data.Dataset.from_tensor_slices((d.x_train, d.y_train)).batch(64)
     run = nas.search(space=TwoLayers(), strategy=RandomSearch, data=train, trials=2, epochs=1, name="hm",
-                     storage=str(cli.storage), max_concurrent=2, progress=False)
+                     storage=str(cli.storage), max_concurrent=1, progress=False)
     spec = run.spec
     assert {h["name"] for h in spec["hyperparameters"]} == {"units", "second", "units_2", "lr"}  # every branch
     assert all(t["status"] == "completed" for t in run.trials), run.trials

@@ -65,7 +65,7 @@ def test_search_end_to_end_and_status_contract(small_run, cli, kept_ray, capsys,
     # a second run with the same seed, its options from a config file, proposes the same configurations; ...
     # unless --keep-checkpoints
     config = cli.cwd / "again.yaml"
-    config.write_text("space: mlp\nstrategy: random\ntrials: 3\nepochs: 1\nseed: 1\nmax-concurrent: 2\n"
+    config.write_text("space: mlp\nstrategy: random\ntrials: 3\nepochs: 1\nseed: 1\nmax-concurrent: 1\n"
                       "keep-checkpoints: true\n")  # random proposes what the default (gp) does at first
     code, out, err = cli.inprocess("search", "--config", str(config), "--name", "e2e-again", capsys=capsys,
                                    monkeypatch=monkeypatch)
@@ -106,8 +106,8 @@ def test_grid_search_exhausts_and_plugins_from_file(cli, kept_ray, tmp_path: Pat
     )
     # one search, both plugins from the file: the space by its absolute path, the strategy relative to the cwd
     code, out, err = cli.inprocess("search", "--space", f"{plugin}:TinyMLP", "--strategy", "my_plugins.py:MyGrid",
-                                   "--trials", "5", "--epochs", "1", "--name", "grid", capsys=capsys,
-                                   monkeypatch=monkeypatch)
+                                   "--trials", "5", "--epochs", "1", "--max-concurrent", "1", "--name", "grid",
+                                   capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0, out + err
     status = cli.status("grid")
     # the grid has exactly 2 points: it stops there although 5 trials were allowed

@@ -1,6 +1,9 @@
 """KerasTuner code runs unchanged (issue: build functions, a HyperModel's own fit, fit arguments): each test is
 written as a KerasTuner user writes it, following KerasTuner's getting-started guide, on digits, through
-``nas.search`` instead of ``kt.RandomSearch(...).search(...)``."""
+``nas.search`` instead of ``kt.RandomSearch(...).search(...)``. Searches run one trial at a time
+(``max_concurrent=1``): one Ray worker then trains them in turn, reused from trial to trial, and a second worker's
+Keras import (~6 CPU-seconds on the CPU-bound suite) is saved; trials at once are the property of
+tests/driver/test_plugins_e2e.py's deterministic search and tests/driver/test_resume.py's kills."""
 
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ def test_a_build_function_with_callbacks_and_class_weight(digits, tmp_path: Path
     # no epoch improves val_loss by 10: it stops after epoch 2 (patience 1), if its patience spans the epochs
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=1)
     run = nas.search(space=build_model, strategy="random", data=(x, onehot[y]), validation_data=(xv, onehot[yv]),
-                     trials=2, epochs=4, max_concurrent=2, storage=str(tmp_path), name="bf", progress=False,
+                     trials=2, epochs=4, max_concurrent=1, storage=str(tmp_path), name="bf", progress=False,
                      seed=3, callbacks=[stop], class_weight={i: 1.0 for i in range(10)})
     names = [h["name"] for h in run.spec["hyperparameters"]]
     assert set(names) == {"num_layers", "units_0", "units_1", "activation", "dropout", "rate", "lr"}, names
@@ -84,7 +87,7 @@ def test_a_hypermodels_own_fit_tunes_fit_arguments(digits, tmp_path: Path) -> No
     onehot = np.eye(10, dtype="float32")
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0, patience=1)
     run = nas.search(space=MyHyperModel(), strategy="random", data=(x, onehot[y]),
-                     validation_data=(xv, onehot[yv]), trials=2, epochs=4, max_concurrent=2, storage=str(tmp_path),
+                     validation_data=(xv, onehot[yv]), trials=2, epochs=4, max_concurrent=1, storage=str(tmp_path),
                      name="hm", progress=False, seed=1, callbacks=[stop])
     names = {h["name"] for h in run.spec["hyperparameters"]}
     assert {"shuffle", "batch_size"} <= names
@@ -161,7 +164,7 @@ def test_the_custom_training_loop_guide_with_only_the_import_changed(digits, tmp
     x, y, xv, yv = digits
     tuner = kt.RandomSearch(objective=kt.Objective("my_metric", "min"), max_trials=2, hypermodel=CustomLoop(),
                             directory=str(tmp_path), project_name="custom_training", overwrite=True, seed=2,
-                            max_concurrent=2, progress=False)
+                            max_concurrent=1, progress=False)
     tuner.search(x=x, y=y, validation_data=(xv, yv))
     best_hps = tuner.get_best_hyperparameters()[0]
     assert set(best_hps.values) == {"units", "batch_size", "learning_rate"}  # fit's too
@@ -255,7 +258,7 @@ def test_the_getting_started_guide_with_only_the_import_changed(digits, tmp_path
     x, y, xv, yv = digits
     onehot = np.eye(10, dtype="float32")
     tuner = kt.RandomSearch(hypermodel=build_model, objective="val_accuracy", max_trials=2, executions_per_trial=1,
-                            overwrite=True, directory=str(tmp_path), project_name="helloworld", max_concurrent=2,
+                            overwrite=True, directory=str(tmp_path), project_name="helloworld", max_concurrent=1,
                             seed=5, progress=False)
     tuner.search_space_summary()
     assert "Default search space size: 7" in capsys.readouterr().out
@@ -310,7 +313,7 @@ def test_a_tuner_that_overrides_run_trial_tunes_anything(tmp_path: Path) -> None
             return x * x + 1
 
     tuner = MyTuner(max_trials=3, overwrite=True, directory=str(tmp_path), project_name="tune_anything", seed=4,
-                    max_concurrent=2, progress=False)
+                    max_concurrent=1, progress=False)
     tuner.search()
     best = tuner.get_best_hyperparameters()[0].get("x")
     values = sorted(t["config"]["x"] ** 2 + 1 for t in tuner.run.trials)
@@ -331,7 +334,7 @@ def test_a_restricted_space_as_kerastuner_restricts_it(digits, tmp_path: Path) -
     hp.Choice("units_0", [32, 48])
     tuner = kt.RandomSearch(build_model, objective="val_accuracy", max_trials=2, hyperparameters=hp,
                             tune_new_entries=False, directory=str(tmp_path), project_name="tailored",
-                            overwrite=True, max_concurrent=2, progress=False)
+                            overwrite=True, max_concurrent=1, progress=False)
     run = tuner.search(x, onehot[y], epochs=1, validation_data=(xv, onehot[yv]))
     configs = [t["config"] for t in run.trials]
     assert all(c["lr"] == 0.005 and c["units_0"] in (32, 48) and c["num_layers"] == 1 and c["activation"] == "relu"

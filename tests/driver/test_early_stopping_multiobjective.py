@@ -35,7 +35,8 @@ def test_multi_objective_front_and_constraints(cli, kept_ray, capsys, monkeypatc
     # the CLI's entry point in this process, on the module's one Ray (the CLI in a subprocess: the test above)
     code, out, err = cli.inprocess("search", "--strategy", "bayes", "--trials", "5", "--epochs", "1", "--objective",
                                    "val_accuracy:max", "--objective", "latency_ms:min", "--max-params", "120000",
-                                   "--seed", "5", "--name", "mo", capsys=capsys, monkeypatch=monkeypatch)
+                                   "--max-concurrent", "1", "--seed", "5", "--name", "mo", capsys=capsys,
+                                   monkeypatch=monkeypatch)
     assert code == 0, out + err
     status = cli.status("mo")
     trials = status["trials"]

@@ -26,8 +26,8 @@ def search(cli, capsys, monkeypatch):
 
 @pytest.mark.parametrize("strategy", ["evolution", "rl"])  # bayes: tests/driver/test_early_stopping_multiobjective.py
 def test_strategies_end_to_end(cli, search, strategy: str) -> None:
-    search("--space", "mlp", "--strategy", strategy, "--trials", "3", "--epochs", "1",
-        "--name", strategy, "--seed", "4")
+    search("--space", "mlp", "--strategy", strategy, "--trials", "3", "--epochs", "1", "--max-concurrent", "1",
+           "--name", strategy, "--seed", "4")
     status = cli.status(strategy)
     assert status["strategy"] == strategy
     assert [t["status"] for t in status["trials"]] == ["completed"] * 3
@@ -41,7 +41,8 @@ def test_spaces_end_to_end(cli, search, request, space: str, objective: str) -> 
         cli, name = request.getfixturevalue("cnn_run")
     else:
         name = space
-        search("--space", space, "--strategy", "random", "--trials", "2", "--epochs", "1", "--name", name)
+        search("--space", space, "--strategy", "random", "--trials", "2", "--epochs", "1", "--max-concurrent", "1",
+               "--name", name)
     status = cli.status(name)
     assert status["space"] == space and status["strategy"] == "random"
     assert status["objective"]["metric"] == objective

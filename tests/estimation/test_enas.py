@@ -257,7 +257,9 @@ print("jax ok", rec["best"]["metrics"])
       "warmup_epochs=5"], "--supernet-option warmup_epochs=5 is not valid; give 0 to --supernet-epochs (4)"),
     (["--space", ENAS, "--space-option", "layers=0"], "enas_cnn option layers=0 is not valid"),
 ])
-def test_bad_weight_sharing_input_is_one_line(cli, capsys, monkeypatch, args, needle) -> None:
+def test_bad_weight_sharing_input_is_one_line(cli, kept_ray, capsys, monkeypatch, args, needle) -> None:
+    """On the kept Ray: a refusal that comes once the space is built (after the search's Ray began to start, in
+    the background) then starts and stops no Ray of its own."""
     code = None
     try:
         code, _, err = cli.inprocess("search", "--name", "bad", *args, capsys=capsys, monkeypatch=monkeypatch)
