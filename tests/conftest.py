@@ -327,29 +327,57 @@ def copy_run(src: CLI, name: str, dest: CLI, new_name: str | None = None) -> str
     return new_name
 
 
+def _search_on_kept_ray(holder: Any, root: Path, *args: str) -> None:
+    """``nas search ARGS`` with its storage under ``root``, through the CLI's entry point in this process, on the
+    kept Ray (for a shared run: the modules that use one keep the Ray)."""
+    cli = CLI(root / "runs", root)
+    holder.get()
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in cli.env().items():
+            mp.setenv(k, v)
+        mp.chdir(root)
+        from nas.cli import main
+
+        code = main(["search", *args])
+    assert code == 0, f"the shared search {' '.join(args)} exited {code}"
+    if os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0] not in _KEPT_RAY_MODULES:
+        holder.stop()  # built for a module that does not keep the Ray
+
+
 @pytest.fixture(scope="session")
 def cnn_run(tmp_path_factory: Any, _kept_ray_holder: Any) -> tuple[CLI, str]:
     """One real cnn search (2 random trials x 1 epoch on digits, one at a time) shared by the end-to-end test of
     the cnn space (tests/driver/test_plugins_e2e.py) and its export test (tests/views/test_export.py), which only
-    read it. Built through the CLI's entry point in this process, on the kept Ray (both modules keep it)."""
-
-    def build(root: Path) -> None:
-        cli = CLI(root / "runs", root)
-        _kept_ray_holder.get()
-        with pytest.MonkeyPatch.context() as mp:
-            for k, v in cli.env().items():
-                mp.setenv(k, v)
-            mp.chdir(root)
-            from nas.cli import main
-
-            code = main(["search", "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs", "1",
-                         "--max-concurrent", "1", "--name", "cnn"])
-        assert code == 0, f"the shared cnn search exited {code}"
-        if os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0] not in _KEPT_RAY_MODULES:
-            _kept_ray_holder.stop()  # built for a module that does not keep the Ray
-
-    root = _built_once(tmp_path_factory, "cnn-run", build)
+    read it."""
+    root = _built_once(tmp_path_factory, "cnn-run", lambda root: _search_on_kept_ray(
+        _kept_ray_holder, root, "--space", "cnn", "--strategy", "random", "--trials", "2", "--epochs", "1",
+        "--max-concurrent", "1", "--name", "cnn"))
     return CLI(root / "runs", root), "cnn"
+
+
+#: a seeded --deterministic search, 2 trials at once (evolution: what it proposes depends on what it was told)
+DETERMINISTIC = ("--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2",
+                 "--trials", "6", "--epochs", "2", "--max-concurrent", "2", "--deterministic", "--seed", "5")
+#: what two --deterministic runs must record alike: every trial's id, status, configuration and epochs' metrics
+_SAME = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
+
+
+def deterministic_records(run: Path) -> list[tuple]:
+    """A run's trials as two runs of the same --deterministic command must record them (``_SAME``), by id."""
+    trials = sorted((json.loads(f.read_text()) for f in (run / "trials").glob("*.json")),
+                    key=lambda t: int(t["trial_id"]))
+    return [(t["trial_id"], t["status"], t["config"], [{k: h[k] for k in _SAME} for h in t["history"]])
+            for t in trials]
+
+
+@pytest.fixture(scope="session")
+def deterministic_run(tmp_path_factory: Any, _kept_ray_holder: Any) -> Path:
+    """The uninterrupted ``nas search DETERMINISTIC`` run, searched once for the run: the reference of the test
+    that runs the same command again (tests/driver/test_plugins_e2e.py) and of the one that kills it and resumes
+    it (tests/driver/test_resume.py)."""
+    root = _built_once(tmp_path_factory, "deterministic-run",
+                       lambda root: _search_on_kept_ray(_kept_ray_holder, root, *DETERMINISTIC, "--name", "det"))
+    return root / "runs" / "det"
 
 
 #: the modules (paths) that use ``kept_ray``

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DETERMINISTIC, deterministic_records
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("kept_ray")]
 
@@ -82,20 +83,14 @@ def test_lstm_forecasting_and_refusals(cli, search, tmp_path: Path, capsys, monk
     assert not (cli.storage / "flat").exists() and not (cli.storage / "flat2").exists()
 
 
-def test_a_deterministic_search_is_the_same_search_at_two_trials_at_once(cli, search) -> None:
+def test_a_deterministic_search_is_the_same_search_at_two_trials_at_once(cli, search, deterministic_run) -> None:
     """--deterministic: two runs of the same seeded command, 2 trials at once on the real Ray (trials of
     different sizes end in whatever order the machine decides), record the same trials: the same configurations
-    under the same ids, the same per-epoch metrics (on CPU). The run keeps its K (--max-concurrent) for resume."""
-    keep = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
-    runs = []
-    for name in ("det-a", "det-b"):
-        search("--space", "mlp", "--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2", "--trials", "6",
-               "--epochs", "2", "--max-concurrent", "2", "--deterministic", "--seed", "11", "--name", name)
-        trials = sorted((json.loads(f.read_text()) for f in (cli.storage / name / "trials").glob("*.json")),
-                        key=lambda t: int(t["trial_id"]))
-        runs.append([(t["trial_id"], t["status"], t["config"], [{k: h[k] for k in keep} for h in t["history"]])
-                     for t in trials])
-    assert len(runs[0]) == 6 and all(t[1] == "completed" for t in runs[0])
-    assert runs[0] == runs[1]
-    spec = json.loads((cli.storage / "det-a" / "spec.json").read_text())
+    under the same ids, the same per-epoch metrics (on CPU). The run keeps its K (--max-concurrent) for resume.
+    The first run is the session's (``deterministic_run``, tests/conftest.py)."""
+    search("--space", "mlp", *DETERMINISTIC, "--name", "det-b")
+    first = deterministic_records(deterministic_run)
+    assert len(first) == 6 and all(t[1] == "completed" for t in first)
+    assert deterministic_records(cli.storage / "det-b") == first
+    spec = json.loads((deterministic_run / "spec.json").read_text())
     assert spec["options"]["deterministic"] is True and spec["options"]["max_concurrent"] == 2

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DETERMINISTIC, deterministic_records
 
 import nas
 from nas.plugins import params as P
@@ -198,33 +199,23 @@ class BestFirst(MLPSpace):
 '''
 
 
-def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(cli, kept_ray, capsys,
-                                                                              monkeypatch) -> None:
+def test_a_deterministic_search_killed_and_resumed_is_the_uninterrupted_search(cli, kept_ray, capsys, monkeypatch,
+                                                                              deterministic_run) -> None:
     """--deterministic across a kill -9: the driver is killed with trials finished (those whose turn had not
     come not yet told to the strategy) and one mid-trial; `nas resume` ends with the records of the same command
-    run without a kill: the same configurations under the same ids, the same per-epoch metrics. The killed
-    driver is a process of its own; the resume and the uninterrupted run go through the CLI's entry point in
-    this process, on the module's one Ray (another Ray, other workers: the same records all the same)."""
-    keep = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "params")
-    args = ("--strategy", "evolution", "--strategy-option", "population=3", "--strategy-option", "sample=2",
-            "--trials", "6", "--epochs", "2", "--max-concurrent", "2", "--deterministic", "--seed", "5")
-
-    def trials(name: str) -> list:
-        recs = _records(cli.storage / name)
-        return [(k, recs[k]["status"], recs[k]["config"], [{m: h[m] for m in keep} for h in recs[k]["history"]])
-                for k in sorted(recs, key=int)]
-
-    proc = _start(cli, "search", *args, "--name", "det-killed")
+    run without a kill (the session's ``deterministic_run``, tests/conftest.py): the same configurations under
+    the same ids, the same per-epoch metrics. The killed driver is a process of its own; the resume goes through
+    the CLI's entry point in this process, on the module's one Ray (another Ray, other workers: the same records
+    all the same)."""
+    proc = _start(cli, "search", *DETERMINISTIC, "--name", "det-killed")
     _wait_for(cli.storage / "det-killed", proc, completed=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     resumed = _here(cli, capsys, monkeypatch, "resume", "det-killed")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    whole_run = _here(cli, capsys, monkeypatch, "search", *args, "--name", "det-whole")
-    assert whole_run.returncode == 0, whole_run.stdout + whole_run.stderr
-    whole = trials("det-whole")
+    whole = deterministic_records(deterministic_run)
     assert len(whole) == 6 and all(t[1] == "completed" for t in whole)
-    assert trials("det-killed") == whole
+    assert deterministic_records(cli.storage / "det-killed") == whole
     refused = _here(cli, capsys, monkeypatch, "resume", "det-killed", "--trials", "8", "--max-concurrent", "3")
     assert refused.returncode == 2 and "is --deterministic with --max-concurrent 2" in refused.stderr
 
