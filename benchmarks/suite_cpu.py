@@ -10,7 +10,10 @@ daemons and workers, subprocesses), reads /proc once a second for every process 
 last CPU time (user + system). It prints the total, the CPU per kind of process (Ray trial workers, the xdist
 workers' own in-process work, CLI drivers, ``python -c`` subprocesses, Ray's daemons) and per test that started
 them (from ``PYTEST_CURRENT_TEST`` in their environment; a kept Ray's workers count for the test that started
-that Ray), how many Ray runtimes started and how many processes loaded TensorFlow. Processes that live under a
+that Ray), how many Ray runtimes started and how many processes loaded TensorFlow. A shared machine's speed drifts
+by tens of percent within a day (measured here: a fresh ``import keras`` took 4.7 CPU-s one morning, 7.2 that
+afternoon), so it also measures that import before the run (median of 3) and states the run's CPU and wall time
+in those units: figures from different hours or machines compare in them. Processes that live under a
 second may be missed; Linux only (/proc). No library samples a process tree with its environment, so this is
 written here.
 """
@@ -92,6 +95,20 @@ class Sampler(threading.Thread):
                     pass
 
 
+def keras_import_cpu(runs: int = 3) -> float:
+    """Median CPU-seconds (user + system) of a fresh ``python -c "import keras"``: the machine's speed now."""
+    import resource
+    import statistics
+
+    times = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import keras"], check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(times)
+
+
 def kind(p: dict[str, Any]) -> str:
     cmd, comm = p["cmd"], p["comm"]
     if comm.startswith("ray::") or "default_worker.py" in cmd:
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25, help="tests listed by the CPU of the processes they started")
     ap.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: the whole suite)")
     args = ap.parse_args(argv)
+    probe = keras_import_cpu()
     token = f"{os.getpid()}-{time.time():.0f}"
     sampler = Sampler(token)
     sampler.start()
@@ -127,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\npytest exited {proc.returncode} after {wall:.0f} s; {total:.0f} CPU-seconds in {len(procs)} processes "
           f"({total / wall:.2f} cores busy on average), {sum(p['tf'] for p in procs)} of which loaded TensorFlow; "
           f"{sum('gcs_server' in p['cmd'] for p in procs)} Ray runtimes started")
+    print(f"machine speed: a fresh `import keras` {probe:.2f} CPU-s (median of 3, before the run); in those units "
+          f"the run took {total / probe:.0f} CPU and {wall / probe:.0f} wall")
     by_kind: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     for p in procs:
         by_kind[kind(p)][0] += p["cpu"]
