@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import subprocess
 import sys
@@ -89,10 +90,8 @@ class Sampler(threading.Thread):
             seen["comm"] = comm  # Ray renames its workers (ray::IDLE, ray::ImplicitFunc.train)
             seen["cpu"] = (int(fields[11]) + int(fields[12])) / TICK
             if not seen["tf"] and seen["cpu"] > 1.5:
-                try:
+                with contextlib.suppress(OSError):  # the process has just ended
                     seen["tf"] = "libtensorflow" in Path(f"/proc/{pid}/maps").read_text()
-                except OSError:
-                    pass
 
 
 def keras_import_cpu(runs: int = 3) -> float:

@@ -261,15 +261,20 @@ class CLI:
 
     def inprocess(self, *args: str, capsys: Any, monkeypatch: Any) -> tuple[int, str, str]:
         """The same CLI entry point in this process: for fast error-path checks (no TensorFlow re-import)."""
+        capsys.readouterr()
+        code = self.main_here(monkeypatch, *args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def main_here(self, monkeypatch: Any, *args: str) -> int:
+        """``nas ARGS`` through the CLI's entry point in this process, with this CLI's environment and working
+        directory (set through ``monkeypatch``, which undoes them); its exit code."""
         from nas.cli import main
 
         for k, v in self.env().items():
             monkeypatch.setenv(k, v)
         monkeypatch.chdir(self.cwd)
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
+        return main(list(args))
 
     def status(self, name: str) -> dict[str, Any]:
         return json.loads(self("status", name, "--json").stdout)
@@ -330,15 +335,9 @@ def copy_run(src: CLI, name: str, dest: CLI, new_name: str | None = None) -> str
 def _search_on_kept_ray(holder: Any, root: Path, *args: str) -> None:
     """``nas search ARGS`` with its storage under ``root``, through the CLI's entry point in this process, on the
     kept Ray (for a shared run: the modules that use one keep the Ray)."""
-    cli = CLI(root / "runs", root)
     holder.get()
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in cli.env().items():
-            mp.setenv(k, v)
-        mp.chdir(root)
-        from nas.cli import main
-
-        code = main(["search", *args])
+        code = CLI(root / "runs", root).main_here(mp, "search", *args)
     assert code == 0, f"the shared search {' '.join(args)} exited {code}"
     if os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0] not in _KEPT_RAY_MODULES:
         holder.stop()  # built for a module that does not keep the Ray
