@@ -45,7 +45,7 @@ def _ray_pids() -> set[int]:
 
 
 #: a test starting a Ray (or reading a shared run built by one) weighs this much more than a unit test when the
-#: modules are ordered for the two workers (see below): a rough ratio of their typical durations
+#: modules are ordered for the xdist workers (see below): a rough ratio of their typical durations
 _SLOW_WEIGHT = 60
 
 
@@ -59,10 +59,10 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """``-m "not slow"`` is the fast part of the suite for development: every test that starts a Ray (marked
     ``ray``, or using a shared run built by one) is slow, and so is every test marked ``slow`` explicitly.
 
-    Under pytest-xdist (``-n 2 --dist loadfile``, the suite's default: pyproject.toml) each module runs whole on
+    Under pytest-xdist (``-n 3 --dist loadfile``, the suite's default: pyproject.toml) each module runs whole on
     one worker (its module-scoped Ray is started once), and the modules are handed out in this order: the
     heaviest first (weight: ``_SLOW_WEIGHT`` per slow test, 1 per other test), so that no long module is left
-    to start when the other worker is already done (longest-processing-time-first scheduling), those on the kept
+    to start when the other workers are already done (longest-processing-time-first scheduling), those on the kept
     Ray (``kept_ray``) before the others."""
     shared_runs = {"small_run", "cnn_run"}
     for item in items:
@@ -110,7 +110,7 @@ def no_leftover_ray_processes() -> Any:
     yield
     import time
 
-    # what a test stopped may take a moment to exit, longer on a machine loaded by two workers. A killed Ray's
+    # what a test stopped may take a moment to exit, longer on a machine loaded by the xdist workers. A killed Ray's
     # agents (ray::DashboardAgent, ray::RuntimeEnvAgent) never exit by themselves (measured: still there 60 s
     # after the driver's SIGKILL): whoever killed the Ray must stop them, and they are reported here if not
     deadline = time.time() + 60
@@ -208,7 +208,7 @@ def free_port() -> int:
 
 def apt_install(packages: tuple[str, ...], installed: Any, what: str, lock_dir: Path) -> str | None:
     """Debian ``packages`` installed with apt-get (as root) unless ``installed()`` says they are; None, or why
-    they cannot be. The two xdist workers may both install at once (Slurm's module and the on-prem launcher's):
+    they cannot be. Two xdist workers may both install at once (Slurm's module and the on-prem launcher's):
     a file lock in ``lock_dir`` (shared by the workers) takes them in turn, and apt's own lock is waited for
     (another apt on the machine) instead of failing at once."""
     if installed():
@@ -221,7 +221,7 @@ def apt_install(packages: tuple[str, ...], installed: Any, what: str, lock_dir: 
     wait = ["-o", "DPkg::Lock::Timeout=300"]
     install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *packages]
     with FileLock(str(lock_dir / "apt-get.lock")):
-        if installed():  # the other worker installed them meanwhile
+        if installed():  # another worker installed them meanwhile
             return None
         proc = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
         if proc.returncode != 0:  # a machine whose package lists are missing or stale
