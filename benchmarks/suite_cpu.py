@@ -3,7 +3,7 @@
     python benchmarks/suite_cpu.py                       # the whole suite, as the README's command runs it
     python benchmarks/suite_cpu.py -- tests/test_api.py  # any pytest arguments after --
 
-The suite is CPU-bound on the 2-core machine CI uses (both xdist workers busy ~95 % of the time), so its wall
+The suite is CPU-bound on the 2-core machine CI uses (its xdist workers keep both cores busy), so its wall
 time follows the CPU-seconds its processes spend. This script starts pytest with a marker of its own in the
 environment (``MARK``), which every process of the run inherits (pytest and its xdist workers, CLI drivers, Ray's
 daemons and workers, subprocesses), reads /proc once a second for every process carrying it and keeps each one's
