@@ -441,7 +441,7 @@ def _kept_ray_only_where_asked(request: Any, _kept_ray_holder: Any) -> None:
 
 @pytest.fixture(scope="module")
 def kept_ray(_kept_ray_holder: Any) -> Any:
-    """One local Ray for in-process searches (``nas.local_ray``): each search skips Ray's start and its trials
-    start in workers that imported Keras already. Kept from one module that asks for it to the next (see
+    """One local Ray for in-process searches (``nas.local_ray``): each search skips Ray's start (its trial
+    actors still start workers of their own). Kept from one module that asks for it to the next (see
     ``_KeptRay``); a module whose searches need another backend or verbosity does not ask for it."""
     return _kept_ray_holder.get()

@@ -61,9 +61,11 @@ def ray_session(address: str | None, verbose: bool, num_cpus: int | None = None,
     """Connect to ``address`` (failing within ``connect_timeout`` seconds when it cannot) or start a local Ray
     bound to 127.0.0.1 (dashboard on localhost only); shut down on exit only what this call started.
     ``env`` reaches every worker: through Ray's runtime environment on a cluster; a local Ray's processes inherit
-    it (set while it starts). Every worker runs ``WARM_UP_HOOK`` as it starts (it imports the framework); the
-    local Ray's idle workers, started as soon as it is up, carry the job's runtime environment and are the ones
-    Ray gives the trial actors (measured), so each trial starts in a worker that has already imported it.
+    it (set while it starts). Every worker runs ``WARM_UP_HOOK`` as it starts (it imports the framework). Not a
+    head start on Ray 2.60 (measured 2026-12-07 through ``local_ray``, three 2-trial searches one after another):
+    the idle workers Ray starts as soon as it is up carry no runtime environment, never run the hook and are not
+    given the trial actors; each search's actor starts a worker of its own, which imports the framework in the
+    hook before its first trial (Ray prestarts workers only for an empty runtime environment).
     ``run_dir``: every process of the local Ray carries it in its environment (``RUN_MARK``), so that what a
     killed driver leaves behind is found however early it was killed (``cleanup_local_ray``)."""
     import ray
@@ -142,8 +144,8 @@ def _running_ray(num_cpus: int | None, num_gpus: int | None, env: dict[str, str]
 def local_ray(num_cpus: int | None = None, num_gpus: int | None = None, backend: str | None = None,
               verbose: bool = False) -> Iterator[dict[str, Any]]:
     """Keep one local Ray up for every search of this process inside the block (a notebook, a script, a test
-    session): each search then skips Ray's start (seconds) and its trials start in workers that imported the
-    framework already. Without it each search starts, and stops, a Ray of its own.
+    session): each search then skips Ray's start (seconds; its trial actors still start workers of their own,
+    see ``ray_session``). Without it each search starts, and stops, a Ray of its own.
 
     >>> import nas
     >>> with nas.local_ray():                                   # doctest: +SKIP

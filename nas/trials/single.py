@@ -47,10 +47,11 @@ from nas.trials.worker import (
 def warm_up() -> None:
     """Ray's ``worker_process_setup_hook`` for every worker of a search (``nas.runtime.cluster.WARM_UP_HOOK``), run
     as each worker process starts: with this module (what a trial runs) loaded, import Keras and with it the
-    framework ``KERAS_BACKEND`` names. Ray starts idle workers as soon as it is up and gives trial actors those
-    workers, so the framework's import (seconds of CPU per worker) overlaps the driver's own start instead of
-    following it. Importing runs no framework op: each trial still sets its threads and its share of a GPU
-    (``configure_framework``). A failure here only loses the head start: the trial imports again and reports it."""
+    framework ``KERAS_BACKEND`` names, before the worker takes its first trial (on Ray 2.60 the workers a trial
+    actor gets are started for it, so this moves the import rather than overlapping it with the driver's start:
+    ``nas.runtime.cluster.ray_session``). Importing runs no framework op: each trial still sets its threads and
+    its share of a GPU (``configure_framework``). A failure here only moves the import into the trial, which
+    imports again and reports it."""
     with contextlib.suppress(Exception):  # the trial raises it again where it can be reported
         import keras  # noqa: F401
 

@@ -1,7 +1,6 @@
 """Every built-in space and strategy through the real `nas search` on digits (local Ray, real training): the
 CLI's own entry point in this process, on one local Ray for the module (``kept_ray``), so each search skips
-Ray's start and its trials start in workers that imported Keras already (the CLI in a subprocess:
-tests/test_cli_search.py)."""
+Ray's start (the CLI in a subprocess: tests/test_cli_search.py)."""
 
 from __future__ import annotations
 
