@@ -7,6 +7,7 @@ Digits' validation split has 360 images: one image is 0.0028 of val_accuracy, so
 
     python benchmarks/headline.py                                             # rl, rl[update=reinforce], gp, random
     python benchmarks/headline.py --strategies "rl,gp" --seeds 0,1,2 --trials 30
+    python benchmarks/headline.py --strategies rl --space-option version=1    # the cnn space before 2026-12-07
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--space", default="cnn")
+    ap.add_argument("--space-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed on to every search (e.g. version=1: the cnn space as it was before 2026-12-07)")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     specs = [s.strip() for s in a.strategies.split(";" if ";" in a.strategies else ",") if s.strip()]
@@ -53,14 +56,16 @@ def main() -> None:
             best, walls = [], []
             for seed in seeds:
                 run = f"{name}-{len(rows)}-{seed}"
-                wall, _ = search(storage, run, "--space", a.space, "--strategy", name, *flags, "--trials",
+                space_flags = [f for kv in a.space_option for f in ("--space-option", kv)]
+                wall, _ = search(storage, run, "--space", a.space, *space_flags, "--strategy", name, *flags, "--trials",
                                  str(a.trials), "--epochs", str(a.epochs), "--seed", str(seed))
                 b = status(storage, run)["best"]["metrics"]["val_accuracy"]
                 best.append(b)
                 walls.append(wall)
                 print(f"  {spec} seed {seed}: best val_accuracy {b:.4f} in {wall:.0f} s", flush=True)
             rows.append((spec, best, walls))
-    print(f"\n{a.space}, {a.trials} trials x {a.epochs} epochs on digits, seeds {a.seeds}: best val_accuracy\n")
+    shown = a.space + "".join(f" --space-option {kv}" for kv in a.space_option)
+    print(f"\n{shown}, {a.trials} trials x {a.epochs} epochs on digits, seeds {a.seeds}: best val_accuracy\n")
     print("| strategy | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | wall s (mean) |")
     print("|---|" + "---:|" * (len(seeds) + 2))
     for spec, best, walls in rows:

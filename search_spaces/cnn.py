@@ -6,6 +6,23 @@ place so ``model.summary()`` shows it. An axis that is already 1 wide is pooled 
 (H, 1) maps keep pooling along H. Works for any (H, W) (a channel axis is added with a Reshape layer) or
 (H, W, C) input. The lecture's MNIST CNN (Conv 20@5x5, max-pool 2, Conv 50@5x5, max-pool 2, Dense 500,
 Dense 10: 1,256,080 parameters on 28x28x1) is a point of the space; see ``LECTURE_CNN``.
+
+Version 2 (2026-12-07; ``--space-option version=1`` builds version 1, and a run stored with it resumes and
+exports with it) changes three things that made a third of version 1's configurations learn nothing in a short
+trial, none of them particular to a data set:
+- Batch normalisation's moving statistics follow training with momentum 0.9 (PyTorch's default, its
+  ``momentum=0.1``), not Keras's 0.99: after the 60 steps of 5 epochs at batch 128 on 1,437 images, 0.99 leaves
+  the statistics used at evaluation half their initial values, and such a model that fits its training data at
+  0.9-0.99 scored 0.09-0.46 on validation (chance is 0.10).
+- Convolutions and hidden dense layers, all ReLU, start from He et al.'s initialisation ("Delving deep into
+  rectifiers", 2015) instead of Glorot's, which halves the signal's variance at every ReLU layer: the space's
+  deepest networks (12 convolutions) without batch normalisation stayed at chance training accuracy.
+- The learning rate spans 1e-4 to 1e-2 (KerasTuner's own example range) instead of 1e-4 to 1e-1: with Adam or
+  RMSprop every configuration above ~1e-2 diverged.
+Measured with ``nas search --space cnn --strategy random --trials 60 --epochs 5 --seed 7`` on digits
+(2026-12-07, 2-core Intel Xeon): version 1 -> 2, mean val_accuracy 0.525 -> 0.772 (median 0.567 -> 0.935);
+configurations at chance (< 0.3) 26 -> 9 of 60; at 0.97 or more 9 -> 19; the best of 10 of the 60 drawn at random
+0.972 -> 0.987 on average. (The momentum and the range alone: 0.710, 12 at chance, 15 at 0.97.)
 """
 
 from __future__ import annotations
@@ -38,7 +55,8 @@ class CNNSpace(SearchSpace):
     """Conv nets: 1-4 blocks of 1-3 convs (+ optional max/avg pool), BN, dropout, 0-2 dense layers."""
 
     name = "cnn"
-    version = "1"
+    version = "2"
+    versions = ("1", "2")
     tasks = ("classification", "regression")
     input_ranks = (2, 3)
     input_kind = "image inputs of shape (H, W) or (H, W, C)"
@@ -59,7 +77,7 @@ class CNNSpace(SearchSpace):
             with hp.conditional_scope("dense_layers", list(range(i + 1, MAX_DENSE + 1))):
                 hp.Int(f"dense_units_{i}", 16, 1024, sampling="log", default=128)
         hp.Choice("optimizer", ["adam", "sgd", "rmsprop"], default="adam")
-        hp.Float("learning_rate", 1e-4, 1e-1, sampling="log", default=1e-3)
+        hp.Float("learning_rate", 1e-4, 1e-1 if self.version == "1" else 1e-2, sampling="log", default=1e-3)
         hp.Choice("batch_size", [16, 32, 64, 128], default=32)
 
     def build_model(self, hp: kt.HyperParameters) -> Any:
@@ -75,12 +93,16 @@ class CNNSpace(SearchSpace):
         bn = bool(hp.get("batch_norm"))
         dropout = float(hp.get("dropout"))
         pooling = hp.get("pooling")
+        v1 = self.version == "1"
+        init = "glorot_uniform" if v1 else "he_normal"  # for the ReLU layers
+        bn_momentum = 0.99 if v1 else 0.9
         for b in range(int(hp.get("num_blocks"))):
             filters = int(hp.get(f"filters_{b}"))
             for c in range(int(hp.get("convs_per_block"))):
-                x = layers.Conv2D(filters, k, padding="same", use_bias=not bn, name=f"conv_{b}_{c}")(x)
+                x = layers.Conv2D(filters, k, padding="same", use_bias=not bn, kernel_initializer=init,
+                                  name=f"conv_{b}_{c}")(x)
                 if bn:
-                    x = layers.BatchNormalization(name=f"bn_{b}_{c}")(x)
+                    x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn_{b}_{c}")(x)
                 x = layers.Activation("relu", name=f"relu_{b}_{c}")(x)
             if pooling != "none":
                 ph, pw = (2 if h >= 2 else 1), (2 if w >= 2 else 1)
@@ -94,7 +116,8 @@ class CNNSpace(SearchSpace):
                 x = layers.Dropout(dropout, name=f"dropout_{b}")(x)
         x = layers.Flatten(name="flatten")(x)
         for i in range(int(hp.get("dense_layers"))):
-            x = layers.Dense(int(hp.get(f"dense_units_{i}")), activation="relu", name=f"dense_{i}")(x)
+            x = layers.Dense(int(hp.get(f"dense_units_{i}")), activation="relu", kernel_initializer=init,
+                             name=f"dense_{i}")(x)
             if dropout > 0:
                 x = layers.Dropout(dropout, name=f"dense_dropout_{i}")(x)
         outputs = layers.Dense(units, activation=activation, name="output")(x)

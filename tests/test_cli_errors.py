@@ -187,7 +187,7 @@ def test_bad_storage_is_one_clear_line_and_starts_nothing(cli, capsys, monkeypat
 def test_unknown_space_option_names_the_accepted_ones(cli, capsys, monkeypatch) -> None:
     code, out, err = cli.inprocess("search", "--space-option", "bogus_key=3", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2, err
-    assert "space 'mlp' has no option bogus_key; accepted: none" in err, err
+    assert "space 'mlp' has no option bogus_key; accepted: version" in err, err
     assert "internal error" not in err and "searching space" not in out
     code, _, err = cli.inprocess("search", "--strategy", "evolution", "--strategy-option", "popsize=3",
                                  capsys=capsys, monkeypatch=monkeypatch)
@@ -246,7 +246,7 @@ def test_an_unreachable_address_or_a_request_too_big_is_found_before_ray_or_kera
                                                        "node has 2 CPUs and 2 GPUs"),
         (["--num-cpus", "2", "--cpus-per-trial", "3"], "asking --cpus-per-trial 3 --gpus-per-trial 0: the largest "
                                                        "node has 2 CPUs"),
-        (["--space", "cnn", "--space-option", "blocks=3"], "space 'cnn' has no option blocks; accepted: none"),
+        (["--space", "cnn", "--space-option", "blocks=3"], "space 'cnn' has no option blocks; accepted: version"),
         (["--strategy", "rl", "--strategy-option", "polcy=lstm"], "strategy 'rl' has no option polcy; accepted: "
                                                                    "policy, bins"),
     ]:

@@ -34,6 +34,7 @@ from nas.plugins.registry import (
     create_strategy,
     source_tasks,
     space_class,
+    versioned_options,
 )
 from nas.plugins.task import is_classification, make_task
 from nas.runtime import backends
@@ -157,9 +158,12 @@ def builds_models(opts: SearchOptions) -> bool:
     return bool(opts.objectives or opts.max_params)
 
 
-def prepare(opts: SearchOptions, data: Dataset) -> Prepared:
-    """Build the task, space and strategy and check the objective (imports Keras and the framework)."""
+def prepare(opts: SearchOptions, data: Dataset, space_version: str | None = None) -> Prepared:
+    """Build the task, space and strategy and check the objective (imports Keras and the framework).
+    ``space_version``: a resumed run's, so that its space (here, in the strategy and in every trial, through
+    ``opts.space_options``) is the one it was searched with, not a newer version of it."""
     space_cls = space_class(opts.space)
+    opts.space_options = versioned_options(space_cls, opts.space_options, space_version)
     kind = opts.task or _default_task(space_cls.tasks, data)
     task = make_task(data, kind, normal_class=opts.normal_class)
     space = create_space(opts.space, task=task, **opts.space_options)
@@ -370,7 +374,7 @@ def _reopen(store: ExperimentStore, changes: dict[str, Any] | None, printer_fact
     data = load(opts, early=True)
     with _early_ray(opts, env, store) as ray:
         data = load(opts, data)
-        search = Search(opts, store, data, prepare(opts, data), ray, printer_factory, announce)
+        search = Search(opts, store, data, prepare(opts, data, spec.space_version), ray, printer_factory, announce)
         strategy = search.prepared.strategy
         if opts.estimation == SHARED:  # weight sharing: finish the supernet phase first (a no-op once it is done)
             strategy = search.shared_weights(spec)

@@ -264,6 +264,7 @@ class SupernetTrainer:
 def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
     """A stored run's supernet and controller as its last checkpoint left them, in this process (its backend
     must be the run's): e.g. to evaluate architectures with the run's shared weights."""
+    from nas.plugins.registry import stored_space_options
     from nas.storage.store import ExperimentStore
 
     run_dir = Path(run_dir)
@@ -271,7 +272,7 @@ def trainer_from_run(run_dir: str | Path) -> SupernetTrainer:
     data = spec.data.load(spec.seed)
     objectives = spec.objectives
     setup = TrialSetup(space=spec.space, task=spec.task, epochs=spec.epochs, objective=objectives[0],
-                       backend=spec.backend, space_options=dict(spec.space_options), seed=spec.seed,
+                       backend=spec.backend, space_options=stored_space_options(spec), seed=spec.seed,
                        run_dir=str(run_dir), cpus_per_trial=(spec.options or {}).get("cpus_per_trial", 1.0))
     sn = spec.supernet
     if sn is None:

@@ -80,7 +80,7 @@ def check_ref(group: str, ref: str) -> None:
 #: what ``create_space`` / ``create_strategy`` pass themselves: never a user's option
 _FIXED = {SPACES: {"task"}, STRATEGIES: {"space", "objective", "seed"}}
 #: the base classes' own ``__init__`` keywords, where a plugin's ``**kwargs`` chain ends
-_BASES = {"SearchSpace": ["task"], "Strategy": ["space", "objective", "seed"]}
+_BASES = {"SearchSpace": ["task", "version"], "Strategy": ["space", "objective", "seed"]}
 
 
 def check_options(group: str, ref: str, options: dict[str, Any]) -> None:
@@ -338,9 +338,28 @@ def create_space(name: Any, task: Any, **options: Any) -> Any:
 
 
 def stored_space(spec: Any) -> Any:
-    """The search space a stored run was searched with, from its ``spec.json``: its reference, task and
-    options (export, the API's ``Run.best_model``); ``spec``: a ``nas.storage.records.RunSpec``."""
-    return create_space(spec.space, task=spec.task, **spec.space_options)
+    """The search space a stored run was searched with, from its ``spec.json``: its reference, task, options and
+    version (export, the API's ``Run.best_model``); ``spec``: a ``nas.storage.records.RunSpec``."""
+    return create_space(spec.space, task=spec.task, **stored_space_options(spec))
+
+
+def stored_space_options(spec: Any) -> dict[str, Any]:
+    """A stored run's space options, with the version of the space it was searched with (``versioned_options``)."""
+    return versioned_options(space_class(spec.space), spec.space_options, spec.space_version)
+
+
+def versioned_options(cls: type, options: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """``options`` that build space class ``cls`` at ``version`` (a stored run's ``space_version``): with
+    ``version=`` added when the class's current version is another one that it still builds (its ``versions``).
+    A class that does not list that version builds its current one, as every space did before versions were
+    kept; ``version`` None (a new run) or a ``version`` option already given: ``options`` unchanged."""
+    from nas.plugins.space import SearchSpace
+
+    options = dict(options)
+    if (version is not None and "version" not in options and issubclass(cls, SearchSpace)
+            and str(version) != cls.version and str(version) in cls.versions):
+        options["version"] = str(version)
+    return options
 
 
 def space_class(ref: Any) -> type:

@@ -27,15 +27,20 @@ if TYPE_CHECKING:  # keep TensorFlow out of imports that do not train
 class SearchSpace(kt.HyperModel, abc.ABC):
     """Base class of every search space.
 
-    Subclasses set ``name`` (and bump ``version`` when the space changes), implement ``declare`` and
-    ``build_model``, and may override ``check_task``, ``default_objective``, ``prepare_data``,
-    ``trial_metrics``, ``batch_size`` and ``fit``. A space that keeps this class's ``fit`` trains each trial in
-    one ``fit`` call over all its epochs (its batches in nas's per-epoch order); one that defines its own ``fit``
-    gets the arrays ``(x, y)``, one epoch per call.
+    Subclasses set ``name`` (and bump ``version`` when what a configuration builds changes: its ranges, its
+    layers), implement ``declare`` and ``build_model``, and may override ``check_task``, ``default_objective``,
+    ``prepare_data``, ``trial_metrics``, ``batch_size`` and ``fit``. A space that keeps this class's ``fit`` trains
+    each trial in one ``fit`` call over all its epochs (its batches in nas's per-epoch order); one that defines its
+    own ``fit`` gets the arrays ``(x, y)``, one epoch per call.
     """
 
     name: ClassVar[str] = ""
+    #: the version a new run is searched with (recorded in its spec.json as ``space_version``)
     version: ClassVar[str] = "1"
+    #: every version the class still builds, ``version`` among them: a run stored with an older one resumes and
+    #: exports with what it was searched with (``nas.plugins.registry.stored_space_options``), and a user may ask
+    #: for one with ``--space-option version=V``; empty: only ``version``
+    versions: ClassVar[tuple[str, ...]] = ()
     #: task kinds this space can build for
     tasks: ClassVar[tuple[str, ...]] = DEFAULT_TASKS
     #: input ranks (excluding the batch axis) the space accepts, what it calls them, and a hint for other data
@@ -43,10 +48,18 @@ class SearchSpace(kt.HyperModel, abc.ABC):
     input_kind: ClassVar[str] = ""
     input_hint: ClassVar[str] = ""
 
-    def __init__(self, task: Task, **options: Any) -> None:
+    def __init__(self, task: Task, version: str | None = None, **options: Any) -> None:
         super().__init__(name=self.name or type(self).__name__)
         if options:
             raise TypeError(f"unexpected options {sorted(options)}")
+        if version is not None:
+            from nas.errors import PluginError
+
+            known = self.versions or (type(self).version,)
+            if str(version) not in known:
+                raise PluginError(f"space {self.name or type(self).__name__!r} option version={version!r} is not "
+                                  f"valid; it builds version{'s' if len(known) > 1 else ''} {', '.join(known)}")
+            self.version = str(version)  # type: ignore[misc]  # this object builds that version
         self.check_task(task)
         self.task = task
 

@@ -247,10 +247,39 @@ def _reports_default_objective(space: Any, data: Any, configurations: int, seed:
     assert metric in known, f"default objective {metric!r} is not reported; trials report {sorted(known)}"
 
 
+def _builds_every_version(space: Any, data: Any, configurations: int, seed: int) -> None:
+    """Every version it lists in ``versions`` (a run stored with one resumes and exports with it) builds its
+    default configuration, which trains one batch; its ``version`` is among them, and another is refused in one
+    line. A space without ``versions`` builds only its ``version``: nothing more to check."""
+    import keras
+
+    from nas.errors import PluginError
+
+    cls = type(space)
+    versions = tuple(getattr(cls, "versions", ()) or ())
+    if not versions:
+        return
+    assert cls.version in versions, f"its version {cls.version!r} is not among its versions {versions}"
+    for v in versions:
+        built = cls(task=space.task, version=v)
+        assert built.version == v, f"asked for version {v!r}, it says it builds {built.version!r}"
+        hp = built.hyperparameters()
+        model = built.build(P.to_hp(hp, P.default_values(hp)))
+        assert model.train_on_batch(data.x_train[:16], data.y_train[:16], return_dict=True), f"version {v!r}"
+        keras.backend.clear_session(free_memory=False)
+    try:
+        cls(task=space.task, version="no-such-version")
+    except PluginError as e:
+        assert "\n" not in str(e) and "no-such-version" in str(e), f"an unknown version is refused with {e!r}"
+    else:
+        raise AssertionError("version='no-such-version' was accepted")
+
+
 SPACE_PROPERTIES: dict[str, Callable[[Any, Any, int, int], None]] = {
     "declares_whole_space": _declares_whole_space,
     "builds_and_trains": _builds_and_trains,
     "reports_default_objective": _reports_default_objective,
+    "builds_every_version": _builds_every_version,
 }
 
 

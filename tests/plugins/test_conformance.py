@@ -40,6 +40,7 @@ def test_every_failing_property_is_named(tmp_path) -> None:
         "import keras\n"
         "from nas.plugins.space import SearchSpace\n"
         "class Empty(SearchSpace):\n"
+        "    versions = ('2',)\n"
         "    def declare(self, hp):\n"
         "        pass\n"
         "    def build_model(self, hp):\n"
@@ -48,6 +49,7 @@ def test_every_failing_property_is_named(tmp_path) -> None:
     with pytest.raises(AssertionError) as e:
         check_space(f"{plugin}:Empty", configurations=1)
     text = str(e.value)
-    assert "3 of 3 properties fail" in text
+    assert "4 of 4 properties fail" in text
     assert "'declares_whole_space': declares no hyperparameters" in text and "'builds_and_trains'" in text
     assert "'reports_default_objective'" in text
+    assert "'builds_every_version': its version '1' is not among its versions ('2',)" in text

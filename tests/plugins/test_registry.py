@@ -122,7 +122,7 @@ def test_options_are_refused_from_the_plugins_source_without_importing_them(tmp_
             " if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.splitlines() == [
-        "space 'cnn' has no option bogus; accepted: none",
+        "space 'cnn' has no option bogus; accepted: version",
         "strategy 'evolution' has no option popsize; accepted: population, sample",
         f"strategy '{tmp_path / 'chained.py'}:Tuned' has no option size; accepted: depth, width",
         "[]"], out  # Mixed: a base from another module, left to the check once it is imported

@@ -75,3 +75,42 @@ def test_an_earlier_versions_interrupted_run_resumes_where_it_stopped(stored, ke
     assert after["1"]["history"][:3] == before["1"]["history"]  # its earlier epochs kept as they were
     configs = [after[t]["config"]["activation"] + after[t]["config"]["optimizer"] for t in ("0", "1", "2")]
     assert configs == ["reluadam", "tanhsgd", "relusgd"]  # the given strategy went on from its stored state
+
+
+def test_a_run_searched_with_cnn_version_1_resumes_and_exports_with_version_1(cli, kept_ray, tmp_path: Path,
+                                                                              capsys, monkeypatch) -> None:
+    """The cnn space is at version 2 since 2026-12-07 (learning rates up to 1e-2, batch normalisation's momentum
+    0.9, He initialisation); a run an earlier version stored (spec.json: ``space_version`` "1", no ``version``
+    option) goes on with version 1: its strategy takes version 1's ranges (a learning rate of 0.05, outside version
+    2's), and its trials and exports build version 1's layers."""
+    import keras
+
+    small = {"num_blocks": 1, "convs_per_block": 1, "filters_0": 8, "kernel_size": 3, "pooling": "max",
+             "batch_norm": True, "dropout": 0.0, "dense_layers": 0, "optimizer": "sgd", "batch_size": 128}
+    configs = tmp_path / "configs.json"
+    configs.write_text(json.dumps([{**small, "learning_rate": 0.001}, {**small, "learning_rate": 0.05}]))
+    code, out, err = cli.inprocess("search", "--space", "cnn", "--space-option", "version=1", "--strategy", "given",
+                                   "--strategy-option", f"file={configs}", "--trials", "1", "--epochs", "1",
+                                   "--max-concurrent", "1", "--name", "old", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, out + err
+    run = cli.storage / "old"
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["space_version"] == "1" and spec["space_options"] == {"version": 1}  # as the CLI parsed it
+    for options in (spec["space_options"], spec["options"]["space_options"]):  # as an earlier version wrote it
+        del options["version"]
+    (run / "spec.json").write_text(json.dumps(spec, indent=1))
+
+    code, out, err = cli.inprocess("resume", "old", "--trials", "2", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and "resuming run old" in out, out + err
+    second = _record(run, "1")
+    assert second["status"] == "completed" and second["config"]["learning_rate"] == 0.05, second
+    trained = keras.saving.load_model(run / "trials" / "1" / "best.keras")
+    assert trained.get_layer("bn_0_0").momentum == 0.99  # built in a Ray worker: version 1
+    exported = tmp_path / "exported"
+    code, out, err = cli.inprocess("export", "old", "--trial", "1", "--retrain", "--epochs", "1", "--format", "keras",
+                                   "--out", str(exported), capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, out + err
+    rebuilt = keras.saving.load_model(exported / "model.keras")  # built here, from the stored spec
+    assert rebuilt.get_layer("bn_0_0").momentum == 0.99
+    assert type(rebuilt.get_layer("conv_0_0").kernel_initializer).__name__ == "GlorotUniform"
+    assert json.loads((exported / "architecture.json").read_text())["space_version"] == "1"
