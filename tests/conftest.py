@@ -23,6 +23,13 @@ os.environ["NAS_TEST_SESSION"] = SESSION_MARK.partition("=")[2]
 #: replaces that handler with its own, which prints nothing here (measured with ray 2.60: a segfault after
 #: ray.init ends the process with no line at all)
 os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+#: Ray's workers, where trials train, at the priority of everything else the suite runs: Ray starts them at nice 15
+#: (its raylet's ``worker_niceness``; measured with ray 2.60), so while other xdist workers train models or import
+#: Keras in processes at nice 0, a trial gets a few percent of a core. Measured 2026-12-07 on the 2-core machine:
+#: test_failed_trials_are_recorded_and_consecutive_failures_stop took 23 s alone, 200 s beside three busy-looping
+#: processes (it ended when they did), 187 s inside the whole suite at -n 3. Every Ray a test starts on this
+#: machine inherits the variable (a cluster started over ssh keeps Ray's default).
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _ours(pid: str) -> bool:
