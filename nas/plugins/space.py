@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import keras_tuner as kt
 
-from nas.errors import DataError
+from nas.errors import DataError, PluginError
 from nas.plugins.task import DEFAULT_TASKS, Task, make_task
 
 if TYPE_CHECKING:  # keep TensorFlow out of imports that do not train
@@ -53,8 +53,6 @@ class SearchSpace(kt.HyperModel, abc.ABC):
         if options:
             raise TypeError(f"unexpected options {sorted(options)}")
         if version is not None:
-            from nas.errors import PluginError
-
             known = self.versions or (type(self).version,)
             if str(version) not in known:
                 raise PluginError(f"space {self.name or type(self).__name__!r} option version={version!r} is not "
@@ -195,8 +193,6 @@ class HyperModelSpace(SearchSpace):
     def _restricted(self, found: kt.HyperParameters, tune_new: bool, allow_new: bool) -> kt.HyperParameters:
         from keras_tuner.engine.hyperparameters import Fixed
 
-        from nas.errors import PluginError
-
         given = {p.name for p in self._given.space}
         new = [p for p in found.space if p.name not in given]
         if new and not allow_new:
@@ -219,8 +215,6 @@ class HyperModelSpace(SearchSpace):
     def _build_checked(self, hp: kt.HyperParameters) -> "keras.Model":
         """``hypermodel.build(hp)``, its failures as one line naming the space (the first build, before Ray)."""
         import keras
-
-        from nas.errors import PluginError
 
         try:
             model = self.hypermodel.build(hp)
