@@ -26,8 +26,8 @@ from nas.storage.layout import LOCAL_RAY
 from nas.storage.store import ExperimentStore, read_json, write_json
 
 PACKAGES = ("nas", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "ray", "optuna", "numpy", "scikit-learn")
-#: run by Ray in every worker process of a search as it starts (see ``nas.trials.single.warm_up``)
-WARM_UP_HOOK = "nas.trials.single.warm_up"
+#: run by Ray in every worker process of a search as it starts (see ``nas.trials.hook.warm_up``)
+WARM_UP_HOOK = "nas.trials.hook.warm_up"
 #: a Horovod trial's own bundle (its "driver"): it only coordinates the ranks and reports to Tune
 DRIVER_CPUS = 0.1
 

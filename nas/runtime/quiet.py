@@ -36,6 +36,8 @@ import sys
 import warnings
 from typing import Any, Iterator
 
+from nas.runtime.imports import find_spec_after
+
 # -- the environment -------------------------------------------------------------------------------------------
 # Always set for the trial workers (a user's own setting wins). Tune gives a reused worker's previous trial
 # thread 2 s to end before the next trial; a Keras fit stopped by a scheduler can take longer to unwind, and the
@@ -188,15 +190,10 @@ class _TensorFlowFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname != "tensorflow":
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and not isinstance(spec.loader, _Loader):
-                    spec.loader = _Loader(spec.loader)
-                return spec
-        return None
+        spec = find_spec_after(self, fullname, path, target)
+        if spec is not None and spec.loader is not None and not isinstance(spec.loader, _Loader):
+            spec.loader = _Loader(spec.loader)
+        return spec
 
 
 _FINDER = _TensorFlowFinder()

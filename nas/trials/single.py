@@ -6,7 +6,6 @@ is ``nas.trials.horovod.train_trial_horovod``). What both kinds share lives in `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -42,18 +41,6 @@ from nas.trials.worker import (
     trial_seed,
     write_checkpoint,
 )
-
-
-def warm_up() -> None:
-    """Ray's ``worker_process_setup_hook`` for every worker of a search (``nas.runtime.cluster.WARM_UP_HOOK``), run
-    as each worker process starts: with this module (what a trial runs) loaded, import Keras and with it the
-    framework ``KERAS_BACKEND`` names, before the worker takes its first trial (on Ray 2.60 the workers a trial
-    actor gets are started for it, so this moves the import rather than overlapping it with the driver's start:
-    ``nas.runtime.cluster.ray_session``). Importing runs no framework op: each trial still sets its threads and
-    its share of a GPU (``configure_framework``). A failure here only moves the import into the trial, which
-    imports again and reports it."""
-    with contextlib.suppress(Exception):  # the trial raises it again where it can be reported
-        import keras  # noqa: F401
 
 
 def train_trial(config: dict[str, Any], data: Any = None, setup: TrialSetup | None = None) -> None:

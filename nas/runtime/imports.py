@@ -1,0 +1,127 @@
+"""What importing Keras costs a process, and the part of it nas spares: modules that Keras, TensorFlow and
+KerasTuner import only in case they are installed, and that nas does not use where it skips them.
+
+Importing Keras (on TensorFlow, the default) imports, from modules that wrap each in ``try: ... except
+ImportError``: jax (TensorFlow Lite's ``tensorflow.lite.python.util``, for ``TFLiteConverter.experimental_from_jax``
+only; Keras's ``keras.src.callbacks.orbax_checkpoint``, a shim for older jax), IPython (Keras's file editor and
+KerasTuner's ``utils``, for display in a notebook), scikit-learn (Keras's scikit-learn wrappers, KerasTuner's
+scikit-learn and Bayesian tuners) and matplotlib (Keras's image-gallery plots). Measured 2026-12-08 with
+TensorFlow 2.21, Keras 3.15, KerasTuner 1.4, jax 0.10 on the 2-core machine (Intel Xeon): what a trial worker
+imports (``nas.trials.single``, keras, keras_tuner, a space) took 7.2 CPU-seconds; 5.2 without jax, 3.8 without
+jax, IPython, scikit-learn and matplotlib. Every process of a search imports Keras: the driver and each trial
+worker, and a worker's import is on the way to its first trial.
+
+``skip_optional_imports`` (called by ``import nas``) makes those modules find no jax and no IPython, so they take
+the path their authors wrote for a machine without it: jax is not needed unless the backend is jax (then it is
+imported before them, and nothing is skipped), and TensorFlow Lite's ``_jit`` becomes a function that imports
+jax when called, so ``experimental_from_jax`` still works; IPython is only used inside a running IPython, which
+has imported it before. ``skip_optional_imports(trial_worker=True)`` (a trial worker's warm-up hook) also skips
+scikit-learn and matplotlib for those modules: no trial uses Keras's scikit-learn wrappers, KerasTuner's tuners
+or Keras's plots (a user's process keeps them: nothing but ``import nas`` happens there). Only those modules'
+own imports are refused, only while each runs, in its thread; a module already imported is never refused, and
+``import sklearn`` (or jax, ...) anywhere else works as usual. No library offers this (it is a property of
+other packages' imports), hence the code.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sys
+import threading
+from typing import Any, Callable
+
+def find_spec_after(finder: Any, fullname: str, path: Any = None, target: Any = None) -> Any:
+    """The spec of ``fullname`` as the finders on ``sys.meta_path`` other than ``finder`` find it (or None)."""
+    for other in sys.meta_path:
+        if other is finder or not hasattr(other, "find_spec"):
+            continue
+        spec = other.find_spec(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
+
+
+def _lazy_tflite_jit(module: Any) -> None:
+    """TensorFlow Lite's ``_jit``, imported from jax when called (``TFLiteConverter.experimental_from_jax``)."""
+    if getattr(module, "_jit", None) is not None:
+        return
+
+    def _jit(*args: Any, **kwargs: Any) -> Any:
+        from jax import jit
+
+        return jit(*args, **kwargs)
+
+    module._jit = _jit
+
+
+#: importer -> (what it may not import while it runs, what it gets after it ran); in every process that imported nas
+EVERYWHERE: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+    "tensorflow.lite.python.util": ("jax", _lazy_tflite_jit),
+    "keras.src.callbacks.orbax_checkpoint": ("jax", None),
+    "keras.src.saving.file_editor": ("IPython", None),
+    "keras_tuner.src.utils": ("IPython", None),
+}
+#: ... and in trial workers too
+IN_TRIAL_WORKERS: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+    "keras.src.wrappers.fixes": ("sklearn", None),
+    "keras.src.wrappers.utils": ("sklearn", None),
+    "keras.src.wrappers.sklearn_wrapper": ("sklearn", None),
+    "keras_tuner.src.tuners.bayesian": ("sklearn", None),
+    "keras_tuner.src.tuners.sklearn_tuner": ("sklearn", None),
+    "keras.src.visualization.plot_image_gallery": ("matplotlib", None),
+    "keras.src.visualization.plot_bounding_box_gallery": ("matplotlib", None),
+}
+_skipped: dict[str, tuple[str, Callable[[Any], None] | None]] = {}
+
+#: per thread, what the modules now running in it may not import (a module's own imports run inside it)
+_refused: dict[int, list[str]] = {}
+
+
+class _Skipping(importlib.abc.Loader):
+    """The real loader of one of those modules: ``refuse`` is not found while its module runs."""
+
+    def __init__(self, loader: Any, refuse: str, after: Callable[[Any], None] | None) -> None:
+        self.loader, self.refuse, self.after = loader, refuse, after
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        mine = _refused.setdefault(threading.get_ident(), [])
+        mine.append(self.refuse)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            mine.pop()
+        if self.after is not None:
+            self.after(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ... of the real loader
+        return getattr(self.loader, name)
+
+
+class _OptionalImportsFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname in _refused.get(threading.get_ident(), ()):
+            raise ImportError(f"{fullname} is not imported for an optional use (nas.runtime.imports)")
+        skip = _skipped.get(fullname)
+        if skip is None or skip[0] in sys.modules or (skip[0] == "jax" and os.environ.get("KERAS_BACKEND") == "jax"):
+            return None
+        spec = find_spec_after(self, fullname, path, target)
+        if spec is not None and spec.loader is not None and not isinstance(spec.loader, _Skipping):
+            spec.loader = _Skipping(spec.loader, *skip)
+        return spec
+
+
+_FINDER = _OptionalImportsFinder()
+
+
+def skip_optional_imports(trial_worker: bool = False) -> None:
+    """From now on, this process skips the optional imports of ``EVERYWHERE`` (and of ``IN_TRIAL_WORKERS`` in a
+    trial worker) that have not happened yet (see the module's docstring). Idempotent."""
+    _skipped.update(EVERYWHERE)
+    if trial_worker:
+        _skipped.update(IN_TRIAL_WORKERS)
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
