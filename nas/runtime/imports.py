@@ -6,10 +6,10 @@ ImportError``: jax (TensorFlow Lite's ``tensorflow.lite.python.util``, for ``TFL
 only; Keras's ``keras.src.callbacks.orbax_checkpoint``, a shim for older jax), IPython (Keras's file editor and
 KerasTuner's ``utils``, for display in a notebook), scikit-learn (Keras's scikit-learn wrappers, KerasTuner's
 scikit-learn and Bayesian tuners) and matplotlib (Keras's image-gallery plots). Measured 2026-12-08 with
-TensorFlow 2.21, Keras 3.15, KerasTuner 1.4, jax 0.10 on the 2-core machine (Intel Xeon): what a trial worker
-imports (``nas.trials.single``, keras, keras_tuner, a space) took 7.2 CPU-seconds; 5.2 without jax, 3.8 without
-jax, IPython, scikit-learn and matplotlib. Every process of a search imports Keras: the driver and each trial
-worker, and a worker's import is on the way to its first trial.
+TensorFlow 2.21, Keras 3.15, KerasTuner 1.4, jax 0.10 on the 2-core machine (Intel Xeon), 4 alternating runs: what
+a trial worker imports as it starts (its hook, ``nas.trials.single``, a space) took a median 5.7 CPU-seconds
+before, 3.9 with these skipped (``import jax`` alone: 1.7-2.5). Every process of a search imports Keras: the
+driver and each trial worker, and a worker's import is on the way to its first trial.
 
 ``skip_optional_imports`` (called by ``import nas``) makes those modules find no jax and no IPython, so they take
 the path their authors wrote for a machine without it: jax is not needed unless the backend is jax (then it is
