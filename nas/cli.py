@@ -23,6 +23,7 @@ from nas.options import (
     TASK_KINDS,
     SearchOptions,
 )
+from nas.runtime.imports import skip_optional_imports
 from nas.storage.records import TrialStatus
 from nas.storage.results import format_config, format_value
 
@@ -433,5 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> int:
+    """The ``nas`` command (and ``python -m nas.cli``): ``main`` in a process of nas's own, where Keras's imports of
+    scikit-learn and matplotlib, which no command uses through Keras, are skipped (nas.runtime.imports)."""
+    skip_optional_imports(own_process=True)
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -15,12 +15,13 @@ driver and each trial worker, and a worker's import is on the way to its first t
 the path their authors wrote for a machine without it: jax is not needed unless the backend is jax (then it is
 imported before them, and nothing is skipped), and TensorFlow Lite's ``_jit`` becomes a function that imports
 jax when called, so ``experimental_from_jax`` still works; IPython is only used inside a running IPython, which
-has imported it before. ``skip_optional_imports(trial_worker=True)`` (a trial worker's warm-up hook) also skips
-scikit-learn and matplotlib for those modules: no trial uses Keras's scikit-learn wrappers, KerasTuner's tuners
-or Keras's plots (a user's process keeps them: nothing but ``import nas`` happens there). Only those modules'
-own imports are refused, only while each runs, in its thread; a module already imported is never refused, and
-``import sklearn`` (or jax, ...) anywhere else works as usual. No library offers this (it is a property of
-other packages' imports), hence the code.
+has imported it before. ``skip_optional_imports(own_process=True)`` (the ``nas`` command, and a trial worker's
+warm-up hook) also skips scikit-learn and matplotlib for those modules: no command and no trial uses Keras's
+scikit-learn wrappers, KerasTuner's scikit-learn or Bayesian tuners or Keras's plots (``nas plot`` imports
+matplotlib itself); a user's own process keeps them (nothing but ``import nas`` happens there). Only those
+modules' own imports are refused, only while each runs, in its thread; a module already imported is never
+refused, and ``import sklearn`` (or jax, ...) anywhere else works as usual. No library offers this (it is a
+property of other packages' imports), hence the code.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ EVERYWHERE: dict[str, tuple[str, Callable[[Any], None] | None]] = {
     "keras.src.saving.file_editor": ("IPython", None),
     "keras_tuner.src.utils": ("IPython", None),
 }
-#: ... and in trial workers too
-IN_TRIAL_WORKERS: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+#: ... and in the processes nas owns: the ``nas`` command and trial workers
+IN_OWN_PROCESSES: dict[str, tuple[str, Callable[[Any], None] | None]] = {
     "keras.src.wrappers.fixes": ("sklearn", None),
     "keras.src.wrappers.utils": ("sklearn", None),
     "keras.src.wrappers.sklearn_wrapper": ("sklearn", None),
@@ -117,11 +118,12 @@ class _OptionalImportsFinder(importlib.abc.MetaPathFinder):
 _FINDER = _OptionalImportsFinder()
 
 
-def skip_optional_imports(trial_worker: bool = False) -> None:
-    """From now on, this process skips the optional imports of ``EVERYWHERE`` (and of ``IN_TRIAL_WORKERS`` in a
-    trial worker) that have not happened yet (see the module's docstring). Idempotent."""
+def skip_optional_imports(own_process: bool = False) -> None:
+    """From now on, this process skips the optional imports of ``EVERYWHERE`` (and of ``IN_OWN_PROCESSES`` in a
+    process of nas's own: the ``nas`` command, a trial worker) that have not happened yet (see the module's
+    docstring). Idempotent."""
     _skipped.update(EVERYWHERE)
-    if trial_worker:
-        _skipped.update(IN_TRIAL_WORKERS)
+    if own_process:
+        _skipped.update(IN_OWN_PROCESSES)
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)

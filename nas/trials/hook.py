@@ -19,7 +19,7 @@ def warm_up() -> None:
     start: ``nas.runtime.cluster.ray_session``). Importing runs no framework op: each trial still sets its
     threads and its share of a GPU (``configure_framework``). A failure here only moves the import into the
     trial, which imports again and reports it."""
-    skip_optional_imports(trial_worker=True)
+    skip_optional_imports(own_process=True)
     with contextlib.suppress(Exception):  # the trial raises it again where it can be reported
         import keras  # noqa: F401
 

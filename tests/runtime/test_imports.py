@@ -1,6 +1,6 @@
 """Keras's optional imports that nas does not use are skipped (nas.runtime.imports): jax and IPython in every
-process that imported nas, scikit-learn and matplotlib too in a trial worker; what is skipped still works when
-used."""
+process that imported nas, scikit-learn and matplotlib too in nas's own processes (the ``nas`` command, a trial
+worker); what is skipped still works when used."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 USER_PROCESS = r"""
@@ -28,16 +29,24 @@ assert int(lite._jit(lambda x: x * 2)(3)) == 6  # what TFLiteConverter.experimen
 print("ok")
 """
 
-TRIAL_WORKER = r"""
-import importlib, sys
-import numpy as np
-from nas.runtime.cluster import WARM_UP_HOOK
-module, _, name = WARM_UP_HOOK.rpartition(".")
-getattr(importlib.import_module(module), name)()  # what Ray runs as each worker of a search starts
-assert "keras" in sys.modules and "keras_tuner" in sys.modules
+#: how each of nas's own processes starts, before it imports Keras
+STARTS = {
+    # what Ray runs as each worker of a search starts
+    "trial worker": "from nas.runtime.cluster import WARM_UP_HOOK\n"
+                    "module, _, name = WARM_UP_HOOK.rpartition('.')\n"
+                    "getattr(importlib.import_module(module), name)()\n"
+                    "assert 'keras' in sys.modules and 'keras_tuner' in sys.modules\n",
+    # the `nas` command (its console script calls nas.cli.run), here on a command that imports no framework
+    "nas command": "import nas.cli\n"
+                   "sys.argv = ['nas', 'list']\n"
+                   "assert nas.cli.run() == 0\n"
+                   "import keras, keras_tuner, nas.trials.single\n",
+}
+
+OWN_PROCESS = r"""
 import keras_tuner.src.tuners.bayesian, keras.src.visualization.plot_image_gallery
 skipped = [m for m in ("jax", "IPython", "sklearn", "matplotlib") if m in sys.modules]
-assert not skipped, f"a trial worker imported {skipped}"
+assert not skipped, f"imported {skipped}"
 import keras
 model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
                           keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
@@ -69,9 +78,11 @@ def test_a_process_that_imported_nas_imports_neither_jax_nor_ipython_with_keras(
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
-def test_a_trial_worker_skips_scikit_learn_and_matplotlib_too_and_still_trains() -> None:
-    proc = _python(TRIAL_WORKER, KERAS_BACKEND="tensorflow")
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+@pytest.mark.parametrize("process", list(STARTS))
+def test_nas_own_processes_skip_scikit_learn_and_matplotlib_too_and_still_train(process: str, tmp_path) -> None:
+    code = "import importlib, sys\nimport numpy as np\n" + STARTS[process] + OWN_PROCESS
+    proc = _python(code, KERAS_BACKEND="tensorflow", NAS_STORAGE=str(tmp_path))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
 
 
 def test_the_jax_backend_imports_jax_as_before() -> None:
