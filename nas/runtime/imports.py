@@ -32,6 +32,7 @@ import sys
 import threading
 from typing import Any, Callable
 
+
 def find_spec_after(finder: Any, fullname: str, path: Any = None, target: Any = None) -> Any:
     """The spec of ``fullname`` as the finders on ``sys.meta_path`` other than ``finder`` find it (or None)."""
     for other in sys.meta_path:
@@ -103,6 +104,8 @@ class _Skipping(importlib.abc.Loader):
 
 
 class _OptionalImportsFinder(importlib.abc.MetaPathFinder):
+    """Refuses what a running skipped module may not import; hands each skipped module ``_Skipping``."""
+
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname in _refused.get(threading.get_ident(), ()):
             raise ImportError(f"{fullname} is not imported for an optional use (nas.runtime.imports)")
