@@ -30,6 +30,12 @@ os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 #: processes (it ended when they did), 187 s inside the whole suite at -n 3. Every Ray a test starts on this
 #: machine inherits the variable (a cluster started over ssh keeps Ray's default).
 os.environ.setdefault("RAY_worker_niceness", "0")
+#: jax's XLA compiles each model's train step with its optimisation passes off: the tests train a few batches of
+#: each model, where compiling is most of the cost (measured 2026-12-08 on the 2-core machine, the conformance of
+#: three spaces under jax with 2 configurations each: cnn 28.1 -> 13.0 CPU-s, enas_cnn 14.2 -> 7.9, lstm 13.2 ->
+#: 8.3). What is tested is the same: Keras's jax code, compiled by XLA; only the machine code is slower. Every
+#: process of the suite inherits it (nas adds its own single-thread flag for a jax trial to it).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 
 def _ours(pid: str) -> bool:

@@ -96,7 +96,9 @@ def worker_env(backend: str, cpus: float, gpus: float) -> dict[str, str]:
         if not gpus:
             env["JAX_PLATFORMS"] = "cpu"
             if cpus < 2:  # XLA's CPU kernels otherwise use every core; the other cores run other trials
-                env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+                # added to the user's own XLA flags, which the workers would otherwise lose
+                env["XLA_FLAGS"] = " ".join([*os.environ.get("XLA_FLAGS", "").split(),
+                                             "--xla_cpu_multi_thread_eigen=false"])
     elif backend == "tensorflow" and gpus:
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     return env

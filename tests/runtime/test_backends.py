@@ -66,7 +66,7 @@ def test_tensorflow_only_features_refuse_other_backends(cli, capsys, monkeypatch
     assert not (cli.storage / "x").exists()
 
 
-def test_worker_environment_confines_each_trial_to_its_share() -> None:
+def test_worker_environment_confines_each_trial_to_its_share(monkeypatch) -> None:
     eighth = backends.worker_env("jax", cpus=1, gpus=0.125)
     assert eighth["KERAS_BACKEND"] == "jax" and eighth["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert float(eighth["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.9 * 0.125)
@@ -75,6 +75,10 @@ def test_worker_environment_confines_each_trial_to_its_share() -> None:
     assert float(whole["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.9)
     cpu = backends.worker_env("jax", cpus=1, gpus=0)
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["JAX_PLATFORMS"] == "cpu"  # a CPU trial never takes a GPU
+    assert cpu["XLA_FLAGS"].split()[-1] == "--xla_cpu_multi_thread_eigen=false"  # one core's share: one thread
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # a user's own flags are kept
+    assert backends.worker_env("jax", cpus=1, gpus=0)["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2", "--xla_cpu_multi_thread_eigen=false"]
     tf = backends.worker_env("tensorflow", cpus=1, gpus=0.5)
     assert tf == {"KERAS_BACKEND": "tensorflow", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
     assert backends.worker_env("torch", cpus=1, gpus=0) == {"KERAS_BACKEND": "torch", "CUDA_VISIBLE_DEVICES": ""}
