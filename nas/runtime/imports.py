@@ -27,7 +27,6 @@ property of other packages' imports), hence the code.
 from __future__ import annotations
 
 import importlib.abc
-import os
 import sys
 import threading
 from typing import Any, Callable
@@ -44,6 +43,23 @@ def find_spec_after(finder: Any, fullname: str, path: Any = None, target: Any = 
     return None
 
 
+class WrappedLoader(importlib.abc.Loader):
+    """Another loader, with ``exec_module`` to override: what this module and ``nas.runtime.quiet`` wrap a
+    module's execution in."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ... of the real loader
+        return getattr(self.loader, name)
+
+
 def _lazy_tflite_jit(module: Any) -> None:
     """TensorFlow Lite's ``_jit``, imported from jax when called (``TFLiteConverter.experimental_from_jax``)."""
     if getattr(module, "_jit", None) is not None:
@@ -57,15 +73,17 @@ def _lazy_tflite_jit(module: Any) -> None:
     module._jit = _jit
 
 
-#: importer -> (what it may not import while it runs, what it gets after it ran); in every process that imported nas
-EVERYWHERE: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+#: what a skipped module may not import while it runs, and what it gets after it ran
+_Skip = tuple[str, Callable[[Any], None] | None]
+#: importer -> its skip, in every process that imported nas
+EVERYWHERE: dict[str, _Skip] = {
     "tensorflow.lite.python.util": ("jax", _lazy_tflite_jit),
     "keras.src.callbacks.orbax_checkpoint": ("jax", None),
     "keras.src.saving.file_editor": ("IPython", None),
     "keras_tuner.src.utils": ("IPython", None),
 }
 #: ... and in the processes nas owns: the ``nas`` command and trial workers
-IN_OWN_PROCESSES: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+IN_OWN_PROCESSES: dict[str, _Skip] = {
     "keras.src.wrappers.fixes": ("sklearn", None),
     "keras.src.wrappers.utils": ("sklearn", None),
     "keras.src.wrappers.sklearn_wrapper": ("sklearn", None),
@@ -74,20 +92,18 @@ IN_OWN_PROCESSES: dict[str, tuple[str, Callable[[Any], None] | None]] = {
     "keras.src.visualization.plot_image_gallery": ("matplotlib", None),
     "keras.src.visualization.plot_bounding_box_gallery": ("matplotlib", None),
 }
-_skipped: dict[str, tuple[str, Callable[[Any], None] | None]] = {}
+_skipped: dict[str, _Skip] = {}
 
 #: per thread, what the modules now running in it may not import (a module's own imports run inside it)
 _refused: dict[int, list[str]] = {}
 
 
-class _Skipping(importlib.abc.Loader):
+class _Skipping(WrappedLoader):
     """The real loader of one of those modules: ``refuse`` is not found while its module runs."""
 
     def __init__(self, loader: Any, refuse: str, after: Callable[[Any], None] | None) -> None:
-        self.loader, self.refuse, self.after = loader, refuse, after
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
+        super().__init__(loader)
+        self.refuse, self.after = refuse, after
 
     def exec_module(self, module: Any) -> None:
         mine = _refused.setdefault(threading.get_ident(), [])
@@ -99,9 +115,6 @@ class _Skipping(importlib.abc.Loader):
         if self.after is not None:
             self.after(module)
 
-    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ... of the real loader
-        return getattr(self.loader, name)
-
 
 class _OptionalImportsFinder(importlib.abc.MetaPathFinder):
     """Refuses what a running skipped module may not import; hands each skipped module ``_Skipping``."""
@@ -110,7 +123,7 @@ class _OptionalImportsFinder(importlib.abc.MetaPathFinder):
         if fullname in _refused.get(threading.get_ident(), ()):
             raise ImportError(f"{fullname} is not imported for an optional use (nas.runtime.imports)")
         skip = _skipped.get(fullname)
-        if skip is None or skip[0] in sys.modules or (skip[0] == "jax" and os.environ.get("KERAS_BACKEND") == "jax"):
+        if skip is None or skip[0] in sys.modules:  # (on the jax backend, Keras imported jax before these)
             return None
         spec = find_spec_after(self, fullname, path, target)
         if spec is not None and spec.loader is not None and not isinstance(spec.loader, _Skipping):

@@ -36,7 +36,7 @@ import sys
 import warnings
 from typing import Any, Iterator
 
-from nas.runtime.imports import find_spec_after
+from nas.runtime.imports import WrappedLoader, find_spec_after
 
 # -- the environment -------------------------------------------------------------------------------------------
 # Always set for the trial workers (a user's own setting wins). Tune gives a reused worker's previous trial
@@ -167,21 +167,12 @@ def filtered_stderr() -> Iterator[None]:
             child.wait(timeout=5)
 
 
-class _Loader(importlib.abc.Loader):
+class _Loader(WrappedLoader):
     """The real loader of ``tensorflow``, its module executed with stderr filtered."""
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
         with filtered_stderr():
             self.loader.exec_module(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ... of the real loader
-        return getattr(self.loader, name)
 
 
 class _TensorFlowFinder(importlib.abc.MetaPathFinder):
